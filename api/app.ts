@@ -1,0 +1,78 @@
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
+import { requestId } from "hono/request-id";
+import type { RateLimiterAbstract } from "rate-limiter-flexible";
+import type { Logger } from "../lib/logger.ts";
+import type { TokenVerifier } from "./auth/verifier.ts";
+import type { AppEnv } from "./context.ts";
+import { ApiError, problemResponse } from "./errors.ts";
+import { authenticate, requireScope } from "./middleware/auth.ts";
+import { rateLimit } from "./middleware/rate-limit.ts";
+import { countersRoute } from "./routes/counters.ts";
+import { type HealthRouteOptions, healthRoutes } from "./routes/health.ts";
+import { incrementRoute } from "./routes/increment.ts";
+import type { Incrementer } from "./store/increment.ts";
+import type { CounterReader } from "./store/read-counter.ts";
+
+export interface AppDependencies {
+  logger: Logger;
+  verifier: TokenVerifier | null;
+  rateLimiter: RateLimiterAbstract;
+  increment: Incrementer;
+  readCounter: CounterReader;
+  health: HealthRouteOptions;
+  maxKeyLength: number;
+  bodyLimitBytes: number;
+}
+
+/** The whole HTTP API, with no network attached: tests drive it through `app.request()`. */
+export function newApp(deps: AppDependencies) {
+  const app = new Hono<AppEnv>();
+  app.use(requestId());
+  app.onError((error, c) => problemResponse(c, toApiError(error, deps.logger, c.get("requestId"))));
+  app.notFound((c) =>
+    problemResponse(c, new ApiError("not_found", `no route for ${c.req.method} ${c.req.path}`)),
+  );
+
+  app.route("/", healthRoutes(deps.health));
+
+  const authenticated = [authenticate({ verifier: deps.verifier }), rateLimit({ limiter: deps.rateLimiter })];
+  const limitBody = bodyLimit({
+    maxSize: deps.bodyLimitBytes,
+    onError: () => {
+      throw new ApiError("payload_too_large", `the body must be at most ${deps.bodyLimitBytes} bytes`);
+    },
+  });
+  app.use("/increment", limitBody, ...authenticated, requireScope("counters:write"));
+  app.use("/counters/*", ...authenticated, requireScope("counters:read"));
+  app.route("/", incrementRoute({ increment: deps.increment, maxKeyLength: deps.maxKeyLength }));
+  app.route("/", countersRoute({ readCounter: deps.readCounter, maxKeyLength: deps.maxKeyLength }));
+
+  // A known path with the wrong method is a 405 that names the allowed one, not a 404.
+  app.all("/increment", (c) => {
+    throw new ApiError("method_not_allowed", `${c.req.method} is not allowed here`, {
+      headers: { Allow: "POST" },
+    });
+  });
+  app.all("/counters/*", (c) => {
+    throw new ApiError("method_not_allowed", `${c.req.method} is not allowed here`, {
+      headers: { Allow: "GET" },
+    });
+  });
+  return app;
+}
+
+function toApiError(error: Error, logger: Logger, requestId: string): ApiError {
+  if (error instanceof ApiError) {
+    if (error.status >= 500)
+      logger.warn({ err: error.cause ?? error, requestId, code: error.code }, error.message);
+    return error;
+  }
+  // Hono raises HTTPException for malformed requests it detects itself (e.g. a body that cannot be read).
+  if (error instanceof HTTPException && error.status < 500) {
+    return new ApiError("invalid_body", error.message || "the request could not be read");
+  }
+  logger.error({ err: error, requestId }, "unhandled error");
+  return new ApiError("internal_error", "an unexpected error occurred; it has been logged", { cause: error });
+}

@@ -1,0 +1,84 @@
+import { createRemoteJWKSet, errors, type JWTVerifyOptions, jwtVerify } from "jose";
+import type { AuthConfig } from "../../lib/config.ts";
+
+export interface VerifiedToken {
+  subject: string;
+  scopes: ReadonlySet<string>;
+}
+
+export type TokenVerifier = (token: string) => Promise<VerifiedToken>;
+
+/** A token that cannot be accepted; `reason` is safe to show the client. */
+export class InvalidTokenError extends Error {
+  override name = "InvalidTokenError";
+}
+
+/** The JWKS endpoint could not be read; the request fails with 503, not 401. */
+export class KeySourceUnavailableError extends Error {
+  override name = "KeySourceUnavailableError";
+}
+
+// Leeway for clocks that disagree by a few seconds between token issuer and API node.
+const CLOCK_TOLERANCE_S = 5;
+
+/**
+ * Verifies a bearer token against the configured key: HS256 with a shared secret, or RS256/ES256 with keys
+ * fetched (and cached, and re-fetched on an unknown `kid`) from a JWKS URL. Algorithms are pinned per mode,
+ * so `alg: none` and key-confusion tokens are rejected by jose before any claim is read.
+ */
+export function createTokenVerifier(auth: Exclude<AuthConfig, { mode: "disabled" }>): TokenVerifier {
+  const options: JWTVerifyOptions = {
+    algorithms: auth.mode === "hs256" ? ["HS256"] : ["RS256", "ES256"],
+    issuer: auth.issuer,
+    audience: auth.audience,
+    requiredClaims: ["exp", "sub"],
+    clockTolerance: CLOCK_TOLERANCE_S,
+  };
+  const verifySignature = (() => {
+    if (auth.mode === "hs256") {
+      const secret = new TextEncoder().encode(auth.secret);
+      return (token: string) => jwtVerify(token, secret, options);
+    }
+    const keySet = createRemoteJWKSet(new URL(auth.jwksUrl));
+    return (token: string) => jwtVerify(token, keySet, options);
+  })();
+
+  return async function verifyToken(token) {
+    try {
+      const { payload } = await verifySignature(token);
+      const scope = payload.scope;
+      if (scope !== undefined && typeof scope !== "string") {
+        throw new InvalidTokenError("the scope claim must be a space-separated string");
+      }
+      // requiredClaims guarantees sub is present; jose checks it is a string.
+      const subject = payload.sub ?? "";
+      if (subject === "") throw new InvalidTokenError("the sub claim must not be empty");
+      return { subject, scopes: new Set(scope?.split(" ").filter(Boolean)) };
+    } catch (error) {
+      if (error instanceof InvalidTokenError) throw error;
+      // The key server being unreachable or broken is our outage, not the client's bad token.
+      if (auth.mode === "jwks" && isKeySourceFailure(error)) {
+        throw new KeySourceUnavailableError("the token signing keys cannot be fetched", { cause: error });
+      }
+      if (error instanceof errors.JWTExpired) throw new InvalidTokenError("the token has expired");
+      if (error instanceof errors.JOSEError) throw new InvalidTokenError(describe(error));
+      throw error;
+    }
+  };
+}
+
+function isKeySourceFailure(error: unknown): boolean {
+  if (error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid) return true;
+  // jose reports a non-200 or unparsable JWKS response with its generic error class, and a refused
+  // connection with fetch's own TypeError; every token problem has a more specific class.
+  if (error instanceof errors.JOSEError) return error.code === "ERR_JOSE_GENERIC";
+  return true;
+}
+
+function describe(error: errors.JOSEError): string {
+  if (error instanceof errors.JWTClaimValidationFailed) return `claim check failed: ${error.message}`;
+  if (error instanceof errors.JWSSignatureVerificationFailed) return "the signature does not verify";
+  if (error instanceof errors.JOSEAlgNotAllowed) return "the token's algorithm is not accepted";
+  if (error instanceof errors.JWKSNoMatchingKey) return "no key matches the token's kid";
+  return "the token is malformed";
+}

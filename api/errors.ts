@@ -1,0 +1,87 @@
+import type { Context } from "hono";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { AppEnv } from "./context.ts";
+
+/**
+ * Every error the API can answer with, and its status. The map is exhaustive by construction: a new code
+ * without a status or a title does not compile.
+ */
+const PROBLEMS = {
+  invalid_body: { status: 400, title: "The request body is not a valid increment" },
+  invalid_key: { status: 400, title: "The counter key is not valid" },
+  unauthorized: { status: 401, title: "A valid bearer token is required" },
+  insufficient_scope: { status: 403, title: "The token lacks the scope this operation needs" },
+  not_found: { status: 404, title: "No such resource" },
+  counter_not_found: { status: 404, title: "No such counter" },
+  method_not_allowed: { status: 405, title: "Method not allowed" },
+  payload_too_large: { status: 413, title: "The request body is too large" },
+  counter_out_of_range: { status: 422, title: "The increment would take the counter out of range" },
+  rate_limited: { status: 429, title: "Too many requests" },
+  internal_error: { status: 500, title: "Internal error" },
+  redis_unavailable: { status: 503, title: "The counter store cannot take the request right now" },
+  auth_unavailable: { status: 503, title: "Tokens cannot be verified right now" },
+  database_unavailable: { status: 503, title: "The database cannot answer right now" },
+  shutting_down: { status: 503, title: "This node is shutting down" },
+} as const satisfies Record<string, { status: ContentfulStatusCode; title: string }>;
+
+export type ProblemCode = keyof typeof PROBLEMS;
+
+export interface FieldError {
+  /** JSON Pointer (RFC 6901) into the request body, e.g. "/value". */
+  pointer: string;
+  detail: string;
+}
+
+export interface ApiErrorOptions {
+  headers?: Record<string, string>;
+  errors?: FieldError[];
+  cause?: unknown;
+}
+
+/** Thrown anywhere in a request; the app's error handler turns it into an RFC 9457 problem response. */
+export class ApiError extends Error {
+  override name = "ApiError";
+  readonly code: ProblemCode;
+  readonly headers: Record<string, string>;
+  readonly errors: FieldError[] | undefined;
+
+  constructor(code: ProblemCode, detail: string, options: ApiErrorOptions = {}) {
+    super(detail, { cause: options.cause });
+    this.code = code;
+    this.headers = options.headers ?? {};
+    this.errors = options.errors;
+  }
+
+  get status(): ContentfulStatusCode {
+    return PROBLEMS[this.code].status;
+  }
+}
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  instance: string;
+  code: ProblemCode;
+  requestId: string;
+  errors?: FieldError[];
+}
+
+export function problemResponse(c: Context<AppEnv>, error: ApiError): Response {
+  const problem: Problem = {
+    type: `urn:tally:problem:${error.code}`,
+    title: PROBLEMS[error.code].title,
+    status: error.status,
+    detail: error.message,
+    instance: c.req.path,
+    code: error.code,
+    requestId: c.get("requestId"),
+    ...(error.errors ? { errors: error.errors } : {}),
+  };
+  // c.body keeps the headers middleware already set (request id, rate-limit state).
+  return c.body(JSON.stringify(problem), error.status, {
+    ...error.headers,
+    "content-type": "application/problem+json",
+  });
+}

@@ -1,0 +1,11 @@
+import { loadConfigOrExit } from "../lib/config.ts";
+import { createLogger } from "../lib/logger.ts";
+import { Shutdown } from "../lib/shutdown.ts";
+import { startApi } from "./server.ts";
+
+// One API node, as production runs it: `npm run start:api`.
+const config = loadConfigOrExit();
+const logger = createLogger({ level: config.logLevel, role: "api" });
+const shutdown = new Shutdown(logger, config.http.shutdownTimeoutMs);
+shutdown.listen();
+await startApi(config, logger, shutdown);

@@ -1,0 +1,53 @@
+import type { MiddlewareHandler } from "hono";
+import { type RateLimiterAbstract, RateLimiterRes } from "rate-limiter-flexible";
+import type { AppEnv } from "../context.ts";
+import { ApiError } from "../errors.ts";
+
+export interface RateLimitOptions {
+  limiter: RateLimiterAbstract;
+  /** Name of the quota in the RateLimit-Policy header. */
+  policy?: string;
+}
+
+/**
+ * Per-client fixed-window limit, keyed by the authenticated client id. Every response that passes through
+ * carries the IETF RateLimit-Policy / RateLimit fields (draft-ietf-httpapi-ratelimit-headers), so clients
+ * can pace themselves before they are refused; a refusal is a 429 with Retry-After.
+ */
+export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> {
+  const { limiter } = options;
+  const policy = options.policy ?? "default";
+  if (!/^[a-z][a-z0-9_-]*$/.test(policy))
+    throw new TypeError(`rate limit policy name "${policy}" is not a token`);
+  const policyHeader = `"${policy}";q=${limiter.points};w=${limiter.duration}`;
+
+  const stateHeaders = (state: RateLimiterRes) => ({
+    "RateLimit-Policy": policyHeader,
+    RateLimit: `"${policy}";r=${state.remainingPoints};t=${Math.ceil(state.msBeforeNext / 1000)}`,
+  });
+
+  return async function rateLimitByClient(c, next) {
+    let state: RateLimiterRes;
+    try {
+      state = await limiter.consume(c.var.client.id, 1);
+    } catch (rejection) {
+      if (rejection instanceof RateLimiterRes) {
+        const retryAfter = Math.max(1, Math.ceil(rejection.msBeforeNext / 1000));
+        throw new ApiError(
+          "rate_limited",
+          `rate limit of ${limiter.points} per ${limiter.duration}s reached`,
+          {
+            headers: { ...stateHeaders(rejection), "Retry-After": String(retryAfter) },
+          },
+        );
+      }
+      // The limiter shares the counters' Redis: if it cannot answer, neither could the write.
+      throw new ApiError("redis_unavailable", "the counter store is unreachable", {
+        headers: { "Retry-After": "1" },
+        cause: rejection,
+      });
+    }
+    for (const [name, value] of Object.entries(stateHeaders(state))) c.header(name, value);
+    await next();
+  };
+}

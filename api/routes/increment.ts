@@ -1,0 +1,33 @@
+import { Hono } from "hono";
+import type { AppEnv } from "../context.ts";
+import { ApiError } from "../errors.ts";
+import { incrementBodySchema } from "../schemas.ts";
+import type { Incrementer } from "../store/increment.ts";
+import { parseOrThrow } from "../validation.ts";
+
+export interface IncrementRouteOptions {
+  increment: Incrementer;
+  maxKeyLength: number;
+}
+
+export function incrementRoute(options: IncrementRouteOptions) {
+  const bodySchema = incrementBodySchema(options.maxKeyLength);
+  return new Hono<AppEnv>().post("/increment", async (c) => {
+    const body = parseOrThrow(bodySchema, await readJson(c.req.raw), "invalid_body");
+    await options.increment(body.key, body.value);
+    // Sent only now: Redis has acknowledged the write.
+    return c.body(null, 202);
+  });
+}
+
+/** Parses the body as JSON whatever the Content-Type says: a missing header is the commonest client slip. */
+async function readJson(request: Request): Promise<unknown> {
+  const text = await request.text();
+  if (text.trim() === "")
+    throw new ApiError("invalid_body", "the body must be a JSON object with key and value");
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError("invalid_body", "the body is not valid JSON");
+  }
+}

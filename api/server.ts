@@ -1,0 +1,97 @@
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { createAdaptorServer } from "@hono/node-server";
+import { RateLimiterRedis } from "rate-limiter-flexible";
+import type { Config } from "../lib/config.ts";
+import type { Logger } from "../lib/logger.ts";
+import { createPool } from "../lib/postgres/pool.ts";
+import { createRedis } from "../lib/redis/client.ts";
+import { rateLimitKeyPrefix } from "../lib/redis/keys.ts";
+import type { Shutdown } from "../lib/shutdown.ts";
+import { newApp } from "./app.ts";
+import { createTokenVerifier } from "./auth/verifier.ts";
+import { createIncrementer } from "./store/increment.ts";
+import { createCounterReader } from "./store/read-counter.ts";
+
+// Longer than the idle timeout of common load balancers (nginx 60 s upstream keepalive_timeout, AWS ALB
+// 60 s), so the balancer, not the API, closes idle connections and never races a request onto a closing one.
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+
+export interface RunningApi {
+  /** The address the server listens on, e.g. http://127.0.0.1:3333. */
+  url: string;
+}
+
+/**
+ * Starts an API node and registers its cleanups: on shutdown it reports not-ready, stops accepting
+ * connections, lets in-flight requests finish, then closes Redis and Postgres.
+ */
+export async function startApi(config: Config, logger: Logger, shutdown: Shutdown): Promise<RunningApi> {
+  if (config.auth.mode === "hs256" && config.auth.isDevelopmentSecret) {
+    logger.warn("JWT_SECRET is not set: using the built-in development secret; never do this in production");
+  }
+  if (config.auth.mode === "disabled")
+    logger.warn("AUTH_DISABLED=true: every request is accepted anonymously");
+
+  const redis = createRedis({
+    url: config.redis.url,
+    name: "tally-api",
+    commandTimeoutMs: config.redis.commandTimeoutMs,
+    autoPipelining: true,
+  });
+  redis.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
+  redis.on("ready", () => logger.info("redis ready"));
+  shutdown.add("redis", async () => {
+    await redis.quit().catch(() => redis.disconnect());
+  });
+  // Not awaited: the node serves (with 503s and a failing /readyz) until Redis is reachable.
+  redis.connect().catch(() => {});
+
+  const pool = createPool({
+    connectionString: config.database.url,
+    applicationName: "tally-api",
+    max: config.database.poolSize,
+    statementTimeoutMs: 5_000,
+    onError: (error) => logger.warn({ err: error }, "postgres idle client error"),
+  });
+  shutdown.add("postgres", () => pool.end());
+
+  let draining = false;
+  const app = newApp({
+    logger,
+    verifier: config.auth.mode === "disabled" ? null : createTokenVerifier(config.auth),
+    rateLimiter: new RateLimiterRedis({
+      storeClient: redis,
+      keyPrefix: rateLimitKeyPrefix(config.redis.keyPrefix),
+      points: config.rateLimit.points,
+      duration: config.rateLimit.durationSeconds,
+      rejectIfRedisNotReady: true,
+    }),
+    increment: createIncrementer(redis, config.redis.keyPrefix, config.sync.shards),
+    readCounter: createCounterReader(redis, pool, config.redis.keyPrefix, config.sync.shards),
+    health: { redis, isDraining: () => draining },
+    maxKeyLength: config.maxKeyLength,
+    bodyLimitBytes: config.http.bodyLimitBytes,
+  });
+
+  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  server.headersTimeout = KEEP_ALIVE_TIMEOUT_MS + 1_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.http.port, config.http.host, () => resolve());
+  });
+  shutdown.add("http server", async () => {
+    draining = true;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    // close() waits for in-flight requests; idle keep-alive sockets would otherwise hold it open.
+    server.closeIdleConnections();
+    await closed;
+  });
+
+  const address = server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+  logger.info({ url }, "api listening");
+  return { url };
+}

@@ -1,0 +1,166 @@
+import * as v from "valibot";
+
+/**
+ * Every setting tally reads, parsed once at start-up. A bad value stops the process with a message that
+ * names the variable, instead of surfacing later as a confusing runtime error.
+ */
+
+const DEV_JWT_SECRET = "tally-development-secret-do-not-use-in-production";
+
+function integer(fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) {
+  return v.pipe(
+    v.optional(v.string(), String(fallback)),
+    v.trim(),
+    v.regex(/^-?\d+$/, "must be a whole number"),
+    v.transform(Number),
+    v.minValue(min, `must be at least ${min}`),
+    v.maxValue(max, `must be at most ${max}`),
+  );
+}
+
+function flag(fallback: boolean) {
+  return v.pipe(
+    v.optional(v.string(), String(fallback)),
+    v.trim(),
+    v.toLowerCase(),
+    v.picklist(["true", "false", "1", "0", "yes", "no"], "must be true or false"),
+    v.transform((value) => value === "true" || value === "1" || value === "yes"),
+  );
+}
+
+const urlText = v.pipe(v.string(), v.trim(), v.url("must be a URL"));
+
+function url(fallback: string) {
+  return v.optional(urlText, fallback);
+}
+
+const optionalText = v.optional(v.pipe(v.string(), v.trim(), v.nonEmpty()));
+
+const EnvSchema = v.object({
+  NODE_ENV: v.optional(v.picklist(["development", "production", "test"]), "development"),
+  HOST: v.optional(v.pipe(v.string(), v.nonEmpty()), "0.0.0.0"),
+  PORT: integer(3333, 0, 65535),
+  LOG_LEVEL: v.optional(v.picklist(["fatal", "error", "warn", "info", "debug", "trace", "silent"]), "info"),
+
+  REDIS_URL: url("redis://127.0.0.1:6379"),
+  REDIS_KEY_PREFIX: v.optional(
+    v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 of A-Z a-z 0-9 _ . -")),
+    "tally",
+  ),
+  REDIS_COMMAND_TIMEOUT_MS: integer(1_000, 10, 60_000),
+
+  DATABASE_URL: url("postgres://postgres@127.0.0.1:5432/tally"),
+  DATABASE_POOL_SIZE: integer(4, 1, 100),
+
+  JWT_SECRET: v.optional(
+    v.pipe(v.string(), v.minLength(32, "must be at least 32 characters (HS256 key strength)")),
+  ),
+  JWT_JWKS_URL: v.optional(urlText),
+  JWT_ISSUER: optionalText,
+  JWT_AUDIENCE: optionalText,
+  AUTH_DISABLED: flag(false),
+
+  RATE_LIMIT_POINTS: integer(1_000, 1),
+  RATE_LIMIT_DURATION_S: integer(1, 1, 86_400),
+
+  MAX_KEY_LENGTH: integer(256, 1, 10_000),
+  BODY_LIMIT_BYTES: integer(16_384, 64, 1_048_576),
+  SHUTDOWN_TIMEOUT_MS: integer(10_000, 0, 600_000),
+
+  SYNC_INTERVAL_MS: integer(5_000, 50, 300_000),
+  SYNC_SHARDS: integer(1, 1, 1_024),
+  SYNC_SCAN_COUNT: integer(1_000, 10, 100_000),
+  SYNC_LEASE_TTL_MS: integer(3_000, 100, 600_000),
+});
+
+type Env = v.InferOutput<typeof EnvSchema>;
+
+export type AuthConfig =
+  | { mode: "hs256"; secret: string; issuer?: string; audience?: string; isDevelopmentSecret: boolean }
+  | { mode: "jwks"; jwksUrl: string; issuer?: string; audience?: string }
+  | { mode: "disabled" };
+
+export interface Config {
+  env: Env["NODE_ENV"];
+  http: { host: string; port: number; bodyLimitBytes: number; shutdownTimeoutMs: number };
+  logLevel: Env["LOG_LEVEL"];
+  redis: { url: string; keyPrefix: string; commandTimeoutMs: number };
+  database: { url: string; poolSize: number };
+  auth: AuthConfig;
+  rateLimit: { points: number; durationSeconds: number };
+  maxKeyLength: number;
+  sync: { intervalMs: number; shards: number; scanCount: number; leaseTtlMs: number };
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+function resolveAuth(env: Env): AuthConfig {
+  const claims = { issuer: env.JWT_ISSUER, audience: env.JWT_AUDIENCE };
+  if (env.AUTH_DISABLED) return { mode: "disabled" };
+  if (env.JWT_SECRET && env.JWT_JWKS_URL) {
+    throw new ConfigError("set either JWT_SECRET (HS256) or JWT_JWKS_URL (RS256/ES256), not both");
+  }
+  if (env.JWT_JWKS_URL) return { mode: "jwks", jwksUrl: env.JWT_JWKS_URL, ...claims };
+  if (env.JWT_SECRET) return { mode: "hs256", secret: env.JWT_SECRET, ...claims, isDevelopmentSecret: false };
+  if (env.NODE_ENV === "production") {
+    throw new ConfigError(
+      "no token verification configured: set JWT_SECRET or JWT_JWKS_URL (or AUTH_DISABLED=true to accept anonymous requests)",
+    );
+  }
+  // Outside production, a fixed secret shared with `npm run token` makes `npm start` work out of the box.
+  return { mode: "hs256", secret: DEV_JWT_SECRET, ...claims, isDevelopmentSecret: true };
+}
+
+export function parseConfig(source: Record<string, string | undefined> = process.env): Config {
+  // Treat VAR= (empty) as unset, the way shells and compose files commonly leave it.
+  const present = Object.fromEntries(Object.entries(source).filter(([, value]) => value !== ""));
+  const result = v.safeParse(EnvSchema, present);
+  if (!result.success) {
+    const lines = result.issues.map((issue) => {
+      const name = v.getDotPath(issue) ?? "environment";
+      return `  ${name}: ${issue.message} (got ${JSON.stringify(issue.input)})`;
+    });
+    throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
+  }
+  const env = result.output;
+  return {
+    env: env.NODE_ENV,
+    http: {
+      host: env.HOST,
+      port: env.PORT,
+      bodyLimitBytes: env.BODY_LIMIT_BYTES,
+      shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    },
+    logLevel: env.LOG_LEVEL,
+    redis: {
+      url: env.REDIS_URL,
+      keyPrefix: env.REDIS_KEY_PREFIX,
+      commandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,
+    },
+    database: { url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE },
+    auth: resolveAuth(env),
+    rateLimit: { points: env.RATE_LIMIT_POINTS, durationSeconds: env.RATE_LIMIT_DURATION_S },
+    maxKeyLength: env.MAX_KEY_LENGTH,
+    sync: {
+      intervalMs: env.SYNC_INTERVAL_MS,
+      shards: env.SYNC_SHARDS,
+      scanCount: env.SYNC_SCAN_COUNT,
+      leaseTtlMs: env.SYNC_LEASE_TTL_MS,
+    },
+  };
+}
+
+/** For entry points: parse, or print the reason and exit before anything starts. */
+export function loadConfigOrExit(): Config {
+  try {
+    return parseConfig();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`tally: ${error.message}\n`);
+    process.exit(78); // EX_CONFIG
+  }
+}
+
+export { DEV_JWT_SECRET };

@@ -1,0 +1,17 @@
+--[[
+  Ends a batch after Postgres committed it: deletes the flushing hash, but only while it still holds
+  that batch. A slow syncer finishing a batch that another syncer already finished must never delete
+  the newer batch swapped in since.
+
+  KEYS[1]  flushing hash
+  KEYS[2]  flushing meta hash
+
+  ARGV[1]  id of the committed batch
+
+  Returns  1 when the batch was deleted, 0 when the flushing hash holds another batch or none.
+]]
+if redis.call('HGET', KEYS[2], 'batch') == ARGV[1] then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+return 0

@@ -1,0 +1,20 @@
+--[[
+  Takes the syncer leader lease, or extends it when the caller already holds it.
+
+  KEYS[1]  lease key
+
+  ARGV[1]  holder id of the caller
+  ARGV[2]  lease time to live, ms
+
+  Returns  1 when the caller holds the lease afterwards, 0 when another holder does.
+]]
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0

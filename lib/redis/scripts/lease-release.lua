@@ -1,0 +1,14 @@
+--[[
+  Gives up the syncer leader lease so that a standby takes over at once instead of after the TTL.
+
+  KEYS[1]  lease key
+
+  ARGV[1]  holder id of the caller
+
+  Returns  1 when the caller's lease was released, 0 when it did not hold it.
+]]
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0

@@ -1,0 +1,25 @@
+import { startApi } from "../api/server.ts";
+import { loadConfigOrExit } from "../lib/config.ts";
+import { createLogger } from "../lib/logger.ts";
+import { migrate } from "../lib/postgres/migrate.ts";
+import { createPool, ensureDatabase } from "../lib/postgres/pool.ts";
+import { Shutdown } from "../lib/shutdown.ts";
+import { startSyncer } from "../syncer/server.ts";
+
+// `npm start`: the whole service in one process (migrations, one API node, one syncer) for local use.
+// Production runs the roles separately: `npm run start:api` (N) and `npm run start:syncer` (2+).
+const config = loadConfigOrExit();
+const logger = createLogger({ level: config.logLevel, role: "migrate" });
+const shutdown = new Shutdown(logger, Math.max(config.http.shutdownTimeoutMs, config.sync.intervalMs * 3));
+shutdown.listen();
+
+await ensureDatabase(config.database.url);
+const pool = createPool({ connectionString: config.database.url, applicationName: "tally-migrate", max: 1 });
+try {
+  await migrate(pool);
+} finally {
+  await pool.end();
+}
+// Registered first so it stops last: the API drains before the syncer's final flush.
+await startSyncer(config, createLogger({ level: config.logLevel, role: "syncer" }), shutdown);
+await startApi(config, createLogger({ level: config.logLevel, role: "api" }), shutdown);

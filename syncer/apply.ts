@@ -1,0 +1,129 @@
+import type pg from "pg";
+
+export interface Batch {
+  id: string;
+  shard: number;
+  seq: bigint;
+  swappedAt: Date;
+  /** Keys in the order their rows are locked; every syncer sorts the same way, so two never deadlock. */
+  keys: string[];
+  /** Decimal int64 deltas, index-aligned with keys. Kept as text: they may exceed 2^53. */
+  deltas: string[];
+}
+
+export interface QuarantinedDelta {
+  key: string;
+  delta: string;
+}
+
+export type ApplyResult =
+  | { applied: true; quarantined: QuarantinedDelta[] }
+  /** The ledger already holds this batch: another syncer (or an earlier life of this one) committed it. */
+  | { applied: false };
+
+// Rows per statement: large enough to amortise the round trip, small enough to keep one statement's
+// memory and the parameter message modest.
+const ROWS_PER_STATEMENT = 20_000;
+
+const RECORD_BATCH_SQL = `
+  INSERT INTO sync_batches (batch_id, shard, seq, swapped_at, key_count, delta_sum)
+  VALUES ($1, $2, $3, $4, $5, $6)
+  ON CONFLICT (batch_id) DO NOTHING`;
+
+// Set-based upsert of one chunk. A key whose total would leave bigint is set aside with its delta in
+// quarantined_deltas instead of failing the statement (and with it, every other key of the batch).
+const UPSERT_SQL = `
+  WITH input AS (
+    SELECT key, delta, ord FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS t(key, delta, ord)
+  ), checked AS (
+    SELECT i.key, i.delta, i.ord,
+           coalesce(c.value, 0)::numeric + i.delta
+             NOT BETWEEN -9223372036854775808 AND 9223372036854775807 AS out_of_range
+      FROM input i LEFT JOIN counters c ON c.key = i.key
+  ), set_aside AS (
+    INSERT INTO quarantined_deltas (batch_id, key, delta, reason)
+    SELECT $3, key, delta, 'total would leave the bigint range' FROM checked WHERE out_of_range
+    RETURNING key, delta
+  ), upserted AS (
+    INSERT INTO counters AS c (key, value, updated_at)
+    SELECT key, delta, now() FROM checked WHERE NOT out_of_range ORDER BY ord
+    ON CONFLICT (key) DO UPDATE SET value = c.value + excluded.value, updated_at = excluded.updated_at
+  )
+  SELECT key, delta::text AS delta FROM set_aside`;
+
+const ADVANCE_SYNC_STATE_SQL = `
+  INSERT INTO sync_state AS s (shard, synced_through, last_seq) VALUES ($1, $2, $3)
+  ON CONFLICT (shard) DO UPDATE
+    SET synced_through = greatest(s.synced_through, excluded.synced_through),
+        last_seq = greatest(s.last_seq, excluded.last_seq)`;
+
+export interface ApplyHooks {
+  /** Runs inside the transaction after the upserts and before COMMIT (fault injection in tests). */
+  beforeCommit?: () => Promise<void> | void;
+}
+
+/**
+ * Applies a batch in ONE transaction that also records its id in the ledger. The ledger insert comes
+ * first: a second syncer applying the same batch blocks on it until the first commits, then finds the id
+ * taken and applies nothing. That is what makes a batch count exactly once, lease or no lease.
+ */
+export async function applyBatch(pool: pg.Pool, batch: Batch, hooks: ApplyHooks = {}): Promise<ApplyResult> {
+  const client = await pool.connect();
+  let released = false;
+  try {
+    await client.query("BEGIN");
+    const deltaSum = batch.deltas.reduce((sum, delta) => sum + BigInt(delta), 0n);
+    const recorded = await client.query(RECORD_BATCH_SQL, [
+      batch.id,
+      batch.shard,
+      batch.seq.toString(),
+      batch.swappedAt,
+      batch.keys.length,
+      deltaSum.toString(),
+    ]);
+    if (recorded.rowCount === 0) {
+      await client.query("ROLLBACK");
+      return { applied: false };
+    }
+    const quarantined: QuarantinedDelta[] = [];
+    for (let start = 0; start < batch.keys.length; start += ROWS_PER_STATEMENT) {
+      const end = start + ROWS_PER_STATEMENT;
+      const { rows } = await client.query<QuarantinedDelta>(UPSERT_SQL, [
+        batch.keys.slice(start, end),
+        batch.deltas.slice(start, end),
+        batch.id,
+      ]);
+      quarantined.push(...rows);
+    }
+    await client.query(ADVANCE_SYNC_STATE_SQL, [batch.shard, batch.swappedAt, batch.seq.toString()]);
+    await hooks.beforeCommit?.();
+    await client.query("COMMIT");
+    return { applied: true, quarantined };
+  } catch (error) {
+    // A failed ROLLBACK means the connection is broken; destroy it rather than return it to the pool.
+    await client.query("ROLLBACK").catch((rollbackError: Error) => {
+      client.release(rollbackError);
+      released = true;
+    });
+    throw error;
+  } finally {
+    if (!released) client.release();
+  }
+}
+
+/** Records that a shard had nothing pending at `observedAt`: Postgres is complete up to that instant. */
+export async function markShardIdle(pool: pg.Pool, shard: number, observedAt: Date): Promise<void> {
+  await pool.query(
+    `INSERT INTO sync_state AS s (shard, synced_through, last_seq) VALUES ($1, $2, 0)
+     ON CONFLICT (shard) DO UPDATE SET synced_through = greatest(s.synced_through, excluded.synced_through)`,
+    [shard, observedAt],
+  );
+}
+
+/** The highest committed seq per shard, so new batch numbers never go backwards after Redis data loss. */
+export async function committedSeqs(pool: pg.Pool): Promise<Map<number, bigint>> {
+  const { rows } = await pool.query<{ shard: number; last_seq: bigint }>(
+    "SELECT shard, last_seq FROM sync_state",
+  );
+  return new Map(rows.map((row) => [row.shard, row.last_seq]));
+}

@@ -1,0 +1,81 @@
+import { randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { hostname } from "node:os";
+import type { Redis } from "ioredis";
+
+export interface LeaseOptions {
+  redis: Redis;
+  key: string;
+  ttlMs: number;
+  /** How often to claim or extend; a third of the TTL leaves two chances before the lease lapses. */
+  renewEveryMs?: number;
+}
+
+/**
+ * The leader lease: one Redis key holding the leader's id with a TTL, claimed and extended by a Lua script.
+ * It keeps standbys idle, nothing more; the syncer is correct with two leaders at once (see apply.ts).
+ * Leadership is judged on the local monotonic clock: after a failed renewal we stop believing we lead once
+ * the TTL we last secured has run out, even if Redis cannot be asked.
+ *
+ * Emits "acquired" and "lost".
+ */
+export class LeaderLease extends EventEmitter<{ acquired: []; lost: [] }> {
+  readonly holderId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  readonly #options: Required<LeaseOptions>;
+  #heldUntil = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #wasLeader = false;
+
+  constructor(options: LeaseOptions) {
+    super();
+    this.#options = { renewEveryMs: Math.max(10, Math.floor(options.ttlMs / 3)), ...options };
+  }
+
+  isHeld(): boolean {
+    return performance.now() < this.#heldUntil;
+  }
+
+  start(): void {
+    const tick = async () => {
+      await this.claim();
+      if (this.#timer !== undefined) this.#timer = setTimeout(tick, this.#options.renewEveryMs);
+    };
+    this.#timer = setTimeout(tick, 0);
+  }
+
+  /** Claims or extends the lease once; resolves to whether we hold it. */
+  async claim(): Promise<boolean> {
+    const attemptedAt = performance.now();
+    try {
+      const held = await this.#options.redis.tallyLeaseClaim(
+        this.#options.key,
+        this.holderId,
+        this.#options.ttlMs,
+      );
+      // Count the TTL from before the request: the key may have been set at any moment after it.
+      this.#heldUntil = held === 1 ? attemptedAt + this.#options.ttlMs : 0;
+    } catch {
+      // Keep what we had: the lease is still ours until #heldUntil, and lost after.
+    }
+    this.#emitTransitions();
+    return this.isHeld();
+  }
+
+  /** Stops renewing and gives the lease up so a standby takes over at once. */
+  async release(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const wasHeld = this.isHeld();
+    this.#heldUntil = 0;
+    if (wasHeld)
+      await this.#options.redis.tallyLeaseRelease(this.#options.key, this.holderId).catch(() => {});
+    this.#emitTransitions();
+  }
+
+  #emitTransitions(): void {
+    const isLeader = this.isHeld();
+    if (isLeader === this.#wasLeader) return;
+    this.#wasLeader = isLeader;
+    this.emit(isLeader ? "acquired" : "lost");
+  }
+}

@@ -1,0 +1,11 @@
+import { loadConfigOrExit } from "../lib/config.ts";
+import { createLogger } from "../lib/logger.ts";
+import { Shutdown } from "../lib/shutdown.ts";
+import { startSyncer } from "./server.ts";
+
+// One syncer, as production runs them (two or more; one leads): `npm run start:syncer`.
+const config = loadConfigOrExit();
+const logger = createLogger({ level: config.logLevel, role: "syncer" });
+const shutdown = new Shutdown(logger, Math.max(config.http.shutdownTimeoutMs, config.sync.intervalMs * 3));
+shutdown.listen();
+await startSyncer(config, logger, shutdown);

@@ -1,0 +1,169 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Redis } from "ioredis";
+import type pg from "pg";
+import type { Logger } from "../lib/logger.ts";
+import { allShardKeys, leaseKey } from "../lib/redis/keys.ts";
+import { committedSeqs } from "./apply.ts";
+import { type BatchOutcome, flushShardOnce, type StepHook } from "./flush-shard.ts";
+import { LeaderLease } from "./lease.ts";
+
+export interface SyncerOptions {
+  redis: Redis;
+  pool: pg.Pool;
+  logger: Logger;
+  keyPrefix: string;
+  shards: number;
+  intervalMs: number;
+  scanCount: number;
+  leaseTtlMs: number;
+  /** Fault injection: called at every protocol step (tests only). */
+  onStep?: StepHook;
+}
+
+export interface CycleReport {
+  startedAt: Date;
+  durationMs: number;
+  outcomes: BatchOutcome[];
+  /** Shards whose flush failed this cycle; their batch stays in Redis and is retried next cycle. */
+  failures: { shard: number; error: unknown }[];
+}
+
+/**
+ * The syncer: while it holds the lease, every `intervalMs` (fixed rate: a cycle's start does not drift by
+ * its duration; a cycle that overruns is followed at once by the next) it flushes every shard.
+ */
+export class Syncer {
+  readonly #options: SyncerOptions;
+  readonly #lease: LeaderLease;
+  readonly #shardKeys;
+  readonly #stop = new AbortController();
+  #minSeq = new Map<number, bigint>();
+  #loop: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  #lastReport: CycleReport | undefined;
+
+  constructor(options: SyncerOptions) {
+    this.#options = options;
+    this.#shardKeys = allShardKeys(options.keyPrefix, options.shards);
+    this.#lease = new LeaderLease({
+      redis: options.redis,
+      key: leaseKey(options.keyPrefix),
+      ttlMs: options.leaseTtlMs,
+    });
+    this.#lease.on("acquired", () => {
+      options.logger.info({ holder: this.#lease.holderId }, "became the leader");
+      // A new leader syncs at once: the old one may have died just before its cycle was due.
+      this.#wake?.();
+    });
+    this.#lease.on("lost", () => {
+      const holder = this.#lease.holderId;
+      if (this.#stop.signal.aborted) options.logger.info({ holder }, "released the leader lease");
+      else options.logger.warn({ holder }, "lost the leader lease");
+    });
+  }
+
+  get isLeader(): boolean {
+    return this.#lease.isHeld();
+  }
+
+  get lastReport(): CycleReport | undefined {
+    return this.#lastReport;
+  }
+
+  start(): void {
+    if (this.#loop) throw new Error("syncer already started");
+    this.#lease.start();
+    this.#loop = this.#run();
+  }
+
+  /**
+   * Graceful stop: no new cycle starts, the one under way finishes, then (while still the leader) one last
+   * cycle flushes what was accepted until now, and the lease is released for a standby.
+   */
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    this.#wake?.();
+    await this.#loop;
+    if (this.#lease.isHeld()) await this.runCycle();
+    await this.#lease.release();
+  }
+
+  /** One pass over every shard; a failing shard is reported and does not hold up the others. */
+  async runCycle(): Promise<CycleReport> {
+    const startedAt = new Date();
+    const began = performance.now();
+    const outcomes: BatchOutcome[] = [];
+    const failures: CycleReport["failures"] = [];
+    if (this.#minSeq.size === 0) {
+      this.#minSeq = await committedSeqs(this.#options.pool).then(
+        (seqs) => new Map([...seqs].map(([shard, seq]) => [shard, seq + 1n])),
+        () => new Map(),
+      );
+    }
+    const ctx = { ...this.#options, minSeq: this.#minSeq };
+    for (const keys of this.#shardKeys) {
+      try {
+        let outcome = await flushShardOnce(ctx, keys);
+        outcomes.push(outcome);
+        // A leftover batch was finished first; the dirty hash behind it is due too, so do not wait a cycle.
+        if (outcome.kind === "batch" && outcome.resumed) {
+          outcome = await flushShardOnce(ctx, keys);
+          outcomes.push(outcome);
+        }
+      } catch (error) {
+        failures.push({ shard: keys.shard, error });
+      }
+    }
+    const report = { startedAt, durationMs: performance.now() - began, outcomes, failures };
+    this.#lastReport = report;
+    this.#log(report);
+    return report;
+  }
+
+  async #run(): Promise<void> {
+    const { intervalMs } = this.#options;
+    let nextAt = performance.now() + intervalMs;
+    while (!this.#stop.signal.aborted) {
+      await this.#sleepUntil(nextAt);
+      if (this.#stop.signal.aborted) break;
+      if (this.#lease.isHeld()) await this.runCycle();
+      nextAt += intervalMs;
+      // Overran (or was woken early by a new lease): restart the schedule from now rather than burst.
+      const now = performance.now();
+      if (nextAt <= now || nextAt - now > intervalMs) nextAt = now + intervalMs;
+    }
+  }
+
+  async #sleepUntil(at: number): Promise<void> {
+    const delay = at - performance.now();
+    if (delay <= 0) return;
+    const woken = new Promise<void>((resolve) => {
+      this.#wake = resolve;
+    });
+    await Promise.race([sleep(delay, undefined, { signal: this.#stop.signal }).catch(() => {}), woken]);
+    this.#wake = undefined;
+  }
+
+  #log(report: CycleReport): void {
+    const { logger } = this.#options;
+    for (const outcome of report.outcomes) {
+      if (outcome.kind !== "batch") continue;
+      for (const item of outcome.quarantined) {
+        logger.error(
+          { shard: outcome.shard, batchId: outcome.batchId, ...item },
+          "delta set aside: total would leave bigint",
+        );
+      }
+      logger.debug(
+        { ...outcome, seq: String(outcome.seq), quarantined: outcome.quarantined.length },
+        "batch synced",
+      );
+    }
+    for (const failure of report.failures) {
+      logger.error(
+        { shard: failure.shard, err: failure.error },
+        "shard sync failed; its batch will be retried",
+      );
+    }
+  }
+}
