@@ -37,15 +37,17 @@ export function newApp(deps: AppDependencies) {
 
   app.route("/", healthRoutes(deps.health));
 
-  const authenticated = [authenticate({ verifier: deps.verifier }), rateLimit({ limiter: deps.rateLimiter })];
+  const authenticateClient = authenticate({ verifier: deps.verifier });
+  const limitClient = rateLimit({ limiter: deps.rateLimiter });
   const limitBody = bodyLimit({
     maxSize: deps.bodyLimitBytes,
     onError: () => {
       throw new ApiError("payload_too_large", `the body must be at most ${deps.bodyLimitBytes} bytes`);
     },
   });
-  app.use("/increment", limitBody, ...authenticated, requireScope("counters:write"));
-  app.use("/counters/*", ...authenticated, requireScope("counters:read"));
+  // Method-bound, so a wrong method is a 405 even without a token.
+  app.post("/increment", limitBody, authenticateClient, limitClient, requireScope("counters:write"));
+  app.get("/counters/*", authenticateClient, limitClient, requireScope("counters:read"));
   app.route("/", incrementRoute({ increment: deps.increment, maxKeyLength: deps.maxKeyLength }));
   app.route("/", countersRoute({ readCounter: deps.readCounter, maxKeyLength: deps.maxKeyLength }));
 

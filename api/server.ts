@@ -1,6 +1,8 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
+import type { Redis } from "ioredis";
+import type pg from "pg";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
@@ -17,22 +19,16 @@ import { createCounterReader } from "./store/read-counter.ts";
 // 60 s), so the balancer, not the API, closes idle connections and never races a request onto a closing one.
 const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 
-export interface RunningApi {
-  /** The address the server listens on, e.g. http://127.0.0.1:3333. */
-  url: string;
+export interface ApiNode {
+  app: ReturnType<typeof newApp>;
+  redis: Redis;
+  pool: pg.Pool;
+  /** From now on /readyz answers 503, so load balancers stop sending new requests. */
+  startDraining(): void;
 }
 
-/**
- * Starts an API node and registers its cleanups: on shutdown it reports not-ready, stops accepting
- * connections, lets in-flight requests finish, then closes Redis and Postgres.
- */
-export async function startApi(config: Config, logger: Logger, shutdown: Shutdown): Promise<RunningApi> {
-  if (config.auth.mode === "hs256" && config.auth.isDevelopmentSecret) {
-    logger.warn("JWT_SECRET is not set: using the built-in development secret; never do this in production");
-  }
-  if (config.auth.mode === "disabled")
-    logger.warn("AUTH_DISABLED=true: every request is accepted anonymously");
-
+/** Builds an API node's app and clients without listening: `startApi` serves it, tests call `app.request()`. */
+export function createApiNode(config: Config, logger: Logger): ApiNode {
   const redis = createRedis({
     url: config.redis.url,
     name: "tally-api",
@@ -41,11 +37,6 @@ export async function startApi(config: Config, logger: Logger, shutdown: Shutdow
   });
   redis.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
   redis.on("ready", () => logger.info("redis ready"));
-  shutdown.add("redis", async () => {
-    await redis.quit().catch(() => redis.disconnect());
-  });
-  // Not awaited: the node serves (with 503s and a failing /readyz) until Redis is reachable.
-  redis.connect().catch(() => {});
 
   const pool = createPool({
     connectionString: config.database.url,
@@ -54,7 +45,6 @@ export async function startApi(config: Config, logger: Logger, shutdown: Shutdow
     statementTimeoutMs: 5_000,
     onError: (error) => logger.warn({ err: error }, "postgres idle client error"),
   });
-  shutdown.add("postgres", () => pool.end());
 
   let draining = false;
   const app = newApp({
@@ -73,8 +63,41 @@ export async function startApi(config: Config, logger: Logger, shutdown: Shutdow
     maxKeyLength: config.maxKeyLength,
     bodyLimitBytes: config.http.bodyLimitBytes,
   });
+  return {
+    app,
+    redis,
+    pool,
+    startDraining: () => {
+      draining = true;
+    },
+  };
+}
 
-  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+export interface RunningApi {
+  /** The address the server listens on, e.g. http://127.0.0.1:3333. */
+  url: string;
+}
+
+/**
+ * Starts an API node and registers its cleanups: on shutdown it reports not-ready, stops accepting
+ * connections, lets in-flight requests finish, then closes Redis and Postgres.
+ */
+export async function startApi(config: Config, logger: Logger, shutdown: Shutdown): Promise<RunningApi> {
+  if (config.auth.mode === "hs256" && config.auth.isDevelopmentSecret) {
+    logger.warn("JWT_SECRET is not set: using the built-in development secret; never do this in production");
+  }
+  if (config.auth.mode === "disabled")
+    logger.warn("AUTH_DISABLED=true: every request is accepted anonymously");
+
+  const node = createApiNode(config, logger);
+  shutdown.add("redis", async () => {
+    await node.redis.quit().catch(() => node.redis.disconnect());
+  });
+  shutdown.add("postgres", () => node.pool.end());
+  // Not awaited: the node serves (with 503s and a failing /readyz) until Redis is reachable.
+  node.redis.connect().catch(() => {});
+
+  const server = createAdaptorServer({ fetch: node.app.fetch }) as Server;
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
   server.headersTimeout = KEEP_ALIVE_TIMEOUT_MS + 1_000;
   await new Promise<void>((resolve, reject) => {
@@ -82,7 +105,7 @@ export async function startApi(config: Config, logger: Logger, shutdown: Shutdow
     server.listen(config.http.port, config.http.host, () => resolve());
   });
   shutdown.add("http server", async () => {
-    draining = true;
+    node.startDraining();
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     // close() waits for in-flight requests; idle keep-alive sockets would otherwise hold it open.
     server.closeIdleConnections();

@@ -1,0 +1,93 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { shardKeys } from "../../lib/redis/keys.ts";
+import { createTestApi, readProblem, type TestApi } from "../support/api.ts";
+
+let api: TestApi;
+let token: string;
+beforeAll(async () => {
+  api = await createTestApi({ BODY_LIMIT_BYTES: "2048" });
+  token = await api.token();
+});
+afterAll(() => api.close());
+
+async function expectProblem(response: Response, status: number, code: string) {
+  expect(response.status).toBe(status);
+  expect(response.headers.get("content-type")).toBe("application/problem+json");
+  const problem = await readProblem(response);
+  expect(problem).toMatchObject({ status, code, type: `urn:tally:problem:${code}` });
+  expect(problem.requestId).toBe(response.headers.get("x-request-id"));
+  return problem;
+}
+
+const dirtyHash = () => api.node.redis.hgetall(shardKeys(api.prefix, 0).dirty);
+
+describe("POST /increment: rejected bodies are 400 and store nothing", () => {
+  const cases: [string, string][] = [
+    ["empty body", ""],
+    ["not JSON", "key=a&value=1"],
+    ["truncated JSON", '{"key":"a","value":1'],
+    ["JSON array", '[{"key":"a","value":1}]'],
+    ["JSON string", '"a"'],
+    ["JSON null", "null"],
+    ["missing key", '{"value":1}'],
+    ["missing value", '{"key":"a"}'],
+    ["empty key", '{"key":"","value":1}'],
+    ["numeric key", '{"key":5,"value":1}'],
+    ["null key", '{"key":null,"value":1}'],
+    ["key too long", JSON.stringify({ key: "k".repeat(257), value: 1 })],
+    ["key with NUL", '{"key":"a\\u0000b","value":1}'],
+    ["key with a lone surrogate", '{"key":"a\\ud800b","value":1}'],
+    ["fractional value", '{"key":"a","value":1.5}'],
+    ["string value", '{"key":"a","value":"1"}'],
+    ["boolean value", '{"key":"a","value":true}'],
+    ["null value", '{"key":"a","value":null}'],
+    ["value above 2^53-1", '{"key":"a","value":9007199254740992}'],
+    ["value below -(2^53-1)", '{"key":"a","value":-9007199254740992}'],
+    ["huge exponent", '{"key":"a","value":1e400}'],
+    ["unknown field", '{"key":"a","value":1,"extra":true}'],
+  ];
+
+  it.each(cases)("%s", async (_name, body) => {
+    await expectProblem(await api.increment(body, token), 400, "invalid_body");
+    expect(await dirtyHash()).toEqual({});
+  });
+
+  it("names every failing field with a JSON pointer", async () => {
+    const problem = await expectProblem(
+      await api.increment({ key: "", value: 0.5 }, token),
+      400,
+      "invalid_body",
+    );
+    expect(problem.errors).toEqual([
+      { pointer: "/key", detail: "key must not be empty" },
+      { pointer: "/value", detail: "value must be an integer" },
+    ]);
+  });
+
+  it("counts characters, not UTF-16 units or bytes, against the key limit", async () => {
+    expect((await api.increment({ key: "🦄".repeat(256), value: 1 }, token)).status).toBe(202);
+    await expectProblem(await api.increment({ key: "🦄".repeat(257), value: 1 }, token), 400, "invalid_body");
+  });
+});
+
+describe("POST /increment: other client mistakes", () => {
+  it("answers 413 for a body over the limit, before reading it as JSON", async () => {
+    const body = JSON.stringify({ key: "a", value: 1, pad: "x".repeat(3_000) });
+    await expectProblem(await api.increment(body, token), 413, "payload_too_large");
+  });
+
+  it("answers 422 when the pending total would leave the 64-bit range, and stores nothing more", async () => {
+    const nearMax = (2n ** 63n - 10n).toString();
+    await api.node.redis.hset(shardKeys(api.prefix, 0).dirty, "edge", nearMax);
+    await expectProblem(await api.increment({ key: "edge", value: 11 }, token), 422, "counter_out_of_range");
+    expect((await dirtyHash()).edge).toBe(nearMax);
+    expect((await api.increment({ key: "edge", value: 9 }, token)).status).toBe(202);
+  });
+
+  it("answers 405 with Allow for a wrong method and 404 for an unknown path", async () => {
+    const wrongMethod = await api.node.app.request("/increment", { method: "GET" });
+    await expectProblem(wrongMethod, 405, "method_not_allowed");
+    expect(wrongMethod.headers.get("allow")).toBe("POST");
+    await expectProblem(await api.node.app.request("/nope"), 404, "not_found");
+  });
+});

@@ -1,0 +1,118 @@
+import { Redis } from "ioredis";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { freshDatabase, randomPrefix, sharedRedisUrl } from "./fixtures.ts";
+import { type PostgresServer, type RedisServer, startPostgres, startRedis } from "./servers.ts";
+
+async function withRedis<T>(url: string, work: (redis: Redis) => Promise<T>): Promise<T> {
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  // Connection failures surface through the rejected command; the event would only be noise.
+  redis.on("error", () => {});
+  await redis.connect();
+  try {
+    return await work(redis);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function withPg<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+describe("private redis", () => {
+  let redis: RedisServer | undefined;
+  afterAll(() => redis?.destroy());
+
+  it("keeps AOF-written keys across kill -9 and restart on the same port", async () => {
+    redis = await startRedis({ args: ["--appendfsync", "always"] });
+    const { url } = redis;
+    await withRedis(url, (client) => client.set("survivor", "42"));
+
+    await redis.kill();
+    await expect(withRedis(url, (client) => client.ping())).rejects.toThrow();
+    await redis.kill(); // no-op when already down
+    await redis.stop();
+
+    await redis.start();
+    expect(redis.url).toBe(url);
+    expect(await withRedis(url, (client) => client.get("survivor"))).toBe("42");
+
+    await redis.stop();
+    await redis.start();
+    expect(await withRedis(url, (client) => client.get("survivor"))).toBe("42");
+  });
+});
+
+describe("private postgres", () => {
+  let postgres: PostgresServer | undefined;
+  afterAll(() => postgres?.destroy());
+
+  it("keeps committed rows across kill -9 (crash recovery) and restart", async () => {
+    postgres = await startPostgres();
+    const url = postgres.url();
+    await withPg(url, async (client) => {
+      await client.query("CREATE TABLE t (id int PRIMARY KEY, note text NOT NULL)");
+      await client.query("INSERT INTO t VALUES (1, 'committed before the crash')");
+    });
+
+    await postgres.kill();
+    await expect(withPg(url, (client) => client.query("SELECT 1"))).rejects.toThrow();
+    await postgres.stop(); // no-op when already down
+
+    await postgres.start();
+    const { rows } = await withPg(url, (client) => client.query("SELECT id, note FROM t"));
+    expect(rows).toEqual([{ id: 1, note: "committed before the crash" }]);
+
+    await postgres.stop();
+    await postgres.start();
+    const after = await withPg(url, (client) => client.query("SELECT count(*)::int AS n FROM t"));
+    expect(after.rows).toEqual([{ n: 1 }]);
+  });
+});
+
+describe("shared servers", () => {
+  it("serves the shared redis", async () => {
+    const key = `${randomPrefix()}:k`;
+    expect(randomPrefix()).toMatch(/^t[0-9a-f]{8}$/);
+    await withRedis(sharedRedisUrl(), async (client) => {
+      await client.set(key, "v", "EX", 60);
+      expect(await client.get(key)).toBe("v");
+    });
+  });
+
+  it("gives each freshDatabase() its own migrated database", async () => {
+    const [a, b] = await Promise.all([freshDatabase(), freshDatabase()]);
+    try {
+      expect(a.name).not.toBe(b.name);
+      for (const db of [a, b]) {
+        const { rows } = await withPg(db.url, (client) =>
+          client.query("SELECT count(*)::int AS n FROM counters"),
+        );
+        expect(rows).toEqual([{ n: 0 }]);
+      }
+      await withPg(a.url, (client) =>
+        client.query("INSERT INTO counters (key, value, updated_at) VALUES ('only-in-a', 1, now())"),
+      );
+      const inB = await withPg(b.url, (client) => client.query("SELECT key FROM counters"));
+      expect(inB.rows).toEqual([]);
+    } finally {
+      // drop() must also cope with connections still open to the database.
+      const lingering = new pg.Client({ connectionString: a.url });
+      lingering.on("error", () => {});
+      await lingering.connect();
+      await Promise.all([a.drop(), b.drop()]);
+      await lingering.end().catch(() => {});
+    }
+    const left = await withPg(a.url.replace(`/${a.name}`, "/postgres"), (client) =>
+      client.query("SELECT datname FROM pg_database WHERE datname = ANY($1)", [[a.name, b.name]]),
+    );
+    expect(left.rows).toEqual([]);
+  });
+});

@@ -1,0 +1,70 @@
+import { expect } from "vitest";
+import type { Problem } from "../../api/errors.ts";
+import { type ApiNode, createApiNode } from "../../api/server.ts";
+import { type Config, parseConfig } from "../../lib/config.ts";
+import { createLogger } from "../../lib/logger.ts";
+import { connectRedis } from "../../lib/redis/client.ts";
+import { mintToken } from "../../lib/tokens.ts";
+import { freshDatabase, randomPrefix, sharedRedisUrl } from "../harness/fixtures.ts";
+
+/** The problem+json body of an error response. */
+export async function readProblem(response: Response): Promise<Problem> {
+  expect(response.headers.get("content-type")).toBe("application/problem+json");
+  return (await response.json()) as Problem;
+}
+
+export const TEST_SECRET = "test-only-secret-0123456789abcdef0123456789";
+export const silentLogger = createLogger({ level: "silent", role: "test" });
+
+export interface TestApi {
+  node: ApiNode;
+  config: Config;
+  prefix: string;
+  databaseUrl: string;
+  /** A token for `subject` (default: a fresh client id) with both scopes unless told otherwise. */
+  token(options?: { subject?: string; scopes?: string[] }): Promise<string>;
+  increment(body: unknown, token: string, headers?: Record<string, string>): Promise<Response>;
+  close(): Promise<void>;
+}
+
+/**
+ * An API node on the shared Redis (own key prefix) and a fresh database, driven through `app.request()`.
+ * `env` overrides configuration the way the environment would.
+ */
+export async function createTestApi(env: Record<string, string> = {}): Promise<TestApi> {
+  const prefix = randomPrefix();
+  const database = await freshDatabase();
+  const config = parseConfig({
+    NODE_ENV: "test",
+    REDIS_URL: sharedRedisUrl(),
+    REDIS_KEY_PREFIX: prefix,
+    DATABASE_URL: database.url,
+    JWT_SECRET: TEST_SECRET,
+    ...env,
+  });
+  const node = createApiNode(config, silentLogger);
+  await connectRedis(node.redis);
+  return {
+    node,
+    config,
+    prefix,
+    databaseUrl: database.url,
+    token: (options = {}) =>
+      mintToken({
+        secret: TEST_SECRET,
+        subject: options.subject ?? `client-${randomPrefix()}`,
+        scopes: options.scopes ?? ["counters:write", "counters:read"],
+      }),
+    increment: async (body, token, headers = {}) =>
+      node.app.request("/increment", {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...headers },
+        body: typeof body === "string" ? body : JSON.stringify(body),
+      }),
+    close: async () => {
+      node.redis.disconnect();
+      await node.pool.end();
+      await database.drop();
+    },
+  };
+}

@@ -1,0 +1,14 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    globalSetup: ["test/harness/global-setup.ts"],
+    include: ["test/**/*.test.ts"],
+    pool: "forks",
+    // Test files run in parallel against the shared servers; the machine has 2 cores.
+    maxWorkers: 2,
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    restoreMocks: true,
+  },
+});
