@@ -30,8 +30,14 @@ function flag(fallback: boolean) {
 
 const urlText = v.pipe(v.string(), v.trim(), v.url("must be a URL"));
 
-function url(fallback: string) {
-  return v.optional(urlText, fallback);
+function url(fallback: string, schemes: readonly string[]) {
+  return v.optional(
+    v.pipe(
+      urlText,
+      v.check((text) => schemes.includes(new URL(text).protocol), `must be a ${schemes.join(" or ")}// URL`),
+    ),
+    fallback,
+  );
 }
 
 const optionalText = v.optional(v.pipe(v.string(), v.trim(), v.nonEmpty()));
@@ -42,14 +48,14 @@ const EnvSchema = v.object({
   PORT: integer(3333, 0, 65535),
   LOG_LEVEL: v.optional(v.picklist(["fatal", "error", "warn", "info", "debug", "trace", "silent"]), "info"),
 
-  REDIS_URL: url("redis://127.0.0.1:6379"),
+  REDIS_URL: url("redis://127.0.0.1:6379", ["redis:", "rediss:"]),
   REDIS_KEY_PREFIX: v.optional(
     v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 of A-Z a-z 0-9 _ . -")),
     "tally",
   ),
   REDIS_COMMAND_TIMEOUT_MS: integer(1_000, 10, 60_000),
 
-  DATABASE_URL: url("postgres://postgres@127.0.0.1:5432/tally"),
+  DATABASE_URL: url("postgres://postgres@127.0.0.1:5432/tally", ["postgres:", "postgresql:"]),
   DATABASE_POOL_SIZE: integer(4, 1, 100),
 
   JWT_SECRET: v.optional(
@@ -116,7 +122,7 @@ function resolveAuth(env: Env): AuthConfig {
 export function parseConfig(source: Record<string, string | undefined> = process.env): Config {
   // Treat VAR= (empty) as unset, the way shells and compose files commonly leave it.
   const present = Object.fromEntries(Object.entries(source).filter(([, value]) => value !== ""));
-  const result = v.safeParse(EnvSchema, present);
+  const result = v.safeParse(EnvSchema, present, { abortPipeEarly: true });
   if (!result.success) {
     const lines = result.issues.map((issue) => {
       const name = v.getDotPath(issue) ?? "environment";

@@ -69,6 +69,11 @@ export interface ApplyHooks {
  */
 export async function applyBatch(pool: pg.Pool, batch: Batch, hooks: ApplyHooks = {}): Promise<ApplyResult> {
   const client = await pool.connect();
+  // The pool listens for errors only on idle clients. Without a listener of our own, a connection error that
+  // arrives between two of our queries (Postgres shutting down, our backend terminated) would be an uncaught
+  // exception that kills the syncer; with it, the error surfaces through the next query, as any other.
+  const ignoreConnectionError = () => {};
+  client.on("error", ignoreConnectionError);
   let released = false;
   try {
     await client.query("BEGIN");
@@ -107,6 +112,7 @@ export async function applyBatch(pool: pg.Pool, batch: Batch, hooks: ApplyHooks 
     });
     throw error;
   } finally {
+    client.off("error", ignoreConnectionError);
     if (!released) client.release();
   }
 }

@@ -25,6 +25,8 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [] }> {
   #heldUntil = 0;
   #timer: NodeJS.Timeout | undefined;
   #wasLeader = false;
+  /** Bumped by release(): a claim already on the wire then must not bring the lease back. */
+  #generation = 0;
 
   constructor(options: LeaseOptions) {
     super();
@@ -46,6 +48,7 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [] }> {
   /** Claims or extends the lease once; resolves to whether we hold it. */
   async claim(): Promise<boolean> {
     const attemptedAt = performance.now();
+    const generation = this.#generation;
     try {
       const held = await this.#options.redis.tallyLeaseClaim(
         this.#options.key,
@@ -53,7 +56,8 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [] }> {
         this.#options.ttlMs,
       );
       // Count the TTL from before the request: the key may have been set at any moment after it.
-      this.#heldUntil = held === 1 ? attemptedAt + this.#options.ttlMs : 0;
+      if (generation === this.#generation)
+        this.#heldUntil = held === 1 ? attemptedAt + this.#options.ttlMs : 0;
     } catch {
       // Keep what we had: the lease is still ours until #heldUntil, and lost after.
     }
@@ -65,10 +69,11 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [] }> {
   async release(): Promise<void> {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    const wasHeld = this.isHeld();
+    this.#generation++;
     this.#heldUntil = 0;
-    if (wasHeld)
-      await this.#options.redis.tallyLeaseRelease(this.#options.key, this.holderId).catch(() => {});
+    // Asked even when we do not believe we hold it: a claim still on the wire may just have taken it, and
+    // commands on one connection run in order, so this release runs after that claim.
+    await this.#options.redis.tallyLeaseRelease(this.#options.key, this.holderId).catch(() => {});
     this.#emitTransitions();
   }
 

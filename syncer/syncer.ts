@@ -128,9 +128,12 @@ export class Syncer {
       if (this.#stop.signal.aborted) break;
       if (this.#lease.isHeld()) await this.runCycle();
       nextAt += intervalMs;
-      // Overran (or was woken early by a new lease): restart the schedule from now rather than burst.
       const now = performance.now();
-      if (nextAt <= now || nextAt - now > intervalMs) nextAt = now + intervalMs;
+      // Overran: the next cycle starts at once (fixed rate: a slow cycle must not add a whole interval of
+      // staleness), and the schedule restarts from it rather than bursting through the missed slots.
+      if (nextAt <= now) nextAt = now;
+      // Woken early by a new lease: restart the schedule from now.
+      else if (nextAt - now > intervalMs) nextAt = now + intervalMs;
     }
   }
 

@@ -1,4 +1,5 @@
 import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type pg from "pg";
 
@@ -24,7 +25,7 @@ export async function readMigrations(dir = MIGRATIONS_DIR): Promise<Migration[]>
     if (id !== migrations.length + 1) {
       throw new Error(`migration "${name}" is out of sequence: expected number ${migrations.length + 1}`);
     }
-    migrations.push({ id, name, sql: await readFile(new URL(name, `file://${dir}/`), "utf8") });
+    migrations.push({ id, name, sql: await readFile(path.join(dir, name), "utf8") });
   }
   return migrations;
 }

@@ -1,5 +1,14 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { accessSync, appendFileSync, closeSync, constants, openSync, readdirSync, rmSync } from "node:fs";
+import {
+  accessSync,
+  appendFileSync,
+  closeSync,
+  constants,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from "node:fs";
 import { chmod, chown, mkdir, mkdtemp, open, rm } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
@@ -169,15 +178,22 @@ class ServerProcess {
     }
   }
 
+  /**
+   * SIGKILLs the server and every process it forked. Killing the process group is not enough: Postgres
+   * backends call setsid() and leave it, and a backend that outlives its postmaster by a few milliseconds
+   * can still COMMIT. The main process is stopped first so that it cannot fork while we collect its tree.
+   */
   killGroupNow(): void {
     const pid = this.#child?.pid;
     if (pid === undefined) return;
-    try {
-      process.kill(-pid, "SIGKILL");
-    } catch {
-      // Already gone.
-    }
+    signalQuietly(pid, "SIGSTOP");
+    const tree = [pid, ...descendantsOf(pid)];
+    signalQuietly(-pid, "SIGKILL");
+    for (const member of tree) signalQuietly(member, "SIGKILL");
+    this.#killedTree = tree;
   }
+
+  #killedTree: number[] = [];
 
   async waitForExit(timeoutMs: number): Promise<boolean> {
     if (!this.#running) return true;
@@ -204,6 +220,7 @@ class ServerProcess {
       this.#child?.unref();
     }
     await waitForProcessGroupGone(pid);
+    await waitForProcessesGone(this.#killedTree);
   }
 
   async stop(signal: NodeJS.Signals): Promise<void> {
@@ -224,6 +241,73 @@ async function waitForProcessGroupGone(pgid: number): Promise<void> {
       return;
     }
     await sleep(10);
+  }
+}
+
+function signalQuietly(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // Already gone.
+  }
+}
+
+/** Every live descendant of `root`, from /proc (Linux). */
+function descendantsOf(root: number): number[] {
+  const parentOf = new Map<number, number>();
+  let entries: string[] = [];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return [];
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // The command name (field 2) may contain spaces and parentheses; the fields after its last ")" do not.
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      parentOf.set(Number(entry), ppid);
+    } catch {
+      // Exited while we looked.
+    }
+  }
+  const found: number[] = [];
+  const frontier = [root];
+  while (frontier.length > 0) {
+    const parent = frontier.pop();
+    for (const [pid, ppid] of parentOf) {
+      if (ppid === parent) {
+        found.push(pid);
+        frontier.push(pid);
+      }
+    }
+  }
+  return found;
+}
+
+async function waitForProcessesGone(pids: number[]): Promise<void> {
+  const deadline = Date.now() + 2_000;
+  for (const pid of pids) {
+    while (Date.now() < deadline) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        break;
+      }
+      // A killed child of ours is a zombie until reaped; one that is not ours (a backend) disappears.
+      if (readProcessState(pid) === "Z") break;
+      await sleep(10);
+    }
+  }
+}
+
+function readProcessState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+  } catch {
+    return undefined;
   }
 }
 

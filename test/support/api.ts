@@ -2,10 +2,10 @@ import { expect } from "vitest";
 import type { Problem } from "../../api/errors.ts";
 import { type ApiNode, createApiNode } from "../../api/server.ts";
 import { type Config, parseConfig } from "../../lib/config.ts";
-import { createLogger } from "../../lib/logger.ts";
 import { connectRedis } from "../../lib/redis/client.ts";
 import { mintToken } from "../../lib/tokens.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl } from "../harness/fixtures.ts";
+import { silentLogger } from "./logger.ts";
 
 /** The problem+json body of an error response. */
 export async function readProblem(response: Response): Promise<Problem> {
@@ -14,7 +14,6 @@ export async function readProblem(response: Response): Promise<Problem> {
 }
 
 export const TEST_SECRET = "test-only-secret-0123456789abcdef0123456789";
-export const silentLogger = createLogger({ level: "silent", role: "test" });
 
 export interface TestApi {
   node: ApiNode;

@@ -1,0 +1,142 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, DEV_JWT_SECRET, parseConfig } from "../../lib/config.ts";
+
+// Pure parsing: always an explicit environment object, never process.env, so the machine's own variables
+// cannot leak in.
+
+const SECRET = "a-test-secret-that-is-32-chars-long!";
+
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    parseConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  throw new Error(`expected a ConfigError for ${JSON.stringify(env)}`);
+}
+
+describe("parseConfig", () => {
+  it("fills in every documented default", () => {
+    const config = parseConfig({});
+
+    expect(config).toEqual({
+      env: "development",
+      http: { host: "0.0.0.0", port: 3333, bodyLimitBytes: 16_384, shutdownTimeoutMs: 10_000 },
+      logLevel: "info",
+      redis: { url: "redis://127.0.0.1:6379", keyPrefix: "tally", commandTimeoutMs: 1_000 },
+      database: { url: "postgres://postgres@127.0.0.1:5432/tally", poolSize: 4 },
+      auth: { mode: "hs256", secret: DEV_JWT_SECRET, isDevelopmentSecret: true },
+      rateLimit: { points: 1_000, durationSeconds: 1 },
+      maxKeyLength: 256,
+      sync: { intervalMs: 5_000, shards: 1, scanCount: 1_000, leaseTtlMs: 3_000 },
+    });
+  });
+
+  it("reads set values, trimming whitespace, and treats an empty value as unset", () => {
+    const config = parseConfig({
+      PORT: " 8080 ",
+      SYNC_INTERVAL_MS: "250",
+      SYNC_SHARDS: "8",
+      REDIS_KEY_PREFIX: "tally-test.1",
+      LOG_LEVEL: "debug",
+      RATE_LIMIT_POINTS: "",
+      JWT_SECRET: SECRET,
+    });
+
+    expect(config.http.port).toBe(8080);
+    expect(config.sync).toMatchObject({ intervalMs: 250, shards: 8 });
+    expect(config.redis.keyPrefix).toBe("tally-test.1");
+    expect(config.logLevel).toBe("debug");
+    expect(config.rateLimit.points).toBe(1_000);
+  });
+
+  it.each([
+    { name: "PORT", value: "abc" },
+    { name: "PORT", value: "70000" },
+    { name: "PORT", value: "80.5" },
+    { name: "SYNC_INTERVAL_MS", value: "0" },
+    { name: "SYNC_SHARDS", value: "-1" },
+    { name: "JWT_SECRET", value: "too-short" },
+    { name: "JWT_JWKS_URL", value: "not a url" },
+    { name: "REDIS_URL", value: "redis host" },
+    { name: "REDIS_URL", value: "localhost:6379" },
+    { name: "DATABASE_URL", value: "mysql://db/tally" },
+    { name: "REDIS_KEY_PREFIX", value: "has space" },
+    { name: "AUTH_DISABLED", value: "maybe" },
+    { name: "NODE_ENV", value: "staging" },
+    { name: "LOG_LEVEL", value: "verbose" },
+  ])("rejects $name=$value with a ConfigError naming the variable", ({ name, value }) => {
+    const error = configError({ [name]: value });
+
+    expect(error.message).toContain(`  ${name}: `);
+  });
+
+  it("lists every bad variable at once", () => {
+    const error = configError({ PORT: "abc", SYNC_INTERVAL_MS: "0" });
+
+    expect(error.message).toMatch(/PORT: must be a whole number/);
+    expect(error.message).toMatch(/SYNC_INTERVAL_MS: must be at least 50/);
+  });
+});
+
+describe("auth configuration", () => {
+  it("uses JWT_SECRET for HS256, with issuer and audience", () => {
+    const config = parseConfig({ JWT_SECRET: SECRET, JWT_ISSUER: "https://issuer", JWT_AUDIENCE: "tally" });
+
+    expect(config.auth).toEqual({
+      mode: "hs256",
+      secret: SECRET,
+      issuer: "https://issuer",
+      audience: "tally",
+      isDevelopmentSecret: false,
+    });
+  });
+
+  it("uses JWT_JWKS_URL for RS256/ES256 keys", () => {
+    const config = parseConfig({ JWT_JWKS_URL: "https://issuer/.well-known/jwks.json" });
+
+    expect(config.auth).toMatchObject({ mode: "jwks", jwksUrl: "https://issuer/.well-known/jwks.json" });
+  });
+
+  it("refuses JWT_SECRET and JWT_JWKS_URL together", () => {
+    const error = configError({ JWT_SECRET: SECRET, JWT_JWKS_URL: "https://issuer/jwks.json" });
+
+    expect(error.message).toMatch(/JWT_SECRET.*JWT_JWKS_URL.*not both/);
+  });
+
+  it("refuses production without any token verification", () => {
+    const error = configError({ NODE_ENV: "production" });
+
+    expect(error.message).toMatch(/JWT_SECRET or JWT_JWKS_URL/);
+    expect(error.message).toMatch(/AUTH_DISABLED/);
+  });
+
+  it("accepts production with a real secret", () => {
+    expect(parseConfig({ NODE_ENV: "production", JWT_SECRET: SECRET }).auth).toMatchObject({
+      mode: "hs256",
+      isDevelopmentSecret: false,
+    });
+  });
+
+  it.each(["true", "1", "yes", "TRUE"])(
+    "turns auth off with AUTH_DISABLED=%s, even in production",
+    (value) => {
+      expect(parseConfig({ NODE_ENV: "production", AUTH_DISABLED: value }).auth).toEqual({
+        mode: "disabled",
+      });
+    },
+  );
+
+  it.each(["false", "0", "no"])("keeps auth on with AUTH_DISABLED=%s", (value) => {
+    expect(parseConfig({ AUTH_DISABLED: value, JWT_SECRET: SECRET }).auth.mode).toBe("hs256");
+  });
+
+  it.each(["development", "test"])("falls back to the development secret when NODE_ENV=%s", (nodeEnv) => {
+    expect(parseConfig({ NODE_ENV: nodeEnv }).auth).toEqual({
+      mode: "hs256",
+      secret: DEV_JWT_SECRET,
+      isDevelopmentSecret: true,
+    });
+  });
+});

@@ -1,0 +1,274 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import { shardKeys } from "../../lib/redis/keys.ts";
+import { type FlushContext, flushShardOnce } from "../../syncer/flush-shard.ts";
+import {
+  addDeltas,
+  createSyncer,
+  expectDelta,
+  isDrained,
+  nonZero,
+  openSyncerEnv,
+  readCounters,
+  readLedger,
+  resetTables,
+  type SyncerEnv,
+} from "../support/syncer.ts";
+
+// One batch at a time through the protocol, on the shared Redis and this file's own database.
+
+const INT64_MAX = 2n ** 63n - 1n;
+const INT64_MIN = -(2n ** 63n);
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+let env: SyncerEnv;
+
+beforeAll(async () => {
+  env = await openSyncerEnv();
+});
+
+afterAll(async () => {
+  await env?.close();
+});
+
+beforeEach(async () => {
+  await resetTables(env.pool);
+});
+
+function flushContext(overrides: Partial<FlushContext> = {}): FlushContext {
+  return { redis: env.redis, pool: env.pool, scanCount: 1_000, minSeq: new Map(), ...overrides };
+}
+
+async function readSyncState(shard: number) {
+  const { rows } = await env.pool.query<{ synced_through: Date; last_seq: bigint }>(
+    "SELECT synced_through, last_seq FROM sync_state WHERE shard = $1",
+    [shard],
+  );
+  return rows[0];
+}
+
+describe("flushShardOnce", () => {
+  it("applies exact sums (beyond 2^53, negative, awkward keys), skips keys that net to zero", async () => {
+    const prefix = env.newPrefix();
+    const keys = shardKeys(prefix, 0);
+    const expected = new Map<string, bigint>();
+    const writes: [string, bigint][] = [
+      // Three increments of 2^53-1 sum to a value a double cannot hold; only int64 text keeps it exact.
+      ["big", MAX_SAFE],
+      ["big", MAX_SAFE],
+      ["big", MAX_SAFE],
+      ["big", 2n],
+      ["negative", -5n],
+      ["negative", -(MAX_SAFE - 1n)],
+      ["mixed", 10n],
+      ["mixed", -3n],
+      ["cancels", 41n],
+      ["cancels", -41n],
+      // Text that array literals must escape: quotes, backslashes, braces, commas, NULL, unicode.
+      ['q"u\\o{t,e}', 1n],
+      ["NULL", 2n],
+      ["ключ 🔑", 3n],
+    ];
+    for (const [key, delta] of writes) {
+      await addDeltas(env.redis, prefix, [[key, delta]]);
+      expectDelta(expected, key, delta);
+    }
+
+    const outcome = await flushShardOnce(flushContext(), keys);
+
+    const rows = await readCounters(env.pool);
+    expect(rows).toEqual(nonZero(expected));
+    expect(rows.get("big")).toBe(3n * MAX_SAFE + 2n);
+    expect(rows.has("cancels")).toBe(false);
+    expect(outcome).toMatchObject({ kind: "batch", shard: 0, keys: 6, applied: true, resumed: false });
+    expect(await isDrained(env.redis, prefix)).toBe(true);
+    expect(await env.redis.exists(keys.flushingMeta)).toBe(0);
+  });
+
+  it("records the batch in the ledger and advances sync_state, one ledger row per batch", async () => {
+    const prefix = env.newPrefix();
+    const keys = shardKeys(prefix, 0);
+    const ctx = flushContext();
+    await addDeltas(env.redis, prefix, [
+      ["a", 5],
+      ["b", -2],
+    ]);
+
+    const first = await flushShardOnce(ctx, keys);
+    await addDeltas(env.redis, prefix, [
+      ["a", 1],
+      ["c", 100],
+    ]);
+    const second = await flushShardOnce(ctx, keys);
+
+    if (first.kind !== "batch" || second.kind !== "batch") throw new Error("expected two batches");
+    expect(await readCounters(env.pool)).toEqual(
+      new Map([
+        ["a", 6n],
+        ["b", -2n],
+        ["c", 100n],
+      ]),
+    );
+    expect(await readLedger(env.pool)).toEqual([
+      {
+        batch_id: first.batchId,
+        shard: 0,
+        seq: 1n,
+        swapped_at: first.swappedAt,
+        key_count: 2,
+        delta_sum: "3",
+      },
+      {
+        batch_id: second.batchId,
+        shard: 0,
+        seq: 2n,
+        swapped_at: second.swappedAt,
+        key_count: 2,
+        delta_sum: "101",
+      },
+    ]);
+    expect(await readSyncState(0)).toEqual({ synced_through: second.swappedAt, last_seq: 2n });
+    // The next swap must not reuse a committed seq even if Redis lost its counter.
+    expect(ctx.minSeq.get(0)).toBe(3n);
+  });
+
+  it("commits a batch whose keys all cancel out, without creating rows", async () => {
+    const prefix = env.newPrefix();
+    await addDeltas(env.redis, prefix, [
+      ["up-down", 7],
+      ["up-down", -7],
+    ]);
+
+    const outcome = await flushShardOnce(flushContext(), shardKeys(prefix, 0));
+
+    expect(outcome).toMatchObject({ kind: "batch", keys: 0, applied: true });
+    expect(await readCounters(env.pool)).toEqual(new Map());
+    expect(await readLedger(env.pool)).toMatchObject([{ key_count: 0, delta_sum: "0" }]);
+    expect(await isDrained(env.redis, prefix)).toBe(true);
+  });
+
+  it("marks the shard idle when nothing is pending: synced_through advances, last_seq stays", async () => {
+    const prefix = env.newPrefix();
+    const keys = shardKeys(prefix, 0);
+    const ctx = flushContext();
+    await addDeltas(env.redis, prefix, [["a", 1]]);
+    const batch = await flushShardOnce(ctx, keys);
+    if (batch.kind !== "batch") throw new Error("expected a batch");
+    const beforeIdle = new Date();
+
+    const outcome = await flushShardOnce(ctx, keys);
+
+    expect(outcome).toEqual({ kind: "idle", shard: 0 });
+    const state = await readSyncState(0);
+    expect(state?.last_seq).toBe(1n);
+    expect(state?.synced_through.getTime()).toBeGreaterThanOrEqual(beforeIdle.getTime());
+    expect(await readLedger(env.pool)).toHaveLength(1);
+  });
+
+  it("reads a hash far larger than one HSCAN page completely", async () => {
+    const prefix = env.newPrefix();
+    const expected = new Map<string, bigint>();
+    const writes: [string, number][] = [];
+    for (let i = 0; i < 5_000; i++) writes.push([`key:${i}`, i + 1]);
+    await addDeltas(env.redis, prefix, writes);
+    for (const [key, delta] of writes) expectDelta(expected, key, delta);
+    // A spy that calls through: it only counts pages, to prove the read really was chunked.
+    const hscan = vi.spyOn(env.redis, "hscan");
+
+    const outcome = await flushShardOnce(flushContext({ scanCount: 100 }), shardKeys(prefix, 0));
+
+    expect(outcome).toMatchObject({ kind: "batch", keys: 5_000, applied: true });
+    expect(hscan.mock.calls.length).toBeGreaterThan(10);
+    expect(await readCounters(env.pool)).toEqual(expected);
+    expect(await readLedger(env.pool)).toMatchObject([
+      { key_count: 5_000, delta_sum: String((5_000 * 5_001) / 2) },
+    ]);
+  });
+
+  it("sets aside a key whose total would leave bigint, applies the others, and leaves nothing stuck", async () => {
+    const prefix = env.newPrefix();
+    await env.pool.query(
+      "INSERT INTO counters (key, value, updated_at) VALUES ($1, $2, now()), ($3, $4, now())",
+      ["near-max", (INT64_MAX - 5n).toString(), "near-min", (INT64_MIN + 5n).toString()],
+    );
+    await addDeltas(env.redis, prefix, [
+      ["near-max", 10],
+      ["near-min", -6],
+      ["ok", 42],
+      ["ok-too", -1],
+    ]);
+
+    const outcome = await flushShardOnce(flushContext(), shardKeys(prefix, 0));
+
+    if (outcome.kind !== "batch") throw new Error("expected a batch");
+    expect(outcome.applied).toBe(true);
+    expect([...outcome.quarantined].sort((a, b) => a.key.localeCompare(b.key))).toEqual([
+      { key: "near-max", delta: "10" },
+      { key: "near-min", delta: "-6" },
+    ]);
+    expect(await readCounters(env.pool)).toEqual(
+      new Map([
+        ["near-max", INT64_MAX - 5n],
+        ["near-min", INT64_MIN + 5n],
+        ["ok", 42n],
+        ["ok-too", -1n],
+      ]),
+    );
+    const { rows } = await env.pool.query<{ batch_id: string; key: string; delta: bigint; reason: string }>(
+      "SELECT batch_id, key, delta, reason FROM quarantined_deltas ORDER BY key",
+    );
+    expect(rows).toEqual([
+      { batch_id: outcome.batchId, key: "near-max", delta: 10n, reason: expect.stringContaining("bigint") },
+      { batch_id: outcome.batchId, key: "near-min", delta: -6n, reason: expect.stringContaining("bigint") },
+    ]);
+    expect(await isDrained(env.redis, prefix)).toBe(true);
+    // Set aside, not lost: the ledger's delta_sum still accounts for every delta of the batch.
+    expect(await readLedger(env.pool)).toMatchObject([{ key_count: 4, delta_sum: "45" }]);
+  });
+});
+
+describe("Syncer.runCycle", () => {
+  it("flushes every shard in one cycle and reports each outcome", async () => {
+    const prefix = env.newPrefix();
+    const syncer = createSyncer({ redis: env.redis, pool: env.pool, prefix, shards: 3 });
+    const expected = new Map<string, bigint>();
+    for (const shard of [0, 2]) {
+      const writes: [string, number][] = [
+        [`s${shard}:a`, shard + 1],
+        [`s${shard}:b`, -(shard + 10)],
+      ];
+      await addDeltas(env.redis, prefix, writes, shard);
+      for (const [key, delta] of writes) expectDelta(expected, key, delta);
+    }
+
+    const report = await syncer.runCycle();
+
+    expect(report.failures).toEqual([]);
+    expect(report.outcomes.map((outcome) => [outcome.shard, outcome.kind])).toEqual([
+      [0, "batch"],
+      [1, "idle"],
+      [2, "batch"],
+    ]);
+    expect(await readCounters(env.pool)).toEqual(expected);
+    expect(await isDrained(env.redis, prefix, 3)).toBe(true);
+    const { rows } = await env.pool.query<{ shard: number; last_seq: bigint }>(
+      "SELECT shard, last_seq FROM sync_state ORDER BY shard",
+    );
+    expect(rows).toEqual([
+      { shard: 0, last_seq: 1n },
+      { shard: 1, last_seq: 0n },
+      { shard: 2, last_seq: 1n },
+    ]);
+  });
+
+  it("continues the seq after the last committed one, even when Redis lost its counter", async () => {
+    const prefix = env.newPrefix();
+    await env.pool.query("INSERT INTO sync_state (shard, synced_through, last_seq) VALUES (0, now(), 41)");
+    const syncer = createSyncer({ redis: env.redis, pool: env.pool, prefix });
+    await addDeltas(env.redis, prefix, [["a", 1]]);
+
+    const report = await syncer.runCycle();
+
+    expect(report.outcomes).toMatchObject([{ kind: "batch", seq: 42n, applied: true }]);
+    expect(await readLedger(env.pool)).toMatchObject([{ seq: 42n }]);
+  });
+});

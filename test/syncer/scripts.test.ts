@@ -1,0 +1,189 @@
+import { randomUUID } from "node:crypto";
+import type { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type ShardKeys, shardKeys } from "../../lib/redis/keys.ts";
+import { randomPrefix, sharedRedisUrl } from "../harness/fixtures.ts";
+import { deletePrefix, openRedis } from "../support/syncer.ts";
+
+// The Lua scripts are the Redis half of the exactly-once protocol; they are called here directly, with the
+// arguments flush-shard.ts passes, so each guarantee is pinned down without a syncer around it.
+
+let redis: Redis;
+const prefixes: string[] = [];
+
+beforeAll(async () => {
+  redis = await openRedis(sharedRedisUrl(), "test-scripts");
+});
+
+afterAll(async () => {
+  for (const prefix of prefixes) await deletePrefix(redis, prefix);
+  redis.disconnect();
+});
+
+/** Keys of shard 0 under a prefix of its own, so every test starts with an empty shard. */
+function freshShard(): ShardKeys {
+  const prefix = randomPrefix();
+  prefixes.push(prefix);
+  return shardKeys(prefix, 0);
+}
+
+function swap(keys: ShardKeys, batchId: string, swappedAtMs: number, minSeq = 1) {
+  return redis.tallySwap(
+    keys.dirty,
+    keys.flushing,
+    keys.flushingMeta,
+    keys.seq,
+    batchId,
+    swappedAtMs,
+    minSeq,
+  );
+}
+
+describe("swap.lua", () => {
+  it("moves the dirty hash to the flushing hash under a new batch, with seq and swap time", async () => {
+    const keys = freshShard();
+    await redis.hincrby(keys.dirty, "a", 5);
+    await redis.hincrby(keys.dirty, "b", -3);
+    const batchId = randomUUID();
+
+    const result = await swap(keys, batchId, 1_700_000_000_123);
+
+    expect(result).toEqual([batchId, "1", "1700000000123", 0]);
+    expect(await redis.exists(keys.dirty)).toBe(0);
+    expect(await redis.hgetall(keys.flushing)).toEqual({ a: "5", b: "-3" });
+    expect(await redis.hgetall(keys.flushingMeta)).toEqual({
+      batch: batchId,
+      seq: "1",
+      swapped_at: "1700000000123",
+    });
+    expect(await redis.get(keys.seq)).toBe("1");
+  });
+
+  it("returns the unfinished batch (resumed) and never overwrites it or touches the dirty hash", async () => {
+    const keys = freshShard();
+    await redis.hincrby(keys.dirty, "a", 5);
+    const first = randomUUID();
+    await swap(keys, first, 1_000);
+    // Increments accepted after the swap, while the batch is still being flushed.
+    await redis.hincrby(keys.dirty, "a", 7);
+    await redis.hincrby(keys.dirty, "c", 1);
+
+    const result = await swap(keys, randomUUID(), 2_000);
+
+    expect(result).toEqual([first, "1", "1000", 1]);
+    expect(await redis.hgetall(keys.flushing)).toEqual({ a: "5" });
+    expect(await redis.hgetall(keys.dirty)).toEqual({ a: "7", c: "1" });
+    expect(await redis.hgetall(keys.flushingMeta)).toEqual({ batch: first, seq: "1", swapped_at: "1000" });
+    // A resume hands out no new seq: the batch keeps its place in the shard's order.
+    expect(await redis.get(keys.seq)).toBe("1");
+  });
+
+  it("returns null and changes nothing when the shard has nothing to flush", async () => {
+    const keys = freshShard();
+
+    expect(await swap(keys, randomUUID(), 1_000)).toBeNull();
+
+    expect(await redis.exists(keys.dirty, keys.flushing, keys.flushingMeta, keys.seq)).toBe(0);
+  });
+
+  it("never hands out a seq below the floor, and ignores a floor below the counter", async () => {
+    const keys = freshShard();
+    await redis.hincrby(keys.dirty, "a", 1);
+    const raised = await swap(keys, randomUUID(), 1_000, 42);
+    expect(raised?.[1]).toBe("42");
+    expect(await redis.get(keys.seq)).toBe("42");
+    await redis.del(keys.flushing, keys.flushingMeta);
+
+    await redis.hincrby(keys.dirty, "a", 1);
+    const next = await swap(keys, randomUUID(), 2_000, 5);
+
+    expect(next?.[1]).toBe("43");
+  });
+
+  it("adopts a flushing hash that has lost its meta instead of stranding its deltas", async () => {
+    const keys = freshShard();
+    await redis.hset(keys.flushing, "orphan", "9");
+    await redis.hincrby(keys.dirty, "new", 1);
+    const batchId = randomUUID();
+
+    const result = await swap(keys, batchId, 3_000);
+
+    expect(result).toEqual([batchId, "1", "3000", 1]);
+    expect(await redis.hgetall(keys.flushingMeta)).toEqual({ batch: batchId, seq: "1", swapped_at: "3000" });
+    expect(await redis.hgetall(keys.flushing)).toEqual({ orphan: "9" });
+    expect(await redis.hgetall(keys.dirty)).toEqual({ new: "1" });
+  });
+});
+
+describe("finish.lua", () => {
+  it("deletes the flushing hash and its meta when the batch id matches", async () => {
+    const keys = freshShard();
+    await redis.hincrby(keys.dirty, "a", 1);
+    const batchId = randomUUID();
+    await swap(keys, batchId, 1_000);
+
+    expect(await redis.tallyFinish(keys.flushing, keys.flushingMeta, batchId)).toBe(1);
+
+    expect(await redis.exists(keys.flushing, keys.flushingMeta)).toBe(0);
+    // The seq counter outlives batches: it orders them across the shard's whole life.
+    expect(await redis.get(keys.seq)).toBe("1");
+  });
+
+  it("leaves a newer batch in place when called with a stale batch id", async () => {
+    const keys = freshShard();
+    await redis.hincrby(keys.dirty, "a", 1);
+    const stale = randomUUID();
+    await swap(keys, stale, 1_000);
+    await redis.tallyFinish(keys.flushing, keys.flushingMeta, stale);
+    await redis.hincrby(keys.dirty, "b", 2);
+    const newer = randomUUID();
+    await swap(keys, newer, 2_000);
+
+    // A slow syncer finishing the batch that another syncer already finished.
+    expect(await redis.tallyFinish(keys.flushing, keys.flushingMeta, stale)).toBe(0);
+
+    expect(await redis.hgetall(keys.flushing)).toEqual({ b: "2" });
+    expect(await redis.hget(keys.flushingMeta, "batch")).toBe(newer);
+  });
+
+  it("does nothing when there is no flushing hash", async () => {
+    const keys = freshShard();
+    await redis.hincrby(keys.dirty, "a", 1);
+
+    expect(await redis.tallyFinish(keys.flushing, keys.flushingMeta, randomUUID())).toBe(0);
+
+    expect(await redis.hgetall(keys.dirty)).toEqual({ a: "1" });
+  });
+});
+
+describe("pending.lua", () => {
+  function pending(keys: ShardKeys, counterKey: string) {
+    return redis.tallyPending(keys.dirty, keys.flushing, keys.flushingMeta, keys.seq, counterKey);
+  }
+
+  it("returns nils for a shard that never had a write", async () => {
+    expect(await pending(freshShard(), "a")).toEqual([null, null, null, null]);
+  });
+
+  it("returns the dirty and flushing deltas with the flushing batch's seq and the last seq handed out", async () => {
+    const keys = freshShard();
+    await redis.hincrby(keys.dirty, "a", 10);
+    await swap(keys, randomUUID(), 1_000, 7);
+    await redis.hincrby(keys.dirty, "a", -4);
+    await redis.hincrby(keys.dirty, "b", 2);
+
+    expect(await pending(keys, "a")).toEqual(["-4", "10", "7", "7"]);
+    expect(await pending(keys, "b")).toEqual(["2", null, "7", "7"]);
+    expect(await pending(keys, "unknown")).toEqual([null, null, "7", "7"]);
+  });
+
+  it("reports only the seq counter once the batch is finished", async () => {
+    const keys = freshShard();
+    await redis.hincrby(keys.dirty, "a", 10);
+    const batchId = randomUUID();
+    await swap(keys, batchId, 1_000);
+    await redis.tallyFinish(keys.flushing, keys.flushingMeta, batchId);
+
+    expect(await pending(keys, "a")).toEqual([null, null, null, "1"]);
+  });
+});
