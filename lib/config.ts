@@ -77,6 +77,7 @@ const EnvSchema = v.object({
   SYNC_SHARDS: integer(1, 1, 1_024),
   SYNC_SCAN_COUNT: integer(1_000, 10, 100_000),
   SYNC_LEASE_TTL_MS: integer(3_000, 100, 600_000),
+  SYNC_FAULT_INJECTION: optionalText,
 });
 
 type Env = v.InferOutput<typeof EnvSchema>;
@@ -95,7 +96,14 @@ export interface Config {
   auth: AuthConfig;
   rateLimit: { points: number; durationSeconds: number };
   maxKeyLength: number;
-  sync: { intervalMs: number; shards: number; scanCount: number; leaseTtlMs: number };
+  sync: {
+    intervalMs: number;
+    shards: number;
+    scanCount: number;
+    leaseTtlMs: number;
+    /** Test-only: make the syncer crash or stall at a protocol step (syncer/faults.ts). */
+    faultInjection: string | undefined;
+  };
 }
 
 export class ConfigError extends Error {
@@ -154,6 +162,7 @@ export function parseConfig(source: Record<string, string | undefined> = process
       shards: env.SYNC_SHARDS,
       scanCount: env.SYNC_SCAN_COUNT,
       leaseTtlMs: env.SYNC_LEASE_TTL_MS,
+      faultInjection: env.SYNC_FAULT_INJECTION,
     },
   };
 }

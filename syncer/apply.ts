@@ -126,10 +126,17 @@ export async function markShardIdle(pool: pg.Pool, shard: number, observedAt: Da
   );
 }
 
-/** The highest committed seq per shard, so new batch numbers never go backwards after Redis data loss. */
-export async function committedSeqs(pool: pg.Pool): Promise<Map<number, bigint>> {
-  const { rows } = await pool.query<{ shard: number; last_seq: bigint }>(
-    "SELECT shard, last_seq FROM sync_state",
+export interface ShardSyncState {
+  /** The highest committed seq, so new batch numbers never go backwards after Redis data loss. */
+  lastSeq: bigint;
+  syncedThrough: Date;
+}
+
+export async function readSyncState(pool: pg.Pool): Promise<Map<number, ShardSyncState>> {
+  const { rows } = await pool.query<{ shard: number; last_seq: bigint; synced_through: Date }>(
+    "SELECT shard, last_seq, synced_through FROM sync_state",
   );
-  return new Map(rows.map((row) => [row.shard, row.last_seq]));
+  return new Map(
+    rows.map((row) => [row.shard, { lastSeq: row.last_seq, syncedThrough: row.synced_through }]),
+  );
 }

@@ -19,7 +19,8 @@ export interface FlushContext {
 }
 
 export type BatchOutcome =
-  | { kind: "idle"; shard: number }
+  /** Nothing was pending at `observedAt`: Postgres is complete up to then. */
+  | { kind: "idle"; shard: number; observedAt: Date }
   | {
       kind: "batch";
       shard: number;
@@ -59,7 +60,7 @@ export async function flushShardOnce(ctx: FlushContext, keys: ShardKeys): Promis
   );
   if (swapped === null) {
     await markShardIdle(ctx.pool, shard, observedAt);
-    return { kind: "idle", shard };
+    return { kind: "idle", shard, observedAt };
   }
   const [batchId, seqText, swappedAtMs, resumed] = swapped;
   const seq = BigInt(seqText);

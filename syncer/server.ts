@@ -3,6 +3,7 @@ import type { Logger } from "../lib/logger.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { connectRedis, createRedis } from "../lib/redis/client.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
+import { faultHookFromConfig } from "./faults.ts";
 import type { StepHook } from "./flush-shard.ts";
 import { Syncer } from "./syncer.ts";
 
@@ -44,7 +45,7 @@ export async function startSyncer(
     intervalMs: config.sync.intervalMs,
     scanCount: config.sync.scanCount,
     leaseTtlMs: config.sync.leaseTtlMs,
-    onStep: options.onStep,
+    onStep: options.onStep ?? faultHookFromConfig(config.sync.faultInjection, logger),
   });
   syncer.start();
   shutdown.add("syncer", () => syncer.stop());

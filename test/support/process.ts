@@ -13,6 +13,8 @@ export interface ServiceProcess {
     predicate: (line: Record<string, unknown>) => boolean,
     timeoutMs?: number,
   ): Promise<Record<string, unknown>>;
+  /** Resolves when the process exits, with its exit code or the signal that ended it. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Sends `signal` and resolves with the exit code (null when killed by a signal). */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
@@ -43,11 +45,15 @@ export function spawnService(entry: string, env: Record<string, string>): Servic
   };
   child.stdout?.on("data", onData);
   child.stderr?.on("data", onData);
-  const exited = once(child, "exit").then(([code]) => code as number | null);
+  const exited = once(child, "exit").then(([code, signal]) => ({
+    code: code as number | null,
+    signal: signal as NodeJS.Signals | null,
+  }));
 
   return {
     child,
     logs,
+    exited,
     waitForLog(predicate, timeoutMs = 20_000) {
       return new Promise((resolve, reject) => {
         const check = () => {
@@ -84,7 +90,7 @@ export function spawnService(entry: string, env: Record<string, string>): Servic
     },
     async stop(signal = "SIGTERM") {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
+      return (await exited).code;
     },
   };
 }

@@ -157,7 +157,7 @@ describe("flushShardOnce", () => {
 
     const outcome = await flushShardOnce(ctx, keys);
 
-    expect(outcome).toEqual({ kind: "idle", shard: 0 });
+    expect(outcome).toEqual({ kind: "idle", shard: 0, observedAt: expect.any(Date) });
     const state = await readSyncState(0);
     expect(state?.last_seq).toBe(1n);
     expect(state?.synced_through.getTime()).toBeGreaterThanOrEqual(beforeIdle.getTime());

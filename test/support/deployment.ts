@@ -1,0 +1,122 @@
+import type { Redis } from "ioredis";
+import pg from "pg";
+import { connectRedis, createRedis } from "../../lib/redis/client.ts";
+import { allShardKeys } from "../../lib/redis/keys.ts";
+import { mintToken } from "../../lib/tokens.ts";
+import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
+import { TEST_SECRET } from "./api.ts";
+import { type ServiceProcess, spawnService } from "./process.ts";
+
+export interface ApiProcess extends ServiceProcess {
+  url: string;
+}
+
+export interface DeploymentOptions {
+  /** Defaults to the shared test Redis. */
+  redisUrl?: string;
+  /** Defaults to a fresh database on the shared Postgres. */
+  databaseUrl?: string;
+  /** Environment for every process (SYNC_INTERVAL_MS, SYNC_SHARDS, …). */
+  env?: Record<string, string>;
+}
+
+/**
+ * tally as production runs it, in real processes: `start:api` and `start:syncer` entry points started and
+ * killed by the test, against one Redis and one Postgres, with clients for looking inside both.
+ */
+export class Deployment {
+  readonly prefix = randomPrefix();
+  readonly processes: ServiceProcess[] = [];
+  readonly redis: Redis;
+  readonly pool: pg.Pool;
+  readonly env: Record<string, string>;
+  readonly #dropDatabase: (() => Promise<void>) | undefined;
+
+  private constructor(env: Record<string, string>, redis: Redis, pool: pg.Pool, drop?: () => Promise<void>) {
+    this.env = env;
+    this.redis = redis;
+    this.pool = pool;
+    this.#dropDatabase = drop;
+  }
+
+  static async create(options: DeploymentOptions = {}): Promise<Deployment> {
+    const database = options.databaseUrl ? undefined : await freshDatabase();
+    const databaseUrl = options.databaseUrl ?? (database?.url as string);
+    const redisUrl = options.redisUrl ?? sharedRedisUrl();
+    const redis = createRedis({ url: redisUrl, name: "test-inspector", commandTimeoutMs: 5_000 });
+    redis.on("error", () => {});
+    await connectRedis(redis);
+    const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
+    pool.on("error", () => {});
+    const deployment = new Deployment(
+      {
+        REDIS_URL: redisUrl,
+        DATABASE_URL: databaseUrl,
+        JWT_SECRET: TEST_SECRET,
+        RATE_LIMIT_POINTS: "1000000",
+        SYNC_INTERVAL_MS: "500",
+        SYNC_LEASE_TTL_MS: "1500",
+        HOST: "127.0.0.1",
+        PORT: "0",
+        ...options.env,
+      },
+      redis,
+      pool,
+      database?.drop,
+    );
+    deployment.env.REDIS_KEY_PREFIX = deployment.prefix;
+    return deployment;
+  }
+
+  token(): Promise<string> {
+    return mintToken({ secret: TEST_SECRET, subject: "load", scopes: ["counters:write", "counters:read"] });
+  }
+
+  async startApi(env: Record<string, string> = {}): Promise<ApiProcess> {
+    const api = spawnService("api/main.ts", { ...this.env, ...env });
+    this.processes.push(api);
+    const listening = await api.waitForLog((line) => line.msg === "api listening");
+    const url = String(listening.url);
+    // Listening is not ready: wait until Redis answers too.
+    await waitFor(async () => (await fetch(`${url}/readyz`)).ok, { message: "api never became ready" });
+    return Object.assign(api, { url });
+  }
+
+  async startSyncer(env: Record<string, string> = {}): Promise<ServiceProcess> {
+    const syncer = spawnService("syncer/main.ts", { ...this.env, ...env });
+    this.processes.push(syncer);
+    await syncer.waitForLog((line) => line.msg === "syncer started");
+    return syncer;
+  }
+
+  /** True when Redis holds nothing that Postgres lacks: no dirty and no flushing hash in any shard. */
+  async isDrained(): Promise<boolean> {
+    const shards = allShardKeys(this.prefix, Number(this.env.SYNC_SHARDS ?? 1));
+    const existing = await this.redis.exists(...shards.flatMap((keys) => [keys.dirty, keys.flushing]));
+    return existing === 0;
+  }
+
+  async waitForDrain(timeoutMs = 20_000): Promise<void> {
+    await waitFor(() => this.isDrained(), { timeoutMs, message: "Redis still holds unsynced increments" });
+  }
+
+  async counters(): Promise<Map<string, bigint>> {
+    const { rows } = await this.pool.query<{ key: string; value: string }>("SELECT key, value::text FROM counters");
+    return new Map(rows.map((row) => [row.key, BigInt(row.value)]));
+  }
+
+  /** now − the oldest shard's synced_through, read from Postgres; undefined before the first sync. */
+  async stalenessSeconds(): Promise<number | undefined> {
+    const { rows } = await this.pool.query<{ staleness: number | null }>(
+      "SELECT extract(epoch FROM now() - min(synced_through))::float8 AS staleness FROM sync_state",
+    );
+    return rows[0]?.staleness ?? undefined;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.processes.map((process) => process.stop("SIGKILL")));
+    this.redis.disconnect();
+    await this.pool.end();
+    await this.#dropDatabase?.();
+  }
+}
