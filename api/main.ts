@@ -1,5 +1,6 @@
 import { loadConfigOrExit } from "../lib/config.ts";
 import { createLogger } from "../lib/logger.ts";
+import { logProcessStats } from "../lib/process-stats.ts";
 import { Shutdown } from "../lib/shutdown.ts";
 import { startApi } from "./server.ts";
 
@@ -8,4 +9,5 @@ const config = loadConfigOrExit();
 const logger = createLogger({ level: config.logLevel, role: "api" });
 const shutdown = new Shutdown(logger, config.http.shutdownTimeoutMs);
 shutdown.listen();
+shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
 await startApi(config, logger, shutdown);

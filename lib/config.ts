@@ -72,6 +72,7 @@ const EnvSchema = v.object({
   MAX_KEY_LENGTH: integer(256, 1, 10_000),
   BODY_LIMIT_BYTES: integer(16_384, 64, 1_048_576),
   SHUTDOWN_TIMEOUT_MS: integer(10_000, 0, 600_000),
+  STATS_LOG_INTERVAL_MS: integer(60_000, 0, 86_400_000),
 
   SYNC_INTERVAL_MS: integer(5_000, 50, 300_000),
   SYNC_SHARDS: integer(1, 1, 1_024),
@@ -91,6 +92,8 @@ export interface Config {
   env: Env["NODE_ENV"];
   http: { host: string; port: number; bodyLimitBytes: number; shutdownTimeoutMs: number };
   logLevel: Env["LOG_LEVEL"];
+  /** Period of the "process stats" log line (memory, event-loop delay); 0 turns it off. */
+  statsLogIntervalMs: number;
   redis: { url: string; keyPrefix: string; commandTimeoutMs: number };
   database: { url: string; poolSize: number };
   auth: AuthConfig;
@@ -148,6 +151,7 @@ export function parseConfig(source: Record<string, string | undefined> = process
       shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     },
     logLevel: env.LOG_LEVEL,
+    statsLogIntervalMs: env.STATS_LOG_INTERVAL_MS,
     redis: {
       url: env.REDIS_URL,
       keyPrefix: env.REDIS_KEY_PREFIX,

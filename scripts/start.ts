@@ -3,6 +3,7 @@ import { loadConfigOrExit } from "../lib/config.ts";
 import { createLogger } from "../lib/logger.ts";
 import { migrate } from "../lib/postgres/migrate.ts";
 import { createPool, ensureDatabase } from "../lib/postgres/pool.ts";
+import { logProcessStats } from "../lib/process-stats.ts";
 import { Shutdown } from "../lib/shutdown.ts";
 import { startSyncer } from "../syncer/server.ts";
 
@@ -12,6 +13,7 @@ const config = loadConfigOrExit();
 const logger = createLogger({ level: config.logLevel, role: "migrate" });
 const shutdown = new Shutdown(logger, Math.max(config.http.shutdownTimeoutMs, config.sync.intervalMs * 3));
 shutdown.listen();
+shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
 
 await ensureDatabase(config.database.url);
 const pool = createPool({ connectionString: config.database.url, applicationName: "tally-migrate", max: 1 });

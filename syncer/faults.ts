@@ -8,14 +8,17 @@ import type { StepHook, SyncStep } from "./flush-shard.ts";
  * them to die (or stall) at an exact step of the protocol. Off unless SYNC_FAULT_INJECTION is set:
  *
  *   <step>:kill[@n]      SIGKILL this process the n-th time (default 1st) it reaches <step>
- *   <step>:stall=<ms>    pause <ms> every time it reaches <step> (e.g. to outlive the lease mid-cycle)
+ *   <step>:stall=<ms>    pause <ms> (asynchronously) every time it reaches <step>
+ *   <step>:freeze=<ms>   block the whole event loop <ms> every time, like a long GC pause: lease renewals
+ *                        stop too, so the lease lapses mid-cycle and a standby takes over
  *
  * Steps: before-swap, after-swap, during-read, before-commit (transaction open, rows upserted, not yet
  * committed), after-commit (committed, flushing hash not yet deleted).
  */
 export type FaultSpec =
   | { step: SyncStep; action: "kill"; nth: number }
-  | { step: SyncStep; action: "stall"; ms: number };
+  | { step: SyncStep; action: "stall"; ms: number }
+  | { step: SyncStep; action: "freeze"; ms: number };
 
 const STEPS: readonly SyncStep[] = [
   "before-swap",
@@ -24,17 +27,18 @@ const STEPS: readonly SyncStep[] = [
   "before-commit",
   "after-commit",
 ];
-const FORMAT = /^([a-z-]+):(?:kill(?:@(\d+))?|stall=(\d+))$/;
+const FORMAT = /^([a-z-]+):(?:kill(?:@(\d+))?|(stall|freeze)=(\d+))$/;
 
 export function parseFaultSpec(text: string): FaultSpec {
   const match = FORMAT.exec(text);
   const step = STEPS.find((candidate) => candidate === match?.[1]);
   if (!match || !step) {
     throw new ConfigError(
-      `SYNC_FAULT_INJECTION must be <step>:kill[@n] or <step>:stall=<ms> with a step of ${STEPS.join(", ")}`,
+      `SYNC_FAULT_INJECTION must be <step>:kill[@n], <step>:stall=<ms> or <step>:freeze=<ms> with a step of ${STEPS.join(", ")}`,
     );
   }
-  if (match[3] !== undefined) return { step, action: "stall", ms: Number(match[3]) };
+  if (match[3] === "stall") return { step, action: "stall", ms: Number(match[4]) };
+  if (match[3] === "freeze") return { step, action: "freeze", ms: Number(match[4]) };
   return { step, action: "kill", nth: Math.max(1, Number(match[2] ?? 1)) };
 }
 
@@ -49,6 +53,10 @@ export function faultHook(spec: FaultSpec, logger: Logger): StepHook {
     if (step !== spec.step) return;
     if (spec.action === "stall") {
       await sleep(spec.ms);
+      return;
+    }
+    if (spec.action === "freeze") {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, spec.ms);
       return;
     }
     reached++;

@@ -7,8 +7,13 @@ export interface LeaseOptions {
   redis: Redis;
   key: string;
   ttlMs: number;
-  /** How often to claim or extend; a third of the TTL leaves two chances before the lease lapses. */
+  /** How often the holder extends; a third of the TTL leaves two chances before the lease lapses. */
   renewEveryMs?: number;
+  /**
+   * How often a standby tries to claim. Shorter than the renewal period (one cheap GET-like script call),
+   * so a dead leader is replaced within about TTL + this, not TTL + a third of it.
+   */
+  standbyPollMs?: number;
 }
 
 /**
@@ -30,7 +35,11 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [] }> {
 
   constructor(options: LeaseOptions) {
     super();
-    this.#options = { renewEveryMs: Math.max(10, Math.floor(options.ttlMs / 3)), ...options };
+    this.#options = {
+      renewEveryMs: Math.max(10, Math.floor(options.ttlMs / 3)),
+      standbyPollMs: Math.max(10, Math.floor(options.ttlMs / 12)),
+      ...options,
+    };
   }
 
   isHeld(): boolean {
@@ -40,7 +49,8 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [] }> {
   start(): void {
     const tick = async () => {
       await this.claim();
-      if (this.#timer !== undefined) this.#timer = setTimeout(tick, this.#options.renewEveryMs);
+      const delay = this.isHeld() ? this.#options.renewEveryMs : this.#options.standbyPollMs;
+      if (this.#timer !== undefined) this.#timer = setTimeout(tick, delay);
     };
     this.#timer = setTimeout(tick, 0);
   }

@@ -1,5 +1,6 @@
 import { loadConfigOrExit } from "../lib/config.ts";
 import { createLogger } from "../lib/logger.ts";
+import { logProcessStats } from "../lib/process-stats.ts";
 import { Shutdown } from "../lib/shutdown.ts";
 import { startSyncer } from "./server.ts";
 
@@ -8,4 +9,5 @@ const config = loadConfigOrExit();
 const logger = createLogger({ level: config.logLevel, role: "syncer" });
 const shutdown = new Shutdown(logger, Math.max(config.http.shutdownTimeoutMs, config.sync.intervalMs * 3));
 shutdown.listen();
+shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
 await startSyncer(config, logger, shutdown);

@@ -22,7 +22,15 @@ export function incrementRoute(options: IncrementRouteOptions) {
 
 /** Parses the body as JSON whatever the Content-Type says: a missing header is the commonest client slip. */
 async function readJson(request: Request): Promise<unknown> {
-  const text = await request.text();
+  const bytes = await request.arrayBuffer();
+  let text: string;
+  try {
+    // fatal: request.text() would turn bytes that are not UTF-8 into U+FFFD and store a key the client never
+    // sent (and merge distinct keys). A leading BOM is still skipped, as request.text() did.
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new ApiError("invalid_body", "the body is not valid UTF-8");
+  }
   if (text.trim() === "")
     throw new ApiError("invalid_body", "the body must be a JSON object with key and value");
   try {

@@ -25,13 +25,19 @@ describe("kill -9 of the syncer", () => {
   it.each(STEPS)("at $step: nothing lost, nothing doubled", async ({ step, leavesFlushingHash }) => {
     deployment = await Deployment.create({ env: { SYNC_INTERVAL_MS: "250", SYNC_LEASE_TTL_MS: "1000" } });
     const api = await deployment.startApi();
-    const load = new Load({ targets: () => [api.url], token: await deployment.token(), concurrency: 6 }).start();
+    const load = new Load({
+      targets: () => [api.url],
+      token: await deployment.token(),
+      concurrency: 6,
+    }).start();
     await load.waitForAccepted(100);
 
     // Dies the second time it reaches the step, so one batch went through normally before.
     const doomed = await deployment.startSyncer({ SYNC_FAULT_INJECTION: `${step}:kill@2` });
     expect((await doomed.exited).signal).toBe("SIGKILL");
-    expect(doomed.logs.some((line) => line.msg === "fault injection: SIGKILL" && line.step === step)).toBe(true);
+    expect(doomed.logs.some((line) => line.msg === "fault injection: SIGKILL" && line.step === step)).toBe(
+      true,
+    );
     // The crash left the state the step implies: a batch stranded in the flushing hash, or none.
     const { flushing } = shardKeys(deployment.prefix, 0);
     expect(await deployment.redis.exists(flushing)).toBe(leavesFlushingHash ? 1 : 0);

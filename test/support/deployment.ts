@@ -101,7 +101,9 @@ export class Deployment {
   }
 
   async counters(): Promise<Map<string, bigint>> {
-    const { rows } = await this.pool.query<{ key: string; value: string }>("SELECT key, value::text FROM counters");
+    const { rows } = await this.pool.query<{ key: string; value: string }>(
+      "SELECT key, value::text FROM counters",
+    );
     return new Map(rows.map((row) => [row.key, BigInt(row.value)]));
   }
 

@@ -14,6 +14,11 @@ export interface SentIncrement {
   value: number;
   outcome: Outcome;
   status: number | undefined;
+  /** The base URL it was sent to, so a test can tell one node's requests from another's. */
+  target: string;
+  /** performance.now() when it was sent and when its outcome was known: `sent` is in completion order. */
+  startedAt: number;
+  endedAt: number;
 }
 
 export interface LoadOptions {
@@ -60,7 +65,8 @@ export class Load {
     const target = this.count("accepted") + n;
     const deadline = Date.now() + timeoutMs;
     while (this.count("accepted") < target) {
-      if (Date.now() > deadline) throw new Error(`load: fewer than ${n} requests accepted within ${timeoutMs} ms`);
+      if (Date.now() > deadline)
+        throw new Error(`load: fewer than ${n} requests accepted within ${timeoutMs} ms`);
       await sleep(20);
     }
   }
@@ -85,6 +91,7 @@ export class Load {
   }
 
   async #send(target: string, key: string, value: number): Promise<SentIncrement> {
+    const startedAt = performance.now();
     try {
       const response = await fetch(`${target}/increment`, {
         method: "POST",
@@ -93,11 +100,13 @@ export class Load {
         signal: AbortSignal.timeout(this.#options.timeoutMs),
       });
       await response.arrayBuffer();
-      const outcome: Outcome = response.status === 202 ? "accepted" : response.status < 500 ? "rejected" : "unknown";
-      return { key, value, outcome, status: response.status };
+      const outcome: Outcome =
+        response.status === 202 ? "accepted" : response.status < 500 ? "rejected" : "unknown";
+      return { key, value, outcome, status: response.status, target, startedAt, endedAt: performance.now() };
     } catch {
       // Connection refused, reset or timed out: the client cannot know whether Redis took it.
-      return { key, value, outcome: "unknown", status: undefined };
+      const endedAt = performance.now();
+      return { key, value, outcome: "unknown", status: undefined, target, startedAt, endedAt };
     }
   }
 }
@@ -118,9 +127,12 @@ export function exactlyOnceViolations(sent: SentIncrement[], persisted: Map<stri
   const violations: string[] = [];
   for (const [key, { accepted, unknown }] of byKey) {
     const value = persisted.get(key) ?? 0n;
-    if (value < accepted) violations.push(`${key}: ${value} in Postgres, but ${accepted} was accepted (lost)`);
+    if (value < accepted)
+      violations.push(`${key}: ${value} in Postgres, but ${accepted} was accepted (lost)`);
     if (value > accepted + unknown) {
-      violations.push(`${key}: ${value} in Postgres, more than accepted ${accepted} + unknown ${unknown} (doubled)`);
+      violations.push(
+        `${key}: ${value} in Postgres, more than accepted ${accepted} + unknown ${unknown} (doubled)`,
+      );
     }
   }
   for (const key of persisted.keys()) {
