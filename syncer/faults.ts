@@ -1,3 +1,4 @@
+import { writeSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ConfigError } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
@@ -61,8 +62,13 @@ export function faultHook(spec: FaultSpec, logger: Logger): StepHook {
     }
     reached++;
     if (reached < spec.nth) return;
-    logger.warn({ step, shard }, "fault injection: SIGKILL");
-    // No flush, no cleanup: exactly what a crash looks like to Redis and Postgres.
+    // Written synchronously, unlike the logger's lines: an asynchronous write still queued when the signal
+    // lands would be lost, and the test needs to see where the process died.
+    writeSync(
+      1,
+      `${JSON.stringify({ level: "warn", pid: process.pid, step, shard, msg: "fault injection: SIGKILL" })}\n`,
+    );
+    // No cleanup of our own: exactly what a crash looks like to Redis and Postgres.
     process.kill(process.pid, "SIGKILL");
     await sleep(60_000);
   };

@@ -14,11 +14,18 @@ const becameLeader = (syncer: ServiceProcess) =>
   syncer.logs.filter((line) => line.msg === "became the leader");
 
 describe("several syncer processes", () => {
-  it.each([2, 3])(
-    "%i syncers whose event loop freezes mid-cycle, so leases lapse and others take over: exactly once",
-    async (count) => {
-      // A 600 ms freeze after every swap outlives the 300 ms lease: the next syncer claims it and resumes
-      // the very batch the frozen one holds, so two syncers work on one batch at once, over and over.
+  it.each([
+    { count: 2, step: "after-swap" },
+    { count: 3, step: "after-swap" },
+    { count: 2, step: "before-commit" },
+    { count: 3, step: "before-commit" },
+  ])(
+    "$count syncers whose event loop freezes at $step, so leases lapse and others take over: exactly once",
+    async ({ count, step }) => {
+      // A 600 ms freeze outlives the 300 ms lease: the next syncer claims it and resumes the very batch the
+      // frozen one holds, so two syncers work on one batch at once, over and over. Frozen after the swap,
+      // the first one finds its batch finished by the other when it wakes; frozen with its transaction open,
+      // it races the other to the ledger row.
       deployment = await Deployment.create({ env: { SYNC_INTERVAL_MS: "100", SYNC_LEASE_TTL_MS: "300" } });
       const api = await deployment.startApi();
       const load = new Load({
@@ -28,7 +35,7 @@ describe("several syncer processes", () => {
       }).start();
       const syncers: ServiceProcess[] = [];
       for (let i = 0; i < count; i++) {
-        syncers.push(await deployment.startSyncer({ SYNC_FAULT_INJECTION: "after-swap:freeze=600" }));
+        syncers.push(await deployment.startSyncer({ SYNC_FAULT_INJECTION: `${step}:freeze=600` }));
       }
       const takeovers = () => syncers.reduce((sum, syncer) => sum + becameLeader(syncer).length, 0);
       while (takeovers() < 6) {

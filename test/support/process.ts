@@ -45,7 +45,8 @@ export function spawnService(entry: string, env: Record<string, string>): Servic
   };
   child.stdout?.on("data", onData);
   child.stderr?.on("data", onData);
-  const exited = once(child, "exit").then(([code, signal]) => ({
+  // "close", not "exit": it fires after the last output was read, so no log line of a dying process is missed.
+  const exited = once(child, "close").then(([code, signal]) => ({
     code: code as number | null,
     signal: signal as NodeJS.Signals | null,
   }));
