@@ -30,7 +30,17 @@ export interface AppDependencies {
 export function newApp(deps: AppDependencies) {
   const app = new Hono<AppEnv>();
   app.use(requestId());
-  app.onError((error, c) => problemResponse(c, toApiError(error, deps.logger, c.get("requestId"))));
+  app.use(async function closeWhileDraining(c, next) {
+    await next();
+    // A draining node asks clients not to reuse the connection, so they move to another node.
+    if (deps.health.isDraining()) c.header("Connection", "close");
+  });
+  app.onError((error, c) =>
+    problemResponse(
+      c,
+      toApiError(error, deps.logger, c.get("requestId"), () => c.req.raw.signal.aborted),
+    ),
+  );
   app.notFound((c) =>
     problemResponse(c, new ApiError("not_found", `no route for ${c.req.method} ${c.req.path}`)),
   );
@@ -65,7 +75,7 @@ export function newApp(deps: AppDependencies) {
   return app;
 }
 
-function toApiError(error: Error, logger: Logger, requestId: string): ApiError {
+function toApiError(error: Error, logger: Logger, requestId: string, clientGone: () => boolean): ApiError {
   if (error instanceof ApiError) {
     if (error.status >= 500)
       logger.warn({ err: error.cause ?? error, requestId, code: error.code }, error.message);
@@ -74,6 +84,14 @@ function toApiError(error: Error, logger: Logger, requestId: string): ApiError {
   // Hono raises HTTPException for malformed requests it detects itself (e.g. a body that cannot be read).
   if (error instanceof HTTPException && error.status < 500) {
     return new ApiError("invalid_body", error.message || "the request could not be read");
+  }
+  // The client closed the connection mid-request (the body stream then fails with "aborted"): its doing, not
+  // a 500, and not worth an error line per hang-up; nobody will read this answer anyway.
+  if (clientGone()) {
+    logger.info({ err: error, requestId }, "client closed the connection before the request was complete");
+    return new ApiError("invalid_body", "the connection closed before the request was complete", {
+      cause: error,
+    });
   }
   logger.error({ err: error, requestId }, "unhandled error");
   return new ApiError("internal_error", "an unexpected error occurred; it has been logged", { cause: error });

@@ -1,5 +1,6 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { createAdaptorServer } from "@hono/node-server";
 import type { Redis } from "ioredis";
 import type pg from "pg";
@@ -105,11 +106,18 @@ export async function startApi(config: Config, logger: Logger, shutdown: Shutdow
     server.listen(config.http.port, config.http.host, () => resolve());
   });
   shutdown.add("http server", async () => {
+    // Report not-ready (and answer with Connection: close) for a while before refusing connections, so a
+    // load balancer's health check sees the node leave instead of meeting refused connections.
     node.startDraining();
+    await sleep(config.http.drainDelayMs);
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    // close() waits for in-flight requests; idle keep-alive sockets would otherwise hold it open.
+    // close() waits for every connection to end. A keep-alive connection that was busy a moment ago turns
+    // idle only after its response, and a client may keep it for the whole keep-alive timeout, so sweep
+    // idle connections until the last in-flight request has been answered.
     server.closeIdleConnections();
+    const sweep = setInterval(() => server.closeIdleConnections(), 50);
     await closed;
+    clearInterval(sweep);
   });
 
   const address = server.address() as AddressInfo;

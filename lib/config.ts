@@ -72,6 +72,7 @@ const EnvSchema = v.object({
   MAX_KEY_LENGTH: integer(256, 1, 10_000),
   BODY_LIMIT_BYTES: integer(16_384, 64, 1_048_576),
   SHUTDOWN_TIMEOUT_MS: integer(10_000, 0, 600_000),
+  SHUTDOWN_DRAIN_DELAY_MS: integer(0, 0, 600_000),
   STATS_LOG_INTERVAL_MS: integer(60_000, 0, 86_400_000),
 
   SYNC_INTERVAL_MS: integer(5_000, 50, 300_000),
@@ -90,7 +91,14 @@ export type AuthConfig =
 
 export interface Config {
   env: Env["NODE_ENV"];
-  http: { host: string; port: number; bodyLimitBytes: number; shutdownTimeoutMs: number };
+  http: {
+    host: string;
+    port: number;
+    bodyLimitBytes: number;
+    shutdownTimeoutMs: number;
+    /** How long a draining API node keeps serving (and failing /readyz) before it stops listening. */
+    drainDelayMs: number;
+  };
   logLevel: Env["LOG_LEVEL"];
   /** Period of the "process stats" log line (memory, event-loop delay); 0 turns it off. */
   statsLogIntervalMs: number;
@@ -149,6 +157,7 @@ export function parseConfig(source: Record<string, string | undefined> = process
       port: env.PORT,
       bodyLimitBytes: env.BODY_LIMIT_BYTES,
       shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+      drainDelayMs: env.SHUTDOWN_DRAIN_DELAY_MS,
     },
     logLevel: env.LOG_LEVEL,
     statsLogIntervalMs: env.STATS_LOG_INTERVAL_MS,

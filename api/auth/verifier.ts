@@ -50,9 +50,11 @@ export function createTokenVerifier(auth: Exclude<AuthConfig, { mode: "disabled"
       if (scope !== undefined && typeof scope !== "string") {
         throw new InvalidTokenError("the scope claim must be a space-separated string");
       }
-      // requiredClaims guarantees sub is present; jose checks it is a string.
-      const subject = payload.sub ?? "";
-      if (subject === "") throw new InvalidTokenError("the sub claim must not be empty");
+      // requiredClaims guarantees sub is present, but jose checks its type only when told the expected subject:
+      // a sub of [], ["a"] or 5 would become a client id that String() merges with another client's.
+      const subject: unknown = payload.sub;
+      if (typeof subject !== "string" || subject === "")
+        throw new InvalidTokenError("the sub claim must be a non-empty string");
       return { subject, scopes: new Set(scope?.split(" ").filter(Boolean)) };
     } catch (error) {
       if (error instanceof InvalidTokenError) throw error;

@@ -12,8 +12,9 @@ export interface CountersRouteOptions {
 
 export function countersRoute(options: CountersRouteOptions) {
   const keySchema = counterKeySchema(options.maxKeyLength);
-  // {.+} so that keys containing "/" (percent-encoded or not) reach the handler whole.
-  return new Hono<AppEnv>().get("/counters/:key{.+}", async (c) => {
+  // {[\s\S]+} so that keys containing "/" (percent-encoded or not) reach the handler whole; not {.+}, whose
+  // "." stops at line terminators, so a stored key with a newline, CR, U+2028 or U+2029 fell through to a 405.
+  return new Hono<AppEnv>().get("/counters/:key{[\\s\\S]+}", async (c) => {
     const key = parseOrThrow(keySchema, c.req.param("key"), "invalid_key");
     const reading = await options.readCounter(key);
     if (!reading.found) throw new ApiError("counter_not_found", "nothing was ever counted for this key");

@@ -22,14 +22,21 @@ describe("parseConfig", () => {
 
     expect(config).toEqual({
       env: "development",
-      http: { host: "0.0.0.0", port: 3333, bodyLimitBytes: 16_384, shutdownTimeoutMs: 10_000 },
+      http: {
+        host: "0.0.0.0",
+        port: 3333,
+        bodyLimitBytes: 16_384,
+        shutdownTimeoutMs: 10_000,
+        drainDelayMs: 0,
+      },
       logLevel: "info",
+      statsLogIntervalMs: 60_000,
       redis: { url: "redis://127.0.0.1:6379", keyPrefix: "tally", commandTimeoutMs: 1_000 },
       database: { url: "postgres://postgres@127.0.0.1:5432/tally", poolSize: 4 },
       auth: { mode: "hs256", secret: DEV_JWT_SECRET, isDevelopmentSecret: true },
       rateLimit: { points: 1_000, durationSeconds: 1 },
       maxKeyLength: 256,
-      sync: { intervalMs: 5_000, shards: 1, scanCount: 1_000, leaseTtlMs: 3_000 },
+      sync: { intervalMs: 5_000, shards: 1, scanCount: 1_000, leaseTtlMs: 3_000, faultInjection: undefined },
     });
   });
 

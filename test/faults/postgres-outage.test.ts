@@ -1,0 +1,113 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach, describe, expect, it } from "vitest";
+import { migrate } from "../../lib/postgres/migrate.ts";
+import { createPool } from "../../lib/postgres/pool.ts";
+import { shardKeys } from "../../lib/redis/keys.ts";
+import { waitFor } from "../harness/fixtures.ts";
+import { type PostgresServer, startPostgres } from "../harness/servers.ts";
+import { Deployment } from "../support/deployment.ts";
+import { exactlyOnceViolations, Load } from "../support/load.ts";
+
+// Postgres stopped for 30 s under load, in real processes. The API never needs Postgres to accept an
+// increment, so it must go on answering 202; the syncer must keep the batch in Redis, say how far behind
+// Postgres is, and catch up exactly once when Postgres returns.
+
+const OUTAGE_MS = 30_000;
+const PROGRESS_EVERY_MS = 3_000;
+const BEHIND = "postgres is behind what was accepted";
+const SHARD_FAILED = "shard sync failed; its batch will be retried";
+
+let deployment: Deployment | undefined;
+let postgres: PostgresServer | undefined;
+afterEach(async () => {
+  await deployment?.close();
+  deployment = undefined;
+  await postgres?.destroy();
+  postgres = undefined;
+});
+
+describe("Postgres outage", () => {
+  it("stopped for 30 s under load: the API keeps accepting, the syncer reports growing staleness, then catches up exactly once", {
+    timeout: 120_000,
+  }, async () => {
+    // A private server: the shared one must never be stopped under the other test files.
+    const server = await startPostgres();
+    postgres = server;
+    const migrator = createPool({ connectionString: server.url(), applicationName: "test-migrate", max: 1 });
+    try {
+      await migrate(migrator);
+    } finally {
+      await migrator.end();
+    }
+    const d = await Deployment.create({ databaseUrl: server.url() });
+    deployment = d;
+    const api = await d.startApi();
+    const syncer = await d.startSyncer();
+    // Paced: 30 s of unpaced load would pile up a batch big enough to make the catch-up the slow part.
+    const load = new Load({
+      targets: () => [api.url],
+      token: await d.token(),
+      concurrency: 4,
+      pauseMs: 10,
+    }).start();
+    await load.waitForAccepted(200);
+    // Synced at least once, so staleness is measured from a real batch and not from the syncer's start.
+    await waitFor(async () => ((await d.stalenessSeconds()) ?? Number.POSITIVE_INFINITY) < 10, {
+      message: "the syncer never synced before the outage",
+    });
+
+    await server.stop();
+    const downAt = performance.now();
+    const acceptedWhenDown = load.count("accepted");
+    // Sampled through the whole outage: "keeps accepting" means at every point, not just at the end.
+    const acceptedDuringOutage: number[] = [];
+    while (performance.now() - downAt < OUTAGE_MS) {
+      await sleep(Math.min(PROGRESS_EVERY_MS, OUTAGE_MS - (performance.now() - downAt)));
+      acceptedDuringOutage.push(load.count("accepted"));
+    }
+    const upAt = performance.now();
+    // Read before Postgres returns, so all of this is what happened while it was down.
+    const reportedStaleness = syncer.logs
+      .filter((line) => line.msg === BEHIND)
+      .map((line) => line.stalenessSeconds)
+      .filter((value): value is number => typeof value === "number");
+    const failedCycles = syncer.logs.filter((line) => line.msg === SHARD_FAILED).length;
+    const batchWaitingInRedis = await d.redis.exists(shardKeys(d.prefix, 0).flushing);
+    await server.start();
+
+    // Postgres really was unreachable for the syncer, the batch stayed in Redis, and the syncer said so,
+    // with a staleness that grew well past the 10 s bound (it can only exceed 20 s if nothing committed).
+    expect(failedCycles).toBeGreaterThan(10);
+    expect(batchWaitingInRedis).toBe(1);
+    expect(Math.max(...reportedStaleness)).toBeGreaterThan(20);
+
+    // The API went on accepting throughout, and nobody was left not knowing whether a write counted.
+    let previous = acceptedWhenDown;
+    for (const accepted of acceptedDuringOutage) {
+      expect(accepted).toBeGreaterThan(previous);
+      previous = accepted;
+    }
+    const overlappingOutage = load.sent.filter((r) => r.endedAt > downAt && r.startedAt < upAt);
+    expect(overlappingOutage.length).toBeGreaterThan(0);
+    expect(overlappingOutage.filter((r) => r.outcome !== "accepted")).toEqual([]);
+
+    // Catch-up happens under continuing load: staleness, read from Postgres, comes back under the bound.
+    await waitFor(async () => ((await d.stalenessSeconds()) ?? Number.POSITIVE_INFINITY) < 10, {
+      timeoutMs: 30_000,
+      message: "staleness did not return under 10 s after Postgres came back",
+    });
+    await load.waitForAccepted(200);
+    await load.stop();
+    await d.waitForDrain(30_000);
+
+    expect(exactlyOnceViolations(load.sent, await d.counters())).toEqual([]);
+    expect(load.count("unknown")).toBe(0);
+    expect(load.count("rejected")).toBe(0);
+    expect(await d.stalenessSeconds()).toBeLessThan(10);
+    // Recovered by itself: the same processes, neither restarted nor crashed.
+    for (const process of [api, syncer]) {
+      expect(process.child.exitCode).toBeNull();
+      expect(process.child.signalCode).toBeNull();
+    }
+  });
+});
