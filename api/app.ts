@@ -1,10 +1,10 @@
-import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
+import { Hono, type MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { requestId } from "hono/request-id";
 import type { RateLimiterAbstract } from "rate-limiter-flexible";
 import type { Logger } from "../lib/logger.ts";
 import type { TokenVerifier } from "./auth/verifier.ts";
+import { declaredLength, payloadTooLarge } from "./body.ts";
 import type { AppEnv } from "./context.ts";
 import { ApiError, problemResponse } from "./errors.ts";
 import { authenticate, requireScope } from "./middleware/auth.ts";
@@ -49,16 +49,23 @@ export function newApp(deps: AppDependencies) {
 
   const authenticateClient = authenticate({ verifier: deps.verifier });
   const limitClient = rateLimit({ limiter: deps.rateLimiter });
-  const limitBody = bodyLimit({
-    maxSize: deps.bodyLimitBytes,
-    onError: () => {
-      throw new ApiError("payload_too_large", `the body must be at most ${deps.bodyLimitBytes} bytes`);
-    },
-  });
+  // A body declared too large is refused before the token is even looked at; the route enforces the limit
+  // on the bytes it reads (a chunked body declares nothing).
+  const limitDeclaredBody: MiddlewareHandler<AppEnv> = async function limitDeclaredBody(c, next) {
+    if ((declaredLength(c.req.raw) ?? 0) > deps.bodyLimitBytes) throw payloadTooLarge(deps.bodyLimitBytes);
+    await next();
+  };
   // Method-bound, so a wrong method is a 405 even without a token.
-  app.post("/increment", limitBody, authenticateClient, limitClient, requireScope("counters:write"));
+  app.post("/increment", limitDeclaredBody, authenticateClient, limitClient, requireScope("counters:write"));
   app.get("/counters/*", authenticateClient, limitClient, requireScope("counters:read"));
-  app.route("/", incrementRoute({ increment: deps.increment, maxKeyLength: deps.maxKeyLength }));
+  app.route(
+    "/",
+    incrementRoute({
+      increment: deps.increment,
+      maxKeyLength: deps.maxKeyLength,
+      bodyLimitBytes: deps.bodyLimitBytes,
+    }),
+  );
   app.route("/", countersRoute({ readCounter: deps.readCounter, maxKeyLength: deps.maxKeyLength }));
 
   // A known path with the wrong method is a 405 that names the allowed one, not a 404.

@@ -3,11 +3,17 @@ import { createLogger } from "../lib/logger.ts";
 import { logProcessStats } from "../lib/process-stats.ts";
 import { Shutdown } from "../lib/shutdown.ts";
 import { startApi } from "./server.ts";
+import { forkApiWorkers, isApiWorker, listenForPrimaryShutdown } from "./workers.ts";
 
-// One API node, as production runs it: `npm run start:api`.
+// One API node, as production runs it: `npm run start:api`, in API_WORKERS processes sharing the port.
 const config = loadConfigOrExit();
 const logger = createLogger({ level: config.logLevel, role: "api" });
 const shutdown = new Shutdown(logger, config.http.shutdownTimeoutMs);
 shutdown.listen();
 shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
-await startApi(config, logger, shutdown);
+if (config.http.workers > 1 && !isApiWorker()) {
+  forkApiWorkers(config.http.workers, logger, shutdown);
+} else {
+  listenForPrimaryShutdown(shutdown);
+  await startApi(config, logger, shutdown);
+}

@@ -12,6 +12,7 @@ import { createRedis } from "../lib/redis/client.ts";
 import { rateLimitKeyPrefix } from "../lib/redis/keys.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import { newApp } from "./app.ts";
+import { cacheVerifiedTokens } from "./auth/token-cache.ts";
 import { createTokenVerifier } from "./auth/verifier.ts";
 import { createIncrementer } from "./store/increment.ts";
 import { createCounterReader } from "./store/read-counter.ts";
@@ -50,7 +51,7 @@ export function createApiNode(config: Config, logger: Logger): ApiNode {
   let draining = false;
   const app = newApp({
     logger,
-    verifier: config.auth.mode === "disabled" ? null : createTokenVerifier(config.auth),
+    verifier: config.auth.mode === "disabled" ? null : cacheVerifiedTokens(createTokenVerifier(config.auth)),
     rateLimiter: new RateLimiterRedis({
       storeClient: redis,
       keyPrefix: rateLimitKeyPrefix(config.redis.keyPrefix),

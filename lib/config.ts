@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import * as v from "valibot";
 
 /**
@@ -46,6 +47,7 @@ const EnvSchema = v.object({
   NODE_ENV: v.optional(v.picklist(["development", "production", "test"]), "development"),
   HOST: v.optional(v.pipe(v.string(), v.nonEmpty()), "0.0.0.0"),
   PORT: integer(3333, 0, 65535),
+  API_WORKERS: integer(availableParallelism(), 1, 256),
   LOG_LEVEL: v.optional(v.picklist(["fatal", "error", "warn", "info", "debug", "trace", "silent"]), "info"),
 
   REDIS_URL: url("redis://127.0.0.1:6379", ["redis:", "rediss:"]),
@@ -98,6 +100,8 @@ export interface Config {
     shutdownTimeoutMs: number;
     /** How long a draining API node keeps serving (and failing /readyz) before it stops listening. */
     drainDelayMs: number;
+    /** API processes (node:cluster workers) sharing the port. */
+    workers: number;
   };
   logLevel: Env["LOG_LEVEL"];
   /** Period of the "process stats" log line (memory, event-loop delay); 0 turns it off. */
@@ -158,6 +162,7 @@ export function parseConfig(source: Record<string, string | undefined> = process
       bodyLimitBytes: env.BODY_LIMIT_BYTES,
       shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
       drainDelayMs: env.SHUTDOWN_DRAIN_DELAY_MS,
+      workers: env.API_WORKERS,
     },
     logLevel: env.LOG_LEVEL,
     statsLogIntervalMs: env.STATS_LOG_INTERVAL_MS,

@@ -1,4 +1,5 @@
 import { startApi } from "../api/server.ts";
+import { forkApiWorkers, isApiWorker, listenForPrimaryShutdown } from "../api/workers.ts";
 import { loadConfigOrExit } from "../lib/config.ts";
 import { createLogger } from "../lib/logger.ts";
 import { migrate } from "../lib/postgres/migrate.ts";
@@ -7,21 +8,39 @@ import { logProcessStats } from "../lib/process-stats.ts";
 import { Shutdown } from "../lib/shutdown.ts";
 import { startSyncer } from "../syncer/server.ts";
 
-// `npm start`: the whole service in one process (migrations, one API node, one syncer) for local use.
+// `npm start`: the whole service for local use: migrations and a syncer in this process, and the API in
+// API_WORKERS processes sharing the port (or here too, with API_WORKERS=1).
 // Production runs the roles separately: `npm run start:api` (N) and `npm run start:syncer` (2+).
 const config = loadConfigOrExit();
+const apiLogger = createLogger({ level: config.logLevel, role: "api" });
 const logger = createLogger({ level: config.logLevel, role: "migrate" });
 const shutdown = new Shutdown(logger, Math.max(config.http.shutdownTimeoutMs, config.sync.intervalMs * 3));
 shutdown.listen();
-shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
 
-await ensureDatabase(config.database.url);
-const pool = createPool({ connectionString: config.database.url, applicationName: "tally-migrate", max: 1 });
-try {
-  await migrate(pool);
-} finally {
-  await pool.end();
+if (isApiWorker()) {
+  shutdown.add("process stats", logProcessStats(apiLogger, config.statsLogIntervalMs));
+  listenForPrimaryShutdown(shutdown);
+  await startApi(config, apiLogger, shutdown);
+} else {
+  await startPrimary();
 }
-// Registered first so it stops last: the API drains before the syncer's final flush.
-await startSyncer(config, createLogger({ level: config.logLevel, role: "syncer" }), shutdown);
-await startApi(config, createLogger({ level: config.logLevel, role: "api" }), shutdown);
+
+async function startPrimary(): Promise<void> {
+  shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
+
+  await ensureDatabase(config.database.url);
+  const pool = createPool({
+    connectionString: config.database.url,
+    applicationName: "tally-migrate",
+    max: 1,
+  });
+  try {
+    await migrate(pool);
+  } finally {
+    await pool.end();
+  }
+  // Registered first so it stops last: the API drains before the syncer's final flush.
+  await startSyncer(config, createLogger({ level: config.logLevel, role: "syncer" }), shutdown);
+  if (config.http.workers > 1) forkApiWorkers(config.http.workers, apiLogger, shutdown);
+  else await startApi(config, apiLogger, shutdown);
+}

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
 import type pg from "pg";
 import type { ShardKeys } from "../lib/redis/keys.ts";
-import { applyBatch, type Batch, markShardIdle, type QuarantinedDelta } from "./apply.ts";
+import { applyBatch, type Batch, markShardIdle, type QuarantinedDelta, ROWS_PER_STATEMENT } from "./apply.ts";
 
 /** The protocol steps, in order; fault-injection hooks fire at each. */
 export type SyncStep = "before-swap" | "after-swap" | "during-read" | "before-commit" | "after-commit";
@@ -116,7 +116,13 @@ function toBatch(
   swappedAt: Date,
   entries: Map<string, string>,
 ): Batch {
-  // Increments that cancelled out (or values of 0) change nothing and must not create rows.
-  const keys = [...entries.keys()].filter((key) => entries.get(key) !== "0").sort();
+  const keys: string[] = [];
+  for (const [key, delta] of entries) {
+    // Increments that cancelled out (or values of 0) change nothing and must not create rows.
+    if (delta !== "0") keys.push(key);
+  }
+  // Postgres orders the rows within a statement; a batch cut into several statements is cut in one global
+  // order, so that every syncer takes the row locks of a shared key range in the same sequence.
+  if (keys.length > ROWS_PER_STATEMENT) keys.sort();
   return { id, shard, seq, swappedAt, keys, deltas: keys.map((key) => entries.get(key) as string) };
 }

@@ -4,6 +4,8 @@ import type { AuthConfig } from "../../lib/config.ts";
 export interface VerifiedToken {
   subject: string;
   scopes: ReadonlySet<string>;
+  /** The token's `exp`, in ms since the epoch. */
+  expiresAt: number;
 }
 
 export type TokenVerifier = (token: string) => Promise<VerifiedToken>;
@@ -55,7 +57,9 @@ export function createTokenVerifier(auth: Exclude<AuthConfig, { mode: "disabled"
       const subject: unknown = payload.sub;
       if (typeof subject !== "string" || subject === "")
         throw new InvalidTokenError("the sub claim must be a non-empty string");
-      return { subject, scopes: new Set(scope?.split(" ").filter(Boolean)) };
+      // requiredClaims guarantees exp, and jose checked it is a number in the future.
+      const expiresAt = (payload.exp as number) * 1000;
+      return { subject, scopes: new Set(scope?.split(" ").filter(Boolean)), expiresAt };
     } catch (error) {
       if (error instanceof InvalidTokenError) throw error;
       // The key server being unreachable or broken is our outage, not the client's bad token.

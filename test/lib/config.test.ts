@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { describe, expect, it } from "vitest";
 import { ConfigError, DEV_JWT_SECRET, parseConfig } from "../../lib/config.ts";
 
@@ -28,6 +29,7 @@ describe("parseConfig", () => {
         bodyLimitBytes: 16_384,
         shutdownTimeoutMs: 10_000,
         drainDelayMs: 0,
+        workers: availableParallelism(),
       },
       logLevel: "info",
       statsLogIntervalMs: 60_000,

@@ -58,6 +58,8 @@ export class Deployment {
         SYNC_LEASE_TTL_MS: "1500",
         HOST: "127.0.0.1",
         PORT: "0",
+        // One process per API node, so killing "the node" kills the process that serves.
+        API_WORKERS: "1",
         ...options.env,
       },
       redis,

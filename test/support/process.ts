@@ -19,9 +19,17 @@ export interface ServiceProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Runs one of the service's entry points (e.g. "scripts/start.ts") as its own process, as npm would. */
-export function spawnService(entry: string, env: Record<string, string>): ServiceProcess {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], {
+/**
+ * Runs one of the service's entry points as its own process: TypeScript sources (e.g. "scripts/start.ts")
+ * through tsx, compiled ones (e.g. "dist/scripts/start.js", after `npm run build`) with plain node.
+ */
+export function spawnService(
+  entry: string,
+  env: Record<string, string>,
+  args: string[] = [],
+): ServiceProcess {
+  const loader = entry.endsWith(".ts") ? ["--import", "tsx"] : [];
+  const child = spawn(process.execPath, [...loader, entry, ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", NODE_ENV: "test", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,0 +1,102 @@
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+
+export interface LoadOptions {
+  url: string;
+  token: string;
+  connections: number;
+  durationS: number;
+  keys: number;
+}
+
+export interface LoadResult {
+  tool: "wrk" | "autocannon";
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  requests: number;
+  /** Non-2xx answers plus socket errors and timeouts. */
+  errors: number;
+}
+
+let wrkAvailable: boolean | undefined;
+
+/** POSTs increments at `url` as fast as `connections` allow, with wrk when installed, else autocannon. */
+export async function generateLoad(options: LoadOptions): Promise<LoadResult> {
+  wrkAvailable ??= await run("wrk", ["--version"]).then(
+    () => true,
+    (error: { stdout?: string }) => (error.stdout ?? "").includes("wrk"),
+  );
+  return wrkAvailable ? runWrk(options) : runAutocannon(options);
+}
+
+async function runWrk(options: LoadOptions): Promise<LoadResult> {
+  const script = fileURLToPath(new URL("./increment.lua", import.meta.url));
+  // One wrk thread: the machine's other core is the server's, and a second thread would take it.
+  const { stdout } = await run(
+    "wrk",
+    ["-t1", `-c${options.connections}`, `-d${options.durationS}s`, "--latency", "-s", script, options.url],
+    { env: { ...process.env, TOKEN: options.token, KEYS: String(options.keys) } },
+  );
+  const number = (pattern: RegExp) => Number(pattern.exec(stdout)?.[1] ?? 0);
+  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout);
+  return {
+    tool: "wrk",
+    requestsPerSecond: number(/Requests\/sec:\s+([\d.]+)/),
+    p50Ms: toMs(/^\s+50%\s+([\d.]+\w+)/m.exec(stdout)?.[1]),
+    p99Ms: toMs(/^\s+99%\s+([\d.]+\w+)/m.exec(stdout)?.[1]),
+    requests: number(/(\d+) requests in/),
+    errors:
+      number(/Non-2xx or 3xx responses: (\d+)/) +
+      (socketErrors ? socketErrors.slice(1).reduce((sum, value) => sum + Number(value), 0) : 0),
+  };
+}
+
+async function runAutocannon(options: LoadOptions): Promise<LoadResult> {
+  const bin = fileURLToPath(new URL("../node_modules/.bin/autocannon", import.meta.url));
+  const { stdout } = await run(
+    bin,
+    [
+      "--json",
+      "-c",
+      String(options.connections),
+      "-d",
+      String(options.durationS),
+      "-m",
+      "POST",
+      "-H",
+      `authorization=Bearer ${options.token}`,
+      "-H",
+      "content-type=application/json",
+      "-b",
+      '{"key":"bench:1","value":1}',
+      options.url,
+    ],
+    { maxBuffer: 64 * 2 ** 20 },
+  );
+  const result = JSON.parse(stdout) as {
+    requests: { average: number; total: number };
+    latency: { p50: number; p99: number };
+    non2xx: number;
+    errors: number;
+    timeouts: number;
+  };
+  return {
+    tool: "autocannon",
+    requestsPerSecond: result.requests.average,
+    p50Ms: result.latency.p50,
+    p99Ms: result.latency.p99,
+    requests: result.requests.total,
+    errors: result.non2xx + result.errors + result.timeouts,
+  };
+}
+
+function toMs(text: string | undefined): number {
+  const match = /^([\d.]+)(us|ms|s)$/.exec(text ?? "");
+  if (!match) return Number.NaN;
+  const value = Number(match[1]);
+  return match[2] === "us" ? value / 1000 : match[2] === "s" ? value * 1000 : value;
+}

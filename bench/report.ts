@@ -1,0 +1,122 @@
+import type { LoadResult } from "./load.ts";
+import type { SyncerThroughput } from "./syncer-throughput.ts";
+
+export interface BenchResults {
+  machine: { cores: number; node: string; tool: string };
+  http: {
+    connections: number;
+    durationS: number;
+    rounds: number;
+    baseline: LoadResult[];
+    service: LoadResult[];
+  };
+  serviceRssMb: Record<string, number>;
+  staleness: {
+    keysPerCycle: number;
+    injectedKeys: number;
+    httpRequestsPerSecond: number;
+    maxS: number;
+    p50S: number;
+  };
+  syncer: SyncerThroughput[];
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? (sorted[middle] ?? 0) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
+};
+
+export function summarize(results: BenchResults) {
+  const baseline = median(results.http.baseline.map((run) => run.requestsPerSecond));
+  const service = median(results.http.service.map((run) => run.requestsPerSecond));
+  return { baseline, service, ratio: service / baseline };
+}
+
+export function renderReport(results: BenchResults): string {
+  const { baseline, service, ratio } = summarize(results);
+  const row = (name: string, runs: LoadResult[]) =>
+    `| ${name} | ${median(runs.map((r) => r.requestsPerSecond)).toFixed(0)} | ${median(runs.map((r) => r.p50Ms)).toFixed(2)} | ${median(runs.map((r) => r.p99Ms)).toFixed(2)} | ${runs.reduce((sum, r) => sum + r.errors, 0)} |`;
+  const lines = [
+    "# tally benchmark",
+    "",
+    `${results.machine.cores} cores, Node ${results.machine.node}, load from ${results.machine.tool} ` +
+      `(${results.http.connections} connections, ${results.http.durationS} s per run, ${results.http.rounds} ` +
+      "alternating rounds, medians). The service runs as `npm start` does, auth and rate limiting on.",
+    "",
+    "## HTTP: POST /increment",
+    "",
+    "| server | req/s | p50 ms | p99 ms | errors |",
+    "| --- | --- | --- | --- | --- |",
+    row("bare node:http baseline (parse JSON, 202)", results.http.baseline),
+    row("tally (JWT, rate limit, validation, Redis HINCRBY)", results.http.service),
+    "",
+    `**service / baseline = ${ratio.toFixed(2)}** (${service.toFixed(0)} / ${baseline.toFixed(0)} req/s)`,
+    "",
+    "## Syncer: one batch of N distinct keys (existing rows)",
+    "",
+    "| keys | syncer ms | raw unnest upsert ms | syncer rows/s | raw / syncer |",
+    "| --- | --- | --- | --- | --- |",
+    ...results.syncer.map(
+      (s) =>
+        `| ${s.keys} | ${s.syncerMs.toFixed(0)} | ${s.rawUpsertMs.toFixed(0)} | ${((s.keys / s.syncerMs) * 1000).toFixed(0)} | ${(s.rawUpsertMs / s.syncerMs).toFixed(2)} |`,
+    ),
+    "",
+    "## Staleness under load",
+    "",
+    `${results.staleness.keysPerCycle} new distinct keys per 5 s cycle plus HTTP load ` +
+      `(${results.staleness.httpRequestsPerSecond.toFixed(0)} req/s): staleness p50 ` +
+      `${results.staleness.p50S.toFixed(1)} s, max **${results.staleness.maxS.toFixed(1)} s**.`,
+    "",
+    "## Memory (peak RSS during the HTTP runs)",
+    "",
+    "| process | RSS MB |",
+    "| --- | --- |",
+    ...Object.entries(results.serviceRssMb).map(([name, mb]) => `| ${name} | ${mb} |`),
+    "",
+  ];
+  return lines.join("\n");
+}
+
+/** A small self-contained SVG: HTTP throughput against the baseline, syncer time against the raw upsert. */
+export function renderChart(results: BenchResults): string {
+  const { baseline, service } = summarize(results);
+  const bars: { label: string; value: number; unit: string; group: number }[] = [
+    { label: "baseline req/s", value: baseline, unit: "", group: 0 },
+    { label: "tally req/s", value: service, unit: "", group: 0 },
+    ...results.syncer.flatMap((s) => [
+      {
+        label: `raw upsert ${s.keys / 1000}K keys/s`,
+        value: (s.keys / s.rawUpsertMs) * 1000,
+        unit: "",
+        group: 1,
+      },
+      { label: `syncer ${s.keys / 1000}K keys/s`, value: (s.keys / s.syncerMs) * 1000, unit: "", group: 1 },
+    ]),
+  ];
+  const width = 720;
+  const barHeight = 22;
+  const gap = 8;
+  const left = 200;
+  const height = bars.length * (barHeight + gap) + 60;
+  const maxByGroup = [0, 1].map((group) =>
+    Math.max(...bars.filter((b) => b.group === group).map((b) => b.value)),
+  );
+  const rows = bars.map((bar, i) => {
+    const y = 40 + i * (barHeight + gap);
+    const w = ((width - left - 90) * bar.value) / (maxByGroup[bar.group] || 1);
+    const colour = bar.label.startsWith("tally") || bar.label.startsWith("syncer") ? "#2f6fb3" : "#9aa5b1";
+    return [
+      `<text x="${left - 8}" y="${y + 15}" text-anchor="end" font-size="12">${bar.label}</text>`,
+      `<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="${barHeight}" fill="${colour}"/>`,
+      `<text x="${left + w + 6}" y="${y + 15}" font-size="12">${bar.value.toFixed(0)}</text>`,
+    ].join("");
+  });
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="10" y="22" font-size="14" font-weight="bold">tally vs baselines, same run (bars scaled per group)</text>`,
+    ...rows,
+    "</svg>",
+  ].join("\n");
+}

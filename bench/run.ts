@@ -1,0 +1,228 @@
+import { execFile } from "node:child_process";
+import { mkdir, writeFile } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import type { Redis } from "ioredis";
+import type pg from "pg";
+import { migrate } from "../lib/postgres/migrate.ts";
+import { createPool } from "../lib/postgres/pool.ts";
+import { connectRedis, createRedis } from "../lib/redis/client.ts";
+import { shardKeys } from "../lib/redis/keys.ts";
+import { mintToken } from "../lib/tokens.ts";
+import { freePort, startPostgres, startRedis } from "../test/harness/servers.ts";
+import { type ServiceProcess, spawnService } from "../test/support/process.ts";
+import { generateLoad, type LoadResult } from "./load.ts";
+import { renderChart, renderReport } from "./report.ts";
+import { rssOfTree } from "./rss.ts";
+import { measureSyncerThroughput, type SyncerThroughput } from "./syncer-throughput.ts";
+
+// `npm run bench`: throwaway Redis and Postgres, tally as `npm start` runs it, and in the same run a bare
+// node:http baseline under the same load generator, connections and duration. Results go to stdout and to
+// bench/results/report.md + chart.svg. Loopback only; it stops by itself (about three minutes).
+
+const SECRET = "bench-secret-0123456789abcdef0123456789abcdef";
+const CONNECTIONS = 64;
+const DURATION_S = 10;
+const WARMUP_S = 3;
+const ROUNDS = 2;
+const HTTP_KEYS = 10_000;
+const SYNC_SIZES = [10_000, 100_000, 1_000_000];
+const STALENESS_KEYS_PER_CYCLE = 100_000;
+const STALENESS_WATCH_S = 25;
+const RESULTS_DIR = fileURLToPath(new URL("./results/", import.meta.url));
+
+const run = promisify(execFile);
+const cleanups: (() => Promise<unknown>)[] = [];
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+try {
+  const [redisServer, postgresServer] = await Promise.all([startRedis(), startPostgres()]);
+  cleanups.push(
+    () => redisServer.destroy(),
+    () => postgresServer.destroy(),
+  );
+  const databaseUrl = postgresServer.url("postgres");
+  const pool = createPool({ connectionString: databaseUrl, applicationName: "bench", max: 2 });
+  cleanups.push(() => pool.end());
+  await migrate(pool);
+  const redis = createRedis({ url: redisServer.url, name: "bench", commandTimeoutMs: 60_000 });
+  await connectRedis(redis);
+  cleanups.push(async () => redis.disconnect());
+  const token = await mintToken({ secret: SECRET, subject: "bench", scopes: ["counters:write"] });
+
+  const baselinePort = await freePort();
+  const baselineProcess = spawnService("bench/baseline.ts", {}, [String(baselinePort)]);
+  cleanups.push(() => baselineProcess.stop("SIGKILL"));
+  await baselineProcess.waitForLog((line) => String(line.msg).startsWith("baseline listening"));
+
+  const workers = availableParallelism();
+  const servicePort = await freePort();
+  // As `npm start` runs it: compiled, plain node.
+  await run("npm", ["run", "-s", "build"], { cwd: fileURLToPath(new URL("../", import.meta.url)) });
+  const service = spawnService("dist/scripts/start.js", {
+    REDIS_URL: redisServer.url,
+    DATABASE_URL: databaseUrl,
+    JWT_SECRET: SECRET,
+    // Rate limiting stays on, with a limit the benchmark never reaches.
+    RATE_LIMIT_POINTS: "1000000000",
+    API_WORKERS: String(workers),
+    HOST: "127.0.0.1",
+    PORT: String(servicePort),
+    LOG_LEVEL: "warn",
+  });
+  cleanups.push(() => service.stop("SIGKILL"));
+  const serviceUrl = await waitUntilReady(service, `http://127.0.0.1:${servicePort}`);
+  log(`bench: service at ${serviceUrl} (${workers} API workers), baseline at 127.0.0.1:${baselinePort}`);
+
+  // HTTP: warm both up, then alternate baseline and service so drift on a shared machine hits both.
+  const target = (base: string) => ({
+    token,
+    connections: CONNECTIONS,
+    keys: HTTP_KEYS,
+    url: `${base}/increment`,
+  });
+  const baselineUrl = `http://127.0.0.1:${baselinePort}`;
+  await generateLoad({ ...target(baselineUrl), durationS: WARMUP_S });
+  await generateLoad({ ...target(serviceUrl), durationS: WARMUP_S });
+  const baselineRuns: LoadResult[] = [];
+  const serviceRuns: LoadResult[] = [];
+  let serviceRss: Record<string, number> = {};
+  for (let round = 1; round <= ROUNDS; round++) {
+    baselineRuns.push(await generateLoad({ ...target(baselineUrl), durationS: DURATION_S }));
+    const sampling = sampleRss(service);
+    serviceRuns.push(await generateLoad({ ...target(serviceUrl), durationS: DURATION_S }));
+    serviceRss = maxRss(serviceRss, await sampling.stop());
+    log(
+      `bench: round ${round}: baseline ${fmt(baselineRuns.at(-1))} | service ${fmt(serviceRuns.at(-1))} req/s`,
+    );
+  }
+
+  // Staleness: HTTP load plus 100,000 new distinct keys in every 5 s cycle.
+  log(`bench: staleness under load with ${STALENESS_KEYS_PER_CYCLE} distinct keys per cycle`);
+  const staleness = await measureStaleness(redis, pool, serviceUrl, token);
+
+  await service.stop("SIGTERM");
+  await baselineProcess.stop("SIGKILL");
+
+  // Syncer throughput, with nothing else running.
+  const syncer: SyncerThroughput[] = [];
+  for (const keys of SYNC_SIZES) {
+    const result = await measureSyncerThroughput(redis, pool, "benchsync", keys, 10_000);
+    syncer.push(result);
+    log(
+      `bench: syncer ${keys} keys: ${result.syncerMs.toFixed(0)} ms vs raw upsert ${result.rawUpsertMs.toFixed(0)} ms`,
+    );
+  }
+
+  const results = {
+    machine: { cores: availableParallelism(), node: process.version, tool: serviceRuns[0]?.tool ?? "wrk" },
+    http: {
+      connections: CONNECTIONS,
+      durationS: DURATION_S,
+      rounds: ROUNDS,
+      baseline: baselineRuns,
+      service: serviceRuns,
+    },
+    serviceRssMb: serviceRss,
+    staleness,
+    syncer,
+  };
+  await mkdir(RESULTS_DIR, { recursive: true });
+  const report = renderReport(results);
+  await writeFile(new URL("report.md", `file://${RESULTS_DIR}`), report);
+  await writeFile(new URL("chart.svg", `file://${RESULTS_DIR}`), renderChart(results));
+  await writeFile(new URL("results.json", `file://${RESULTS_DIR}`), JSON.stringify(results, null, 2));
+  log(`\n${report}`);
+  log(`bench: wrote ${RESULTS_DIR}report.md and chart.svg`);
+} finally {
+  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+}
+
+async function waitUntilReady(service: ServiceProcess, url: string): Promise<string> {
+  for (let attempt = 0; attempt < 300; attempt++) {
+    try {
+      if ((await fetch(`${url}/readyz`)).ok) return url;
+    } catch {
+      // Not listening yet.
+    }
+    await sleep(100);
+  }
+  throw new Error(`service did not become ready:\n${JSON.stringify(service.logs.slice(-10))}`);
+}
+
+function sampleRss(service: ServiceProcess): { stop(): Promise<Record<string, number>> } {
+  let peak: Record<string, number> = {};
+  const timer = setInterval(() => {
+    peak = maxRss(peak, rssOfTree(service.child.pid ?? 0));
+  }, 500);
+  return {
+    async stop() {
+      clearInterval(timer);
+      return peak;
+    },
+  };
+}
+
+function maxRss(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  const merged = { ...a };
+  for (const [name, mb] of Object.entries(b)) merged[name] = Math.max(merged[name] ?? 0, mb);
+  return merged;
+}
+
+async function measureStaleness(redis: Redis, pool: pg.Pool, serviceUrl: string, token: string) {
+  const { dirty } = shardKeys("tally", 0);
+  let injected = 0;
+  let stop = false;
+  // Every 5 s, 100,000 keys never seen before land in the dirty hash, as 100,000 distinct clients' keys would.
+  const injector = (async () => {
+    let cycle = 0;
+    while (!stop) {
+      const began = performance.now();
+      const fields: string[] = [];
+      for (let i = 0; i < STALENESS_KEYS_PER_CYCLE; i++) fields.push(`stale:${cycle}:${i}`, "1");
+      for (let start = 0; start < fields.length; start += 20_000) {
+        const pipeline = redis.pipeline();
+        for (let i = start; i < Math.min(fields.length, start + 20_000); i += 2) {
+          pipeline.hincrby(dirty, fields[i] as string, 1);
+        }
+        await pipeline.exec();
+      }
+      injected += STALENESS_KEYS_PER_CYCLE;
+      cycle++;
+      await sleep(Math.max(0, 5_000 - (performance.now() - began)));
+    }
+  })();
+  const load = generateLoad({
+    url: `${serviceUrl}/increment`,
+    token,
+    connections: 16,
+    durationS: STALENESS_WATCH_S,
+    keys: HTTP_KEYS,
+  });
+  const samples: number[] = [];
+  const watchUntil = Date.now() + STALENESS_WATCH_S * 1_000;
+  while (Date.now() < watchUntil) {
+    const { rows } = await pool.query<{ s: number | null }>(
+      "SELECT extract(epoch FROM now() - min(synced_through))::float8 AS s FROM sync_state",
+    );
+    if (rows[0]?.s != null) samples.push(rows[0].s);
+    await sleep(250);
+  }
+  stop = true;
+  await injector;
+  const http = await load;
+  samples.sort((a, b) => a - b);
+  return {
+    keysPerCycle: STALENESS_KEYS_PER_CYCLE,
+    injectedKeys: injected,
+    httpRequestsPerSecond: http.requestsPerSecond,
+    maxS: samples.at(-1) ?? Number.NaN,
+    p50S: samples[Math.floor(samples.length / 2)] ?? Number.NaN,
+  };
+}
+
+function fmt(result: LoadResult | undefined): string {
+  return result ? result.requestsPerSecond.toFixed(0) : "?";
+}

@@ -1,0 +1,71 @@
+import type { Redis } from "ioredis";
+import type pg from "pg";
+import { shardKeys } from "../lib/redis/keys.ts";
+import { flushShardOnce } from "../syncer/flush-shard.ts";
+
+export interface SyncerThroughput {
+  keys: number;
+  /** The whole syncer batch: swap, HSCAN, sort, ledgered transaction, delete. */
+  syncerMs: number;
+  /** A bare set-based upsert of the same rows, arrays already in memory: the floor for any syncer. */
+  rawUpsertMs: number;
+}
+
+const FILL_CHUNK = 10_000;
+
+/**
+ * Times one syncer batch of `keys` distinct keys against a raw `unnest` upsert of the same rows, both
+ * onto rows that already exist (the steady state: counters are incremented again and again).
+ */
+export async function measureSyncerThroughput(
+  redis: Redis,
+  pool: pg.Pool,
+  prefix: string,
+  keys: number,
+  scanCount: number,
+): Promise<SyncerThroughput> {
+  const names = Array.from({ length: keys }, (_, i) => `sync:${keys}:${i}`);
+  const deltas = names.map((_, i) => String((i % 997) + 1));
+  await pool.query("CREATE TABLE IF NOT EXISTS raw_counters (LIKE counters INCLUDING ALL)");
+
+  // Both tables first get the rows, so the timed runs update existing rows as the syncer usually does.
+  await rawUpsert(pool, "raw_counters", names, deltas);
+  await rawUpsert(pool, "counters", names, deltas);
+
+  const rawStart = performance.now();
+  await rawUpsert(pool, "raw_counters", names, deltas);
+  const rawUpsertMs = performance.now() - rawStart;
+
+  const shard = shardKeys(prefix, 0);
+  await fillDirtyHash(redis, shard.dirty, names, deltas);
+  const syncStart = performance.now();
+  const outcome = await flushShardOnce({ redis, pool, scanCount, minSeq: new Map() }, shard);
+  const syncerMs = performance.now() - syncStart;
+  if (outcome.kind !== "batch" || outcome.keys !== keys) {
+    throw new Error(`syncer batch did not cover the ${keys} keys: ${JSON.stringify(outcome, replacer)}`);
+  }
+  return { keys, syncerMs, rawUpsertMs };
+}
+
+async function rawUpsert(pool: pg.Pool, table: string, keys: string[], deltas: string[]): Promise<void> {
+  await pool.query(
+    `INSERT INTO ${table} AS c (key, value, updated_at)
+     SELECT key, delta, now() FROM unnest($1::text[], $2::bigint[]) AS t(key, delta)
+     ON CONFLICT (key) DO UPDATE SET value = c.value + excluded.value, updated_at = excluded.updated_at`,
+    [keys, deltas],
+  );
+}
+
+async function fillDirtyHash(redis: Redis, dirty: string, keys: string[], deltas: string[]): Promise<void> {
+  for (let start = 0; start < keys.length; start += FILL_CHUNK) {
+    const fields: string[] = [];
+    for (let i = start; i < Math.min(keys.length, start + FILL_CHUNK); i++) {
+      fields.push(keys[i] as string, deltas[i] as string);
+    }
+    await redis.hset(dirty, ...fields);
+  }
+}
+
+function replacer(_key: string, value: unknown) {
+  return typeof value === "bigint" ? value.toString() : value;
+}

@@ -1,0 +1,44 @@
+import { describe, expect, it } from "vitest";
+import { cacheVerifiedTokens } from "../../api/auth/token-cache.ts";
+import { InvalidTokenError, type TokenVerifier, type VerifiedToken } from "../../api/auth/verifier.ts";
+
+function countingVerifier(expiresAt: number): { verify: TokenVerifier; calls: string[] } {
+  const calls: string[] = [];
+  const verify: TokenVerifier = async (token) => {
+    calls.push(token);
+    if (token.startsWith("bad")) throw new InvalidTokenError("bad token");
+    const verified: VerifiedToken = { subject: token, scopes: new Set(["counters:write"]), expiresAt };
+    return verified;
+  };
+  return { verify, calls };
+}
+
+describe("verified-token cache", () => {
+  it("verifies a token once and serves it from memory until it expires", async () => {
+    let now = 1_000;
+    const { verify, calls } = countingVerifier(5_000);
+    const cached = cacheVerifiedTokens(verify, { now: () => now });
+    expect((await cached("a")).subject).toBe("a");
+    expect((await cached("a")).subject).toBe("a");
+    expect(calls).toEqual(["a"]);
+    now = 5_000; // exp reached: verified again (and a real verifier would now refuse it)
+    await cached("a");
+    expect(calls).toEqual(["a", "a"]);
+  });
+
+  it("never caches a failure", async () => {
+    const { verify, calls } = countingVerifier(Number.MAX_SAFE_INTEGER);
+    const cached = cacheVerifiedTokens(verify);
+    await expect(cached("bad-1")).rejects.toThrow(InvalidTokenError);
+    await expect(cached("bad-1")).rejects.toThrow(InvalidTokenError);
+    expect(calls).toEqual(["bad-1", "bad-1"]);
+  });
+
+  it("keeps at most maxEntries tokens, dropping the one verified longest ago", async () => {
+    const { verify, calls } = countingVerifier(Number.MAX_SAFE_INTEGER);
+    const cached = cacheVerifiedTokens(verify, { maxEntries: 2 });
+    for (const token of ["a", "b", "c", "b", "a"]) await cached(token);
+    // "a" was evicted by "c"; "b" stayed.
+    expect(calls).toEqual(["a", "b", "c", "a"]);
+  });
+});
