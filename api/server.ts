@@ -2,13 +2,12 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createAdaptorServer } from "@hono/node-server";
-import type { Redis } from "ioredis";
 import type pg from "pg";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createPool } from "../lib/postgres/pool.ts";
-import { createRedis } from "../lib/redis/client.ts";
+import { createRedis, type RedisClient } from "../lib/redis/client.ts";
 import { rateLimitKeyPrefix } from "../lib/redis/keys.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import { newApp } from "./app.ts";
@@ -23,7 +22,7 @@ const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 
 export interface ApiNode {
   app: ReturnType<typeof newApp>;
-  redis: Redis;
+  redis: RedisClient;
   pool: pg.Pool;
   /** From now on /readyz answers 503, so load balancers stop sending new requests. */
   startDraining(): void;
@@ -33,6 +32,7 @@ export interface ApiNode {
 export function createApiNode(config: Config, logger: Logger): ApiNode {
   const redis = createRedis({
     url: config.redis.url,
+    clusterNodes: config.redis.clusterNodes,
     name: "tally-api",
     commandTimeoutMs: config.redis.commandTimeoutMs,
     autoPipelining: true,

@@ -4,11 +4,10 @@ import { availableParallelism } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import type { Redis } from "ioredis";
 import type pg from "pg";
 import { migrate } from "../lib/postgres/migrate.ts";
 import { createPool } from "../lib/postgres/pool.ts";
-import { connectRedis, createRedis } from "../lib/redis/client.ts";
+import { connectRedis, createRedis, type RedisClient } from "../lib/redis/client.ts";
 import { shardKeys } from "../lib/redis/keys.ts";
 import { mintToken } from "../lib/tokens.ts";
 import { freePort, startPostgres, startRedis } from "../test/harness/servers.ts";
@@ -171,7 +170,7 @@ function maxRss(a: Record<string, number>, b: Record<string, number>): Record<st
   return merged;
 }
 
-async function measureStaleness(redis: Redis, pool: pg.Pool, serviceUrl: string, token: string) {
+async function measureStaleness(redis: RedisClient, pool: pg.Pool, serviceUrl: string, token: string) {
   const { dirty } = shardKeys("tally", 0);
   let injected = 0;
   let stop = false;

@@ -1,5 +1,5 @@
-import type { Redis } from "ioredis";
 import type pg from "pg";
+import type { RedisClient } from "../lib/redis/client.ts";
 import { shardKeys } from "../lib/redis/keys.ts";
 import { flushShardOnce } from "../syncer/flush-shard.ts";
 
@@ -18,7 +18,7 @@ const FILL_CHUNK = 10_000;
  * onto rows that already exist (the steady state: counters are incremented again and again).
  */
 export async function measureSyncerThroughput(
-  redis: Redis,
+  redis: RedisClient,
   pool: pg.Pool,
   prefix: string,
   keys: number,
@@ -56,7 +56,12 @@ async function rawUpsert(pool: pg.Pool, table: string, keys: string[], deltas: s
   );
 }
 
-async function fillDirtyHash(redis: Redis, dirty: string, keys: string[], deltas: string[]): Promise<void> {
+async function fillDirtyHash(
+  redis: RedisClient,
+  dirty: string,
+  keys: string[],
+  deltas: string[],
+): Promise<void> {
   for (let start = 0; start < keys.length; start += FILL_CHUNK) {
     const fields: string[] = [];
     for (let i = start; i < Math.min(keys.length, start + FILL_CHUNK); i++) {

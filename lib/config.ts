@@ -51,6 +51,18 @@ const EnvSchema = v.object({
   LOG_LEVEL: v.optional(v.picklist(["fatal", "error", "warn", "info", "debug", "trace", "silent"]), "info"),
 
   REDIS_URL: url("redis://127.0.0.1:6379", ["redis:", "rediss:"]),
+  REDIS_CLUSTER_NODES: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^\s*[^\s,:]+:\d+\s*(,\s*[^\s,:]+:\d+\s*)*$/, "must be host:port[,host:port...]"),
+      v.transform((text) =>
+        text.split(",").map((node) => {
+          const [host, port] = node.trim().split(":");
+          return { host: host as string, port: Number(port) };
+        }),
+      ),
+    ),
+  ),
   REDIS_KEY_PREFIX: v.optional(
     v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 of A-Z a-z 0-9 _ . -")),
     "tally",
@@ -106,7 +118,13 @@ export interface Config {
   logLevel: Env["LOG_LEVEL"];
   /** Period of the "process stats" log line (memory, event-loop delay); 0 turns it off. */
   statsLogIntervalMs: number;
-  redis: { url: string; keyPrefix: string; commandTimeoutMs: number };
+  redis: {
+    url: string;
+    /** Seed nodes of a Redis Cluster; when set, REDIS_URL is not used. */
+    clusterNodes: { host: string; port: number }[] | undefined;
+    keyPrefix: string;
+    commandTimeoutMs: number;
+  };
   database: { url: string; poolSize: number };
   auth: AuthConfig;
   rateLimit: { points: number; durationSeconds: number };
@@ -168,6 +186,7 @@ export function parseConfig(source: Record<string, string | undefined> = process
     statsLogIntervalMs: env.STATS_LOG_INTERVAL_MS,
     redis: {
       url: env.REDIS_URL,
+      clusterNodes: env.REDIS_CLUSTER_NODES,
       keyPrefix: env.REDIS_KEY_PREFIX,
       commandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,
     },

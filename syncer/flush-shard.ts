@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import type { Redis } from "ioredis";
 import type pg from "pg";
+import type { RedisClient } from "../lib/redis/client.ts";
 import type { ShardKeys } from "../lib/redis/keys.ts";
 import { applyBatch, type Batch, markShardIdle, type QuarantinedDelta, ROWS_PER_STATEMENT } from "./apply.ts";
 
@@ -10,7 +10,7 @@ export type SyncStep = "before-swap" | "after-swap" | "during-read" | "before-co
 export type StepHook = (step: SyncStep, shard: number) => Promise<void> | void;
 
 export interface FlushContext {
-  redis: Redis;
+  redis: RedisClient;
   pool: pg.Pool;
   scanCount: number;
   /** Lowest acceptable next seq per shard (last committed + 1); raised as batches commit. */

@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../lib/redis/client.ts";
 
 export interface LeaseOptions {
-  redis: Redis;
+  redis: RedisClient;
   key: string;
   ttlMs: number;
   /** How often the holder extends; a third of the TTL leaves two chances before the lease lapses. */

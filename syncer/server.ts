@@ -16,6 +16,7 @@ export async function startSyncer(
 ): Promise<Syncer> {
   const redis = createRedis({
     url: config.redis.url,
+    clusterNodes: config.redis.clusterNodes,
     name: "tally-syncer",
     // HSCAN pages and the apply wait on nothing slow in Redis, but give them more room than an API write.
     commandTimeoutMs: Math.max(config.redis.commandTimeoutMs, 5_000),

@@ -1,14 +1,14 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Redis } from "ioredis";
 import type pg from "pg";
 import type { Logger } from "../lib/logger.ts";
+import type { RedisClient } from "../lib/redis/client.ts";
 import { allShardKeys, leaseKey } from "../lib/redis/keys.ts";
 import { readSyncState } from "./apply.ts";
 import { type BatchOutcome, flushShardOnce, type StepHook } from "./flush-shard.ts";
 import { LeaderLease } from "./lease.ts";
 
 export interface SyncerOptions {
-  redis: Redis;
+  redis: RedisClient;
   pool: pg.Pool;
   logger: Logger;
   keyPrefix: string;

@@ -1,10 +1,10 @@
 import { Hono } from "hono";
-import type { Redis } from "ioredis";
+import type { RedisClient } from "../../lib/redis/client.ts";
 import type { AppEnv } from "../context.ts";
 import { ApiError } from "../errors.ts";
 
 export interface HealthRouteOptions {
-  redis: Redis;
+  redis: RedisClient;
   /** True once shutdown began: the node reports not ready so the load balancer drains it. */
   isDraining: () => boolean;
 }

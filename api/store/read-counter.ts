@@ -1,5 +1,5 @@
-import type { Redis } from "ioredis";
 import type pg from "pg";
+import type { RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys } from "../../lib/redis/keys.ts";
 import { ApiError } from "../errors.ts";
 import { redisFailure } from "./redis-errors.ts";
@@ -44,7 +44,7 @@ const MAX_ATTEMPTS = 3;
  * the two reads do not describe one moment and the reading is retried.
  */
 export function createCounterReader(
-  redis: Redis,
+  redis: RedisClient,
   pool: pg.Pool,
   keyPrefix: string,
   shards: number,
@@ -53,7 +53,7 @@ export function createCounterReader(
 
   return async function readCounter(key) {
     for (let attempt = 1; ; attempt++) {
-      let pendingByShard: Awaited<ReturnType<Redis["tallyPending"]>>[];
+      let pendingByShard: Awaited<ReturnType<RedisClient["tallyPending"]>>[];
       try {
         pendingByShard = await Promise.all(
           shardKeyList.map((keys) =>

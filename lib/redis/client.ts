@@ -1,5 +1,8 @@
 import { readFileSync } from "node:fs";
-import { Redis, type RedisOptions, type Result } from "ioredis";
+import { Cluster, type ClusterNode, Redis, type RedisOptions, type Result } from "ioredis";
+
+/** A single Redis or a Redis Cluster: every command tally issues touches one slot, so either serves. */
+export type RedisClient = Redis | Cluster;
 
 /** The Lua scripts in ./scripts, registered on every client with defineCommand. */
 const SCRIPTS = {
@@ -39,6 +42,8 @@ declare module "ioredis" {
 
 export interface RedisClientOptions {
   url: string;
+  /** Seed nodes of a Redis Cluster; when set, `url` is ignored and a Cluster client is made. */
+  clusterNodes?: ClusterNode[];
   /** Connection name shown by CLIENT LIST, to tell the API's connections from the syncer's. */
   name: string;
   commandTimeoutMs: number;
@@ -49,7 +54,7 @@ export interface RedisClientOptions {
   autoPipelining?: boolean;
 }
 
-export function createRedis(options: RedisClientOptions): Redis {
+export function createRedis(options: RedisClientOptions): RedisClient {
   const redisOptions: RedisOptions = {
     connectionName: options.name,
     // Fail fast instead of queueing: a command issued while Redis is unreachable is rejected at once
@@ -63,7 +68,23 @@ export function createRedis(options: RedisClientOptions): Redis {
     retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 10), 1_000),
     lazyConnect: true,
   };
-  const redis = new Redis(options.url, redisOptions);
+  const redis: RedisClient = options.clusterNodes
+    ? new Cluster(options.clusterNodes, {
+        redisOptions,
+        enableOfflineQueue: false,
+        enableAutoPipelining: options.autoPipelining ?? false,
+        lazyConnect: true,
+        // Reads and writes both go to masters: a replica may lag, and every read here is one a client
+        // expects to see its own writes in.
+        scaleReads: "master",
+        // A slot whose master is down fails the command at once (503 for the API) instead of being retried
+        // in a queue for as long as the failover takes.
+        retryDelayOnClusterDown: 0,
+        retryDelayOnFailover: 100,
+        maxRedirections: 4,
+        clusterRetryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 10), 2_000),
+      })
+    : new Redis(options.url, redisOptions);
   for (const [name, script] of Object.entries(SCRIPTS)) {
     redis.defineCommand(name, {
       numberOfKeys: script.keys,
@@ -74,7 +95,7 @@ export function createRedis(options: RedisClientOptions): Redis {
 }
 
 /** Connects, waiting up to `timeoutMs`; the client keeps reconnecting by itself after that. */
-export async function connectRedis(redis: Redis, timeoutMs = 10_000): Promise<void> {
+export async function connectRedis(redis: RedisClient, timeoutMs = 10_000): Promise<void> {
   const isReady = () => redis.status === "ready";
   if (isReady()) return;
   // A failed first attempt is fine: the client keeps retrying, and we wait for "ready" below.

@@ -81,6 +81,15 @@ describe("parseConfig", () => {
     expect(error.message).toContain(`  ${name}: `);
   });
 
+  it("reads REDIS_CLUSTER_NODES as a list of seed nodes", () => {
+    const config = parseConfig({ REDIS_CLUSTER_NODES: "10.0.0.1:7000, redis-b:7001" });
+    expect(config.redis.clusterNodes).toEqual([
+      { host: "10.0.0.1", port: 7000 },
+      { host: "redis-b", port: 7001 },
+    ]);
+    expect(configError({ REDIS_CLUSTER_NODES: "redis-a" }).message).toContain("REDIS_CLUSTER_NODES: must be host:port");
+  });
+
   it("lists every bad variable at once", () => {
     const error = configError({ PORT: "abc", SYNC_INTERVAL_MS: "0" });
 

@@ -1,6 +1,5 @@
-import type { Redis } from "ioredis";
 import pg from "pg";
-import { connectRedis, createRedis } from "../../lib/redis/client.ts";
+import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys } from "../../lib/redis/keys.ts";
 import { mintToken } from "../../lib/tokens.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
@@ -27,12 +26,17 @@ export interface DeploymentOptions {
 export class Deployment {
   readonly prefix = randomPrefix();
   readonly processes: ServiceProcess[] = [];
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly pool: pg.Pool;
   readonly env: Record<string, string>;
   readonly #dropDatabase: (() => Promise<void>) | undefined;
 
-  private constructor(env: Record<string, string>, redis: Redis, pool: pg.Pool, drop?: () => Promise<void>) {
+  private constructor(
+    env: Record<string, string>,
+    redis: RedisClient,
+    pool: pg.Pool,
+    drop?: () => Promise<void>,
+  ) {
     this.env = env;
     this.redis = redis;
     this.pool = pool;
@@ -94,8 +98,10 @@ export class Deployment {
   /** True when Redis holds nothing that Postgres lacks: no dirty and no flushing hash in any shard. */
   async isDrained(): Promise<boolean> {
     const shards = allShardKeys(this.prefix, Number(this.env.SYNC_SHARDS ?? 1));
-    const existing = await this.redis.exists(...shards.flatMap((keys) => [keys.dirty, keys.flushing]));
-    return existing === 0;
+    // One key per call: in a Redis Cluster the shards live in different slots.
+    const keys = shards.flatMap((shard) => [shard.dirty, shard.flushing]);
+    const existing = await Promise.all(keys.map((key) => this.redis.exists(key)));
+    return existing.every((count) => count === 0);
   }
 
   async waitForDrain(timeoutMs = 20_000): Promise<void> {

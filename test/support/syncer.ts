@@ -1,7 +1,6 @@
-import type { Redis } from "ioredis";
 import type pg from "pg";
 import { createPool } from "../../lib/postgres/pool.ts";
-import { connectRedis, createRedis } from "../../lib/redis/client.ts";
+import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys, leaseKey, shardKeys } from "../../lib/redis/keys.ts";
 import type { StepHook } from "../../syncer/flush-shard.ts";
 import { Syncer } from "../../syncer/syncer.ts";
@@ -11,7 +10,7 @@ import { silentLogger } from "./logger.ts";
 export { leaseKey, shardKeys, silentLogger };
 
 /** A client with tally's Lua scripts, built the way the syncer builds its own. */
-export async function openRedis(url: string, name = "test-syncer"): Promise<Redis> {
+export async function openRedis(url: string, name = "test-syncer"): Promise<RedisClient> {
   const redis = createRedis({ url, name, commandTimeoutMs: 5_000 });
   // Some tests stop servers under a live client; failures must surface through rejected commands, not as
   // an unhandled "error" event that fails the whole file.
@@ -25,7 +24,7 @@ export function openPool(connectionString: string, max = 4): pg.Pool {
 }
 
 export interface TestSyncerOptions {
-  redis: Redis;
+  redis: RedisClient;
   pool: pg.Pool;
   prefix: string;
   shards?: number;
@@ -54,7 +53,7 @@ export function createSyncer(options: TestSyncerOptions): Syncer {
  * text, so values beyond 2^53 stay exact.
  */
 export async function addDeltas(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   deltas: Iterable<readonly [key: string, delta: bigint | number]>,
   shard = 0,
@@ -108,7 +107,7 @@ export async function resetTables(pool: pg.Pool): Promise<void> {
 }
 
 /** True when no shard holds a dirty or flushing hash: everything accepted is in Postgres. */
-export async function isDrained(redis: Redis, prefix: string, shards = 1): Promise<boolean> {
+export async function isDrained(redis: RedisClient, prefix: string, shards = 1): Promise<boolean> {
   const keys = allShardKeys(prefix, shards).flatMap((shard) => [shard.dirty, shard.flushing]);
   return (await redis.exists(...keys)) === 0;
 }
@@ -117,7 +116,7 @@ export async function isDrained(redis: Redis, prefix: string, shards = 1): Promi
  * Runs cycles until Redis holds nothing for the prefix. A cycle may fail while a server recovers; only a
  * clean cycle after which both hashes are gone counts.
  */
-export async function drain(syncer: Syncer, redis: Redis, prefix: string, shards = 1): Promise<void> {
+export async function drain(syncer: Syncer, redis: RedisClient, prefix: string, shards = 1): Promise<void> {
   await waitFor(
     async () => {
       const report = await syncer.runCycle();
@@ -128,7 +127,7 @@ export async function drain(syncer: Syncer, redis: Redis, prefix: string, shards
 }
 
 /** Deletes every key of a prefix on the shared Redis, so test files leave nothing behind. */
-export async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
+export async function deletePrefix(redis: RedisClient, prefix: string): Promise<void> {
   // Shard keys carry the hash tag `{prefix:N}`; the lease and the rest start with `prefix:`.
   for (const pattern of [`{${prefix}:*`, `${prefix}:*`]) {
     let cursor = "0";
@@ -149,11 +148,11 @@ export interface SyncerEnv {
   redisUrl: string;
   databaseUrl: string;
   /** The test's own client, for writing deltas and inspecting keys. */
-  redis: Redis;
+  redis: RedisClient;
   /** The test's own pool, for inspecting and resetting tables. */
   pool: pg.Pool;
   /** Another client, as a separate syncer process would have one; closed by close(). */
-  openRedis(): Promise<Redis>;
+  openRedis(): Promise<RedisClient>;
   /** Another pool, as a separate syncer process would have one; closed by close(). */
   openPool(): pg.Pool;
   /** A fresh key prefix (one per test keeps tests apart); its keys are deleted by close(). */
@@ -173,7 +172,7 @@ export async function openSyncerEnv(
     options.databaseUrl === undefined
       ? await freshDatabase()
       : { url: options.databaseUrl, drop: async () => {} };
-  const clients: Redis[] = [];
+  const clients: RedisClient[] = [];
   const pools: pg.Pool[] = [];
   const prefixes: string[] = [];
   const env: SyncerEnv = {

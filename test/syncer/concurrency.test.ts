@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Redis } from "ioredis";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from "vitest";
+import type { RedisClient } from "../../lib/redis/client.ts";
 import type { BatchOutcome, StepHook } from "../../syncer/flush-shard.ts";
 import type { CycleReport, Syncer } from "../../syncer/syncer.ts";
 import {
@@ -46,7 +46,7 @@ beforeEach(async () => {
  * Redis acknowledged it. Mostly small deltas of both signs, now and then one beyond 2^53.
  */
 async function runWriter(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   expected: Map<string, bigint>,
   keepGoing: () => boolean = () => false,

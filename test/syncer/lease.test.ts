@@ -1,5 +1,5 @@
-import type { Redis } from "ioredis";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from "vitest";
+import type { RedisClient } from "../../lib/redis/client.ts";
 import { LeaderLease } from "../../syncer/lease.ts";
 import type { Syncer } from "../../syncer/syncer.ts";
 import { waitFor } from "../harness/fixtures.ts";
@@ -35,7 +35,7 @@ beforeEach(async () => {
 /** Two leases on one key, each with its own connection, as two syncer processes would have. */
 async function contenders(ttlMs: number): Promise<{ key: string; a: LeaderLease; b: LeaderLease }> {
   const key = leaseKey(env.newPrefix());
-  const lease = (redis: Redis) => new LeaderLease({ redis, key, ttlMs });
+  const lease = (redis: RedisClient) => new LeaderLease({ redis, key, ttlMs });
   const a = lease(await env.openRedis());
   const b = lease(await env.openRedis());
   onTestFinished(async () => {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RedisClient } from "../../lib/redis/client.ts";
 import { type ShardKeys, shardKeys } from "../../lib/redis/keys.ts";
 import { randomPrefix, sharedRedisUrl } from "../harness/fixtures.ts";
 import { deletePrefix, openRedis } from "../support/syncer.ts";
@@ -8,7 +8,7 @@ import { deletePrefix, openRedis } from "../support/syncer.ts";
 // The Lua scripts are the Redis half of the exactly-once protocol; they are called here directly, with the
 // arguments flush-shard.ts passes, so each guarantee is pinned down without a syncer around it.
 
-let redis: Redis;
+let redis: RedisClient;
 const prefixes: string[] = [];
 
 beforeAll(async () => {
