@@ -69,14 +69,14 @@ export async function freePort(): Promise<number> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Process bookkeeping
+// Process bookkeeping (exported so that redis-cluster.ts shares it, exit hook included)
 
 interface Owner {
   uid: number;
   gid: number;
 }
 
-interface ProcessSpec {
+export interface ProcessSpec {
   name: string;
   command: string;
   args: string[];
@@ -114,7 +114,7 @@ function withParentDeathSignal(command: string, args: string[]): [string, string
   return [setprivPath, ["--pdeathsig", "KILL", "--", command, ...args]];
 }
 
-class ServerProcess {
+export class ServerProcess {
   #child: ChildProcess | undefined;
   #exited: Promise<void> = Promise.resolve();
   #running = false;
@@ -311,7 +311,7 @@ function readProcessState(pid: number): string | undefined {
   }
 }
 
-async function waitUntilReady(server: ServerProcess, probe: () => Promise<boolean>, logs: string[]) {
+export async function waitUntilReady(server: ServerProcess, probe: () => Promise<boolean>, logs: string[]) {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   for (;;) {
     if (!server.running) {
@@ -330,7 +330,7 @@ async function waitUntilReady(server: ServerProcess, probe: () => Promise<boolea
   }
 }
 
-async function logTails(files: string[]): Promise<string> {
+export async function logTails(files: string[]): Promise<string> {
   const parts: string[] = [];
   for (const file of files) {
     try {
@@ -365,7 +365,7 @@ function isExecutable(file: string): boolean {
   }
 }
 
-function findOnPath(name: string): string | null {
+export function findOnPath(name: string): string | null {
   for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
     if (!dir) continue;
     const candidate = path.join(dir, name);
@@ -374,11 +374,11 @@ function findOnPath(name: string): string | null {
   return null;
 }
 
-function missingBinaries(what: string): Error {
+export function missingBinaries(what: string): Error {
   return new Error(`the test harness needs ${what} but could not find it on PATH; ${INSTALL_HINT}`);
 }
 
-function findRedisServer(): string {
+export function findRedisServer(): string {
   const found = findOnPath("redis-server");
   if (!found) throw missingBinaries("redis-server");
   return found;
@@ -428,13 +428,13 @@ function postgresOwner(): Promise<Owner | undefined> {
   return postgresOwnerPromise;
 }
 
-async function makeTempDir(kind: string): Promise<string> {
+export async function makeTempDir(kind: string): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), `tally-test-${kind}-`));
   liveDirs.add(dir);
   return dir;
 }
 
-async function removeDir(dir: string): Promise<void> {
+export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true, maxRetries: 3 });
   liveDirs.delete(dir);
 }
@@ -442,7 +442,7 @@ async function removeDir(dir: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------------------
 // Redis
 
-function redisPing(port: number): Promise<boolean> {
+export function redisPing(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     let reply = "";
     const socket = net.connect({ host: "127.0.0.1", port });

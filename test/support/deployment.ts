@@ -13,6 +13,8 @@ export interface ApiProcess extends ServiceProcess {
 export interface DeploymentOptions {
   /** Defaults to the shared test Redis. */
   redisUrl?: string;
+  /** host:port of Redis Cluster nodes: the processes then get REDIS_CLUSTER_NODES instead of REDIS_URL. */
+  clusterNodes?: string[];
   /** Defaults to a fresh database on the shared Postgres. */
   databaseUrl?: string;
   /** Environment for every process (SYNC_INTERVAL_MS, SYNC_SHARDS, …). */
@@ -47,7 +49,16 @@ export class Deployment {
     const database = options.databaseUrl ? undefined : await freshDatabase();
     const databaseUrl = options.databaseUrl ?? (database?.url as string);
     const redisUrl = options.redisUrl ?? sharedRedisUrl();
-    const redis = createRedis({ url: redisUrl, name: "test-inspector", commandTimeoutMs: 5_000 });
+    const clusterNodes = options.clusterNodes?.map((node) => {
+      const [host, port] = node.split(":");
+      return { host: host ?? "127.0.0.1", port: Number(port) };
+    });
+    const redis = createRedis({
+      url: redisUrl,
+      clusterNodes,
+      name: "test-inspector",
+      commandTimeoutMs: 5_000,
+    });
     redis.on("error", () => {});
     await connectRedis(redis);
     const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
@@ -55,6 +66,7 @@ export class Deployment {
     const deployment = new Deployment(
       {
         REDIS_URL: redisUrl,
+        ...(options.clusterNodes ? { REDIS_CLUSTER_NODES: options.clusterNodes.join(",") } : {}),
         DATABASE_URL: databaseUrl,
         JWT_SECRET: TEST_SECRET,
         RATE_LIMIT_POINTS: "1000000",
