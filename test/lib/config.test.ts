@@ -87,7 +87,9 @@ describe("parseConfig", () => {
       { host: "10.0.0.1", port: 7000 },
       { host: "redis-b", port: 7001 },
     ]);
-    expect(configError({ REDIS_CLUSTER_NODES: "redis-a" }).message).toContain("REDIS_CLUSTER_NODES: must be host:port");
+    expect(configError({ REDIS_CLUSTER_NODES: "redis-a" }).message).toContain(
+      "REDIS_CLUSTER_NODES: must be host:port",
+    );
   });
 
   it("lists every bad variable at once", () => {
