@@ -76,6 +76,9 @@ export class Deployment {
         PORT: "0",
         // One process per API node, so killing "the node" kills the process that serves.
         API_WORKERS: "1",
+        // The suite runs many processes on two cores; a stall there must not turn into 503 timeouts that
+        // tests expecting none would trip over. An unreachable Redis still fails at once.
+        REDIS_COMMAND_TIMEOUT_MS: "5000",
         ...options.env,
       },
       redis,
