@@ -4,11 +4,12 @@ import type { AppEnv } from "./context.ts";
 
 /**
  * Every error the API can answer with, and its status. The map is exhaustive by construction: a new code
- * without a status or a title does not compile.
+ * without a status or a title does not compile. api/openapi.ts documents every status and title from it.
  */
-const PROBLEMS = {
+export const PROBLEMS = {
   invalid_body: { status: 400, title: "The request body is not a valid increment" },
   invalid_key: { status: 400, title: "The counter key is not valid" },
+  invalid_idempotency_key: { status: 400, title: "The Idempotency-Key header is not valid" },
   unauthorized: { status: 401, title: "A valid bearer token is required" },
   insufficient_scope: { status: 403, title: "The token lacks the scope this operation needs" },
   not_found: { status: 404, title: "No such resource" },
@@ -16,6 +17,7 @@ const PROBLEMS = {
   method_not_allowed: { status: 405, title: "Method not allowed" },
   payload_too_large: { status: 413, title: "The request body is too large" },
   counter_out_of_range: { status: 422, title: "The increment would take the counter out of range" },
+  idempotency_key_reused: { status: 422, title: "The Idempotency-Key was used with a different body" },
   rate_limited: { status: 429, title: "Too many requests" },
   internal_error: { status: 500, title: "Internal error" },
   redis_unavailable: { status: 503, title: "The counter store cannot take the request right now" },

@@ -59,7 +59,11 @@ export function createApiNode(config: Config, logger: Logger): ApiNode {
       duration: config.rateLimit.durationSeconds,
       rejectIfRedisNotReady: true,
     }),
-    increment: createIncrementer(redis, config.redis.keyPrefix, config.sync.shards),
+    increment: createIncrementer(redis, {
+      keyPrefix: config.redis.keyPrefix,
+      shards: config.sync.shards,
+      idempotencyTtlSeconds: config.idempotencyTtlSeconds,
+    }),
     readCounter: createCounterReader(redis, pool, config.redis.keyPrefix, config.sync.shards),
     health: { redis, isDraining: () => draining },
     maxKeyLength: config.maxKeyLength,

@@ -84,6 +84,7 @@ const EnvSchema = v.object({
   RATE_LIMIT_DURATION_S: integer(1, 1, 86_400),
 
   MAX_KEY_LENGTH: integer(256, 1, 10_000),
+  IDEMPOTENCY_TTL_S: integer(86_400, 1, 30 * 86_400),
   BODY_LIMIT_BYTES: integer(16_384, 64, 1_048_576),
   SHUTDOWN_TIMEOUT_MS: integer(10_000, 0, 600_000),
   SHUTDOWN_DRAIN_DELAY_MS: integer(0, 0, 600_000),
@@ -129,6 +130,8 @@ export interface Config {
   auth: AuthConfig;
   rateLimit: { points: number; durationSeconds: number };
   maxKeyLength: number;
+  /** How long an Idempotency-Key is remembered per client. */
+  idempotencyTtlSeconds: number;
   sync: {
     intervalMs: number;
     shards: number;
@@ -194,6 +197,7 @@ export function parseConfig(source: Record<string, string | undefined> = process
     auth: resolveAuth(env),
     rateLimit: { points: env.RATE_LIMIT_POINTS, durationSeconds: env.RATE_LIMIT_DURATION_S },
     maxKeyLength: env.MAX_KEY_LENGTH,
+    idempotencyTtlSeconds: env.IDEMPOTENCY_TTL_S,
     sync: {
       intervalMs: env.SYNC_INTERVAL_MS,
       shards: env.SYNC_SHARDS,

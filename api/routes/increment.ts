@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 import { readJsonBody } from "../body.ts";
 import type { AppEnv } from "../context.ts";
-import { incrementBodySchema } from "../schemas.ts";
+import { idempotencyKeySchema, incrementBodySchema } from "../schemas.ts";
 import type { Incrementer } from "../store/increment.ts";
 import { parseOrThrow } from "../validation.ts";
 
@@ -19,8 +19,17 @@ export function incrementRoute(options: IncrementRouteOptions) {
       await readJsonBody(c.req.raw, options.bodyLimitBytes),
       "invalid_body",
     );
-    await options.increment(body.key, body.value);
-    // Sent only now: Redis has acknowledged the write.
+    const header = c.req.header("idempotency-key");
+    const idempotency =
+      header === undefined
+        ? undefined
+        : {
+            clientId: c.var.client.id,
+            key: parseOrThrow(idempotencyKeySchema, header, "invalid_idempotency_key"),
+          };
+    const outcome = await options.increment(body.key, body.value, idempotency);
+    // Sent only now: Redis has acknowledged the write (or had already applied this very request).
+    if (outcome === "replayed") c.header("Idempotent-Replayed", "true");
     return c.body(null, 202);
   });
 }

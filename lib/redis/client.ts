@@ -11,6 +11,7 @@ const SCRIPTS = {
   tallyPending: { file: "pending.lua", keys: 4 },
   tallyLeaseClaim: { file: "lease-claim.lua", keys: 1 },
   tallyLeaseRelease: { file: "lease-release.lua", keys: 1 },
+  tallyIncrementOnce: { file: "increment-once.lua", keys: 2 },
 } as const;
 
 type Nullable<T> = T | null;
@@ -37,6 +38,14 @@ declare module "ioredis" {
     ): Result<[Nullable<string>, Nullable<string>, Nullable<string>, Nullable<string>], Context>;
     tallyLeaseClaim(lease: Key, holder: string, ttlMs: number): Result<0 | 1, Context>;
     tallyLeaseRelease(lease: Key, holder: string): Result<0 | 1, Context>;
+    tallyIncrementOnce(
+      dirty: Key,
+      idempotencyRecord: Key,
+      counterKey: string,
+      value: number,
+      fingerprint: string,
+      ttlSeconds: number,
+    ): Result<1 | 0 | -1, Context>;
   }
 }
 

@@ -25,6 +25,14 @@ export function shardKeys(prefix: string, shard: number): ShardKeys {
   };
 }
 
+/**
+ * The record of one client's Idempotency-Key, in the shard's slot so the increment and its record are one
+ * atomic script on Redis Cluster too. `digest` identifies (client, key) without putting either in the name.
+ */
+export function idempotencyRecordKey(prefix: string, shard: number, digest: string): string {
+  return `{${prefix}:${shard}}:idem:${digest}`;
+}
+
 export function allShardKeys(prefix: string, shards: number): ShardKeys[] {
   return Array.from({ length: shards }, (_, shard) => shardKeys(prefix, shard));
 }

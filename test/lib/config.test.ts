@@ -38,6 +38,7 @@ describe("parseConfig", () => {
       auth: { mode: "hs256", secret: DEV_JWT_SECRET, isDevelopmentSecret: true },
       rateLimit: { points: 1_000, durationSeconds: 1 },
       maxKeyLength: 256,
+      idempotencyTtlSeconds: 86_400,
       sync: { intervalMs: 5_000, shards: 1, scanCount: 1_000, leaseTtlMs: 3_000, faultInjection: undefined },
     });
   });

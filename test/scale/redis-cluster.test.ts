@@ -80,6 +80,26 @@ describe("Redis Cluster", () => {
     expect((await deployment.counters()).get("hot")).toBe(1_200n);
   });
 
+  it("applies retries with an Idempotency-Key once: the record lives in the shard's slot", async () => {
+    deployment = await create();
+    const api = await deployment.startApi();
+    const token = await deployment.token();
+    const send = (idempotencyKey: string) =>
+      fetch(`${api.url}/increment`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "idempotency-key": idempotencyKey },
+        body: JSON.stringify({ key: "paid", value: 10 }),
+      });
+    // 20 logical increments, each sent three times: the retries of one land on one shard, on one master.
+    for (let request = 0; request < 20; request++) {
+      const statuses = await Promise.all([1, 2, 3].map(() => send(`order-${request}`).then((r) => r.status)));
+      expect(statuses).toEqual([202, 202, 202]);
+    }
+    await deployment.startSyncer();
+    await deployment.waitForDrain();
+    expect((await deployment.counters()).get("paid")).toBe(200n);
+  });
+
   it("survives a master killed and restarted mid-run: 503s while it is down, nothing acknowledged lost", async () => {
     deployment = await create();
     const apis = [await deployment.startApi(), await deployment.startApi()];

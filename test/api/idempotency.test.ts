@@ -1,0 +1,136 @@
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ApiError } from "../../api/errors.ts";
+import { createIncrementer } from "../../api/store/increment.ts";
+import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
+import { allShardKeys, shardKeys } from "../../lib/redis/keys.ts";
+import { waitFor } from "../harness/fixtures.ts";
+import { type RedisServer, startRedis } from "../harness/servers.ts";
+import { createTestApi, readProblem, type TestApi } from "../support/api.ts";
+
+// Idempotency-Key: a retry of the same request by the same client within the TTL is applied once.
+
+let api: TestApi;
+beforeAll(async () => {
+  api = await createTestApi({ SYNC_SHARDS: "4" });
+});
+afterAll(() => api.close());
+
+/** The key's total over every shard's dirty hash. */
+async function pending(target: TestApi, key: string): Promise<number> {
+  const values = await Promise.all(
+    allShardKeys(target.prefix, 4).map((keys) => target.node.redis.hget(keys.dirty, key)),
+  );
+  return values.reduce((sum, value) => sum + Number(value ?? 0), 0);
+}
+
+describe("Idempotency-Key", () => {
+  it("applies a retried request once and marks the replay", async () => {
+    const token = await api.token();
+    const first = await api.increment({ key: "once", value: 5 }, token, { "idempotency-key": "req-1" });
+    expect(first.status).toBe(202);
+    expect(first.headers.get("idempotent-replayed")).toBeNull();
+    for (let i = 0; i < 5; i++) {
+      const retry = await api.increment({ key: "once", value: 5 }, token, { "idempotency-key": "req-1" });
+      expect(retry.status).toBe(202);
+      expect(retry.headers.get("idempotent-replayed")).toBe("true");
+    }
+    expect(await pending(api, "once")).toBe(5);
+  });
+
+  it("answers 422 for the same key with a different body, and stores nothing", async () => {
+    const token = await api.token();
+    expect((await api.increment({ key: "k", value: 1 }, token, { "idempotency-key": "req-2" })).status).toBe(
+      202,
+    );
+    const reused = await api.increment({ key: "k", value: 2 }, token, { "idempotency-key": "req-2" });
+    expect(reused.status).toBe(422);
+    expect((await readProblem(reused)).code).toBe("idempotency_key_reused");
+    const otherKey = await api.increment({ key: "other", value: 1 }, token, { "idempotency-key": "req-2" });
+    expect(otherKey.status).toBe(422);
+    expect(await pending(api, "k")).toBe(1);
+    expect(await pending(api, "other")).toBe(0);
+  });
+
+  it("keeps keys per client: two clients may use the same Idempotency-Key", async () => {
+    const alice = await api.token({ subject: "idem-alice" });
+    const bob = await api.token({ subject: "idem-bob" });
+    expect(
+      (await api.increment({ key: "shared", value: 1 }, alice, { "idempotency-key": "same" })).status,
+    ).toBe(202);
+    const fromBob = await api.increment({ key: "shared", value: 1 }, bob, { "idempotency-key": "same" });
+    expect(fromBob.headers.get("idempotent-replayed")).toBeNull();
+    expect(await pending(api, "shared")).toBe(2);
+  });
+
+  it("remembers a key for the configured time (24 h by default)", async () => {
+    const token = await api.token({ subject: "ttl-client" });
+    await api.increment({ key: "ttl", value: 1 }, token, { "idempotency-key": "ttl-1" });
+    const records = (
+      await Promise.all([0, 1, 2, 3].map((shard) => api.node.redis.keys(`{${api.prefix}:${shard}}:idem:*`)))
+    ).flat();
+    const ttls = await Promise.all(records.map((record) => api.node.redis.ttl(record)));
+    expect(ttls.length).toBeGreaterThan(0);
+    for (const ttl of ttls) expect(ttl).toBeGreaterThan(86_400 - 60);
+  });
+
+  it.each([
+    ["empty", ""],
+    ["too long", "k".repeat(256)],
+    ["non-ASCII", "café"],
+    ["control character", "a\tb"],
+  ])("rejects an Idempotency-Key that is %s with 400", async (_name, header) => {
+    const token = await api.token();
+    const response = await api.increment({ key: "bad-header", value: 1 }, token, {
+      "idempotency-key": header,
+    });
+    expect(response.status).toBe(400);
+    expect((await readProblem(response)).code).toBe("invalid_idempotency_key");
+    expect(await pending(api, "bad-header")).toBe(0);
+  });
+});
+
+describe("a retry after a timeout that Redis applied anyway", () => {
+  let redisServer: RedisServer;
+  let redis: RedisClient;
+  beforeAll(async () => {
+    redisServer = await startRedis({ args: ["--enable-debug-command", "yes"] });
+    redis = createRedis({ url: redisServer.url, name: "test-api", commandTimeoutMs: 200 });
+    redis.on("error", () => {});
+    await connectRedis(redis);
+  });
+  afterAll(async () => {
+    redis.disconnect();
+    await redisServer.destroy();
+  });
+
+  // Through the HTTP API the rate limiter's own Redis call would time out first; the store is where the
+  // increment itself can time out after being sent, so that is where this is tested.
+  it("is counted once", async () => {
+    const increment = createIncrementer(redis, { keyPrefix: "retry", shards: 1, idempotencyTtlSeconds: 60 });
+    const client = { clientId: "c", key: "retry-me" };
+    // Load the script first: after a NOSCRIPT reply ioredis resends a script only while the command is
+    // live, and the point here is a command Redis holds and then runs.
+    await increment("warm-up", 1, { clientId: "c", key: "warm-up" });
+
+    const blocker = new Redis(redisServer.url);
+    try {
+      const stall = blocker.call("DEBUG", "SLEEP", "1");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const first = await increment("timed-out", 7, client).catch((error: unknown) => error);
+      expect(first).toBeInstanceOf(ApiError);
+      expect((first as ApiError).code).toBe("redis_unavailable");
+      await stall;
+    } finally {
+      blocker.disconnect();
+    }
+    const dirty = shardKeys("retry", 0).dirty;
+    await waitFor(async () => (await redis.hget(dirty, "timed-out")) === "7", {
+      message: "the timed-out increment never reached Redis",
+    });
+
+    // The client retries, as it should after a 503: the first attempt was applied, so this is a replay.
+    expect(await increment("timed-out", 7, client)).toBe("replayed");
+    expect(await redis.hget(dirty, "timed-out")).toBe("7");
+  });
+});
