@@ -58,6 +58,8 @@ try {
     JWT_SECRET: SECRET,
     RATE_LIMIT_POINTS: String(rps * 10),
     STATS_LOG_INTERVAL_MS: "5000",
+    // One API process, so its RSS and event-loop delay are the figures reported.
+    API_WORKERS: "1",
     HOST: "127.0.0.1",
     PORT: "0",
   };
