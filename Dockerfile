@@ -19,5 +19,5 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 USER node
-EXPOSE 3333
+EXPOSE 3333 9464
 CMD ["node", "dist/api/main.js"]

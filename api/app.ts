@@ -7,16 +7,20 @@ import type { TokenVerifier } from "./auth/verifier.ts";
 import { declaredLength, payloadTooLarge } from "./body.ts";
 import type { AppEnv } from "./context.ts";
 import { ApiError, problemResponse } from "./errors.ts";
+import { type ApiMetrics, countIncrements, httpMetrics } from "./metrics.ts";
 import { authenticate, requireScope } from "./middleware/auth.ts";
 import { rateLimit } from "./middleware/rate-limit.ts";
+import { requestLogger } from "./middleware/request-logger.ts";
 import { countersRoute } from "./routes/counters.ts";
 import { type HealthRouteOptions, healthRoutes } from "./routes/health.ts";
 import { incrementRoute } from "./routes/increment.ts";
+import { openApiRoute } from "./routes/openapi.ts";
 import type { Incrementer } from "./store/increment.ts";
 import type { CounterReader } from "./store/read-counter.ts";
 
 export interface AppDependencies {
   logger: Logger;
+  metrics: ApiMetrics;
   verifier: TokenVerifier | null;
   rateLimiter: RateLimiterAbstract;
   increment: Incrementer;
@@ -29,7 +33,9 @@ export interface AppDependencies {
 /** The whole HTTP API, with no network attached: tests drive it through `app.request()`. */
 export function newApp(deps: AppDependencies) {
   const app = new Hono<AppEnv>();
+  app.use(httpMetrics(deps.metrics));
   app.use(requestId());
+  app.use(requestLogger(deps.logger));
   app.use(async function closeWhileDraining(c, next) {
     await next();
     // A draining node asks clients not to reuse the connection, so they move to another node.
@@ -38,7 +44,7 @@ export function newApp(deps: AppDependencies) {
   app.onError((error, c) =>
     problemResponse(
       c,
-      toApiError(error, deps.logger, c.get("requestId"), () => c.req.raw.signal.aborted),
+      toApiError(error, c.get("logger"), () => c.req.raw.signal.aborted),
     ),
   );
   app.notFound((c) =>
@@ -46,6 +52,7 @@ export function newApp(deps: AppDependencies) {
   );
 
   app.route("/", healthRoutes(deps.health));
+  app.route("/", openApiRoute({ maxKeyLength: deps.maxKeyLength, bodyLimitBytes: deps.bodyLimitBytes }));
 
   const authenticateClient = authenticate({ verifier: deps.verifier });
   const limitClient = rateLimit({ limiter: deps.rateLimiter });
@@ -61,7 +68,7 @@ export function newApp(deps: AppDependencies) {
   app.route(
     "/",
     incrementRoute({
-      increment: deps.increment,
+      increment: countIncrements(deps.increment, deps.metrics),
       maxKeyLength: deps.maxKeyLength,
       bodyLimitBytes: deps.bodyLimitBytes,
     }),
@@ -82,10 +89,10 @@ export function newApp(deps: AppDependencies) {
   return app;
 }
 
-function toApiError(error: Error, logger: Logger, requestId: string, clientGone: () => boolean): ApiError {
+/** `logger` is the request's (c.var.logger): its lines carry the request id. */
+function toApiError(error: Error, logger: Logger, clientGone: () => boolean): ApiError {
   if (error instanceof ApiError) {
-    if (error.status >= 500)
-      logger.warn({ err: error.cause ?? error, requestId, code: error.code }, error.message);
+    if (error.status >= 500) logger.warn({ err: error.cause ?? error, code: error.code }, error.message);
     return error;
   }
   // Hono raises HTTPException for malformed requests it detects itself (e.g. a body that cannot be read).
@@ -95,11 +102,11 @@ function toApiError(error: Error, logger: Logger, requestId: string, clientGone:
   // The client closed the connection mid-request (the body stream then fails with "aborted"): its doing, not
   // a 500, and not worth an error line per hang-up; nobody will read this answer anyway.
   if (clientGone()) {
-    logger.info({ err: error, requestId }, "client closed the connection before the request was complete");
+    logger.info({ err: error }, "client closed the connection before the request was complete");
     return new ApiError("invalid_body", "the connection closed before the request was complete", {
       cause: error,
     });
   }
-  logger.error({ err: error, requestId }, "unhandled error");
+  logger.error({ err: error }, "unhandled error");
   return new ApiError("internal_error", "an unexpected error occurred; it has been logged", { cause: error });
 }

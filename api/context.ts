@@ -1,4 +1,6 @@
 import type { RequestIdVariables } from "hono/request-id";
+import type { Logger } from "../lib/logger.ts";
+import type { ProblemCode } from "./errors.ts";
 
 /** Who is calling, as established by the auth middleware. */
 export interface Client {
@@ -10,5 +12,11 @@ export interface Client {
 export type Scope = "counters:write" | "counters:read";
 
 export interface AppEnv {
-  Variables: RequestIdVariables & { client: Client };
+  Variables: RequestIdVariables & {
+    client: Client;
+    /** The app's logger bound to the request id: every line a request logs goes through it. */
+    logger: Logger;
+    /** The code of the problem the request was answered with, if any (for metrics). */
+    problem?: ProblemCode;
+  };
 }

@@ -71,6 +71,7 @@ export interface Problem {
 }
 
 export function problemResponse(c: Context<AppEnv>, error: ApiError): Response {
+  c.set("problem", error.code);
   const problem: Problem = {
     type: `urn:tally:problem:${error.code}`,
     title: PROBLEMS[error.code].title,

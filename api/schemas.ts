@@ -54,7 +54,8 @@ export function counterReadingSchema(maxKeyLength: number) {
         `${description} An exact JSON integer that can exceed 2^53: JavaScript's JSON.parse rounds such numbers, so parse with a big-integer-aware parser if totals can get there.`,
       ),
     );
-  return v.strictObject({
+  // Not strict: a client should ignore fields added later rather than reject the answer.
+  return v.object({
     key: counterKeySchema(maxKeyLength),
     persisted: exactInteger("The total in Postgres (a signed 64-bit integer)."),
     pending: exactInteger("Accepted increments Postgres does not hold yet."),

@@ -3,9 +3,11 @@ import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createAdaptorServer } from "@hono/node-server";
 import type pg from "pg";
+import type { Registry } from "prom-client";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
+import { collectProcessMetrics } from "../lib/metrics.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { createRedis, type RedisClient } from "../lib/redis/client.ts";
 import { rateLimitKeyPrefix } from "../lib/redis/keys.ts";
@@ -13,6 +15,7 @@ import type { Shutdown } from "../lib/shutdown.ts";
 import { newApp } from "./app.ts";
 import { cacheVerifiedTokens } from "./auth/token-cache.ts";
 import { createTokenVerifier } from "./auth/verifier.ts";
+import { ApiMetrics } from "./metrics.ts";
 import { createIncrementer } from "./store/increment.ts";
 import { createCounterReader } from "./store/read-counter.ts";
 
@@ -24,6 +27,7 @@ export interface ApiNode {
   app: ReturnType<typeof newApp>;
   redis: RedisClient;
   pool: pg.Pool;
+  metrics: ApiMetrics;
   /** From now on /readyz answers 503, so load balancers stop sending new requests. */
   startDraining(): void;
 }
@@ -49,8 +53,10 @@ export function createApiNode(config: Config, logger: Logger): ApiNode {
   });
 
   let draining = false;
+  const metrics = new ApiMetrics();
   const app = newApp({
     logger,
+    metrics,
     verifier: config.auth.mode === "disabled" ? null : cacheVerifiedTokens(createTokenVerifier(config.auth)),
     rateLimiter: new RateLimiterRedis({
       storeClient: redis,
@@ -73,6 +79,7 @@ export function createApiNode(config: Config, logger: Logger): ApiNode {
     app,
     redis,
     pool,
+    metrics,
     startDraining: () => {
       draining = true;
     },
@@ -82,6 +89,8 @@ export function createApiNode(config: Config, logger: Logger): ApiNode {
 export interface RunningApi {
   /** The address the server listens on, e.g. http://127.0.0.1:3333. */
   url: string;
+  /** The node's metrics, process metrics included; the entry point serves them (lib/metrics.ts). */
+  metrics: Registry;
 }
 
 /**
@@ -96,6 +105,7 @@ export async function startApi(config: Config, logger: Logger, shutdown: Shutdow
     logger.warn("AUTH_DISABLED=true: every request is accepted anonymously");
 
   const node = createApiNode(config, logger);
+  collectProcessMetrics(node.metrics.registry);
   shutdown.add("redis", async () => {
     await node.redis.quit().catch(() => node.redis.disconnect());
   });
@@ -129,5 +139,5 @@ export async function startApi(config: Config, logger: Logger, shutdown: Shutdow
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
   logger.info({ url }, "api listening");
-  return { url };
+  return { url, metrics: node.metrics.registry };
 }

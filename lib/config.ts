@@ -47,6 +47,7 @@ const EnvSchema = v.object({
   NODE_ENV: v.optional(v.picklist(["development", "production", "test"]), "development"),
   HOST: v.optional(v.pipe(v.string(), v.nonEmpty()), "0.0.0.0"),
   PORT: integer(3333, 0, 65535),
+  METRICS_PORT: integer(9464, 0, 65535),
   API_WORKERS: integer(availableParallelism(), 1, 256),
   LOG_LEVEL: v.optional(v.picklist(["fatal", "error", "warn", "info", "debug", "trace", "silent"]), "info"),
 
@@ -95,6 +96,20 @@ const EnvSchema = v.object({
   SYNC_SCAN_COUNT: integer(1_000, 10, 100_000),
   SYNC_LEASE_TTL_MS: integer(3_000, 100, 600_000),
   SYNC_FAULT_INJECTION: optionalText,
+
+  // Per-minute activity (syncer/activity.ts). The stream defaults to `<REDIS_KEY_PREFIX>:activity`.
+  STATS_STREAM: v.optional(v.pipe(v.string(), v.regex(/^\S{1,256}$/, "must be 1-256 non-space characters"))),
+  STATS_STREAM_MAXLEN: integer(10_080, 0, 100_000_000),
+  STATS_WEBHOOK_URL: v.optional(
+    v.pipe(
+      urlText,
+      v.check(
+        (text) => ["http:", "https:"].includes(new URL(text).protocol),
+        "must be an http:// or https:// URL",
+      ),
+    ),
+  ),
+  STATS_WEBHOOK_TIMEOUT_MS: integer(5_000, 100, 600_000),
 });
 
 type Env = v.InferOutput<typeof EnvSchema>;
@@ -119,6 +134,12 @@ export interface Config {
   logLevel: Env["LOG_LEVEL"];
   /** Period of the "process stats" log line (memory, event-loop delay); 0 turns it off. */
   statsLogIntervalMs: number;
+  metrics: {
+    /** Port of the Prometheus /metrics server, one per process (0: any free port); bound on `http.host`. */
+    port: number;
+    /** False when METRICS_PORT was not set: npm start then picks free ports for its two roles. */
+    portSet: boolean;
+  };
   redis: {
     url: string;
     /** Seed nodes of a Redis Cluster; when set, REDIS_URL is not used. */
@@ -139,6 +160,15 @@ export interface Config {
     leaseTtlMs: number;
     /** Test-only: make the syncer crash or stall at a protocol step (syncer/faults.ts). */
     faultInjection: string | undefined;
+  };
+  /** The syncer's per-minute activity report (syncer/activity.ts). */
+  activity: {
+    /** Stream key; undefined means the default, `<keyPrefix>:activity` (lib/redis/keys.ts). */
+    stream: string | undefined;
+    /** Approximate cap (XADD MAXLEN ~); 0 writes no stream. 10080 = a week of minutes. */
+    streamMaxLen: number;
+    webhookUrl: string | undefined;
+    webhookTimeoutMs: number;
   };
 }
 
@@ -187,6 +217,7 @@ export function parseConfig(source: Record<string, string | undefined> = process
     },
     logLevel: env.LOG_LEVEL,
     statsLogIntervalMs: env.STATS_LOG_INTERVAL_MS,
+    metrics: { port: env.METRICS_PORT, portSet: present.METRICS_PORT !== undefined },
     redis: {
       url: env.REDIS_URL,
       clusterNodes: env.REDIS_CLUSTER_NODES,
@@ -204,6 +235,12 @@ export function parseConfig(source: Record<string, string | undefined> = process
       scanCount: env.SYNC_SCAN_COUNT,
       leaseTtlMs: env.SYNC_LEASE_TTL_MS,
       faultInjection: env.SYNC_FAULT_INJECTION,
+    },
+    activity: {
+      stream: env.STATS_STREAM,
+      streamMaxLen: env.STATS_STREAM_MAXLEN,
+      webhookUrl: env.STATS_WEBHOOK_URL,
+      webhookTimeoutMs: env.STATS_WEBHOOK_TIMEOUT_MS,
     },
   };
 }

@@ -62,6 +62,8 @@ try {
     API_WORKERS: "1",
     HOST: "127.0.0.1",
     PORT: "0",
+    // Two processes on one host: each takes a free metrics port.
+    METRICS_PORT: "0",
   };
   const api = spawnService("api/main.ts", env);
   const syncer = spawnService("syncer/main.ts", env);

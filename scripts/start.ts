@@ -2,10 +2,18 @@ import { startApi } from "../api/server.ts";
 import { forkApiWorkers, isApiWorker, listenForPrimaryShutdown } from "../api/workers.ts";
 import { loadConfigOrExit } from "../lib/config.ts";
 import { createLogger } from "../lib/logger.ts";
+import {
+  reportToClusterPrimary,
+  type Scrape,
+  scrapeClusterWorkers,
+  scrapeRegistry,
+  startMetricsServer,
+} from "../lib/metrics.ts";
 import { migrate } from "../lib/postgres/migrate.ts";
 import { createPool, ensureDatabase } from "../lib/postgres/pool.ts";
 import { logProcessStats } from "../lib/process-stats.ts";
 import { Shutdown } from "../lib/shutdown.ts";
+import { serveSyncerMetrics } from "../syncer/metrics.ts";
 import { startSyncer } from "../syncer/server.ts";
 
 // `npm start`: the whole service for local use: migrations and a syncer in this process, and the API in
@@ -20,7 +28,8 @@ shutdown.listen();
 if (isApiWorker()) {
   shutdown.add("process stats", logProcessStats(apiLogger, config.statsLogIntervalMs));
   listenForPrimaryShutdown(shutdown);
-  await startApi(config, apiLogger, shutdown);
+  const api = await startApi(config, apiLogger, shutdown);
+  reportToClusterPrimary(api.metrics);
 } else {
   await startPrimary();
 }
@@ -39,8 +48,34 @@ async function startPrimary(): Promise<void> {
   } finally {
     await pool.end();
   }
+  // Two roles, so two metrics servers. METRICS_PORT, when set, is the API's and the next port the syncer's;
+  // unset, both take free ports (one fixed default cannot serve two), printed below.
+  const { host } = config.http;
+  const { port, portSet } = config.metrics;
+  const syncerLogger = createLogger({ level: config.logLevel, role: "syncer" });
   // Registered first so it stops last: the API drains before the syncer's final flush.
-  await startSyncer(config, createLogger({ level: config.logLevel, role: "syncer" }), shutdown);
-  if (config.http.workers > 1) forkApiWorkers(config.http.workers, apiLogger, shutdown);
-  else await startApi(config, apiLogger, shutdown);
+  const { syncer, metrics } = await startSyncer(config, syncerLogger, shutdown);
+  const syncerMetrics = await serveSyncerMetrics(syncer, metrics, {
+    host,
+    port: portSet && port !== 0 ? port + 1 : 0,
+    logger: syncerLogger,
+    shutdown,
+  });
+  let scrape: Scrape;
+  if (config.http.workers > 1) {
+    forkApiWorkers(config.http.workers, apiLogger, shutdown);
+    scrape = scrapeClusterWorkers();
+  } else {
+    scrape = scrapeRegistry((await startApi(config, apiLogger, shutdown)).metrics);
+  }
+  const apiMetrics = await startMetricsServer({
+    host,
+    port: portSet ? port : 0,
+    scrape,
+    logger: apiLogger,
+    shutdown,
+  });
+  process.stdout.write(
+    `tally: metrics at ${apiMetrics.url} (api) and ${syncerMetrics.url} (syncer; /readyz there too)\n`,
+  );
 }

@@ -16,6 +16,11 @@ export interface FlushContext {
   /** Lowest acceptable next seq per shard (last committed + 1); raised as batches commit. */
   minSeq: Map<number, bigint>;
   onStep?: StepHook;
+  /**
+   * Called right after this syncer committed a batch, with the batch itself (keys and deltas by reference:
+   * a listener must not mutate them, nor throw, nor block). Not called for a batch the ledger already had.
+   */
+  onBatchApplied?: (batch: Batch) => void;
 }
 
 export type BatchOutcome =
@@ -78,6 +83,7 @@ export async function flushShardOnce(ctx: FlushContext, keys: ShardKeys): Promis
     beforeCommit: () => ctx.onStep?.("before-commit", shard),
   });
   await ctx.onStep?.("after-commit", shard);
+  if (result.applied) ctx.onBatchApplied?.(batch);
   await redis.tallyFinish(keys.flushing, keys.flushingMeta, batchId);
   if (seq + 1n > minSeq) ctx.minSeq.set(shard, seq + 1n);
   return {

@@ -2,6 +2,7 @@ import { loadConfigOrExit } from "../lib/config.ts";
 import { createLogger } from "../lib/logger.ts";
 import { logProcessStats } from "../lib/process-stats.ts";
 import { Shutdown } from "../lib/shutdown.ts";
+import { serveSyncerMetrics } from "./metrics.ts";
 import { startSyncer } from "./server.ts";
 
 // One syncer, as production runs them (two or more; one leads): `npm run start:syncer`.
@@ -10,4 +11,10 @@ const logger = createLogger({ level: config.logLevel, role: "syncer" });
 const shutdown = new Shutdown(logger, Math.max(config.http.shutdownTimeoutMs, config.sync.intervalMs * 3));
 shutdown.listen();
 shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
-await startSyncer(config, logger, shutdown);
+const { syncer, metrics } = await startSyncer(config, logger, shutdown);
+await serveSyncerMetrics(syncer, metrics, {
+  host: config.http.host,
+  port: config.metrics.port,
+  logger,
+  shutdown,
+});

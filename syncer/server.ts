@@ -1,11 +1,22 @@
 import type { Config } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
+import { collectProcessMetrics } from "../lib/metrics.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { connectRedis, createRedis } from "../lib/redis/client.ts";
+import { activityStreamKey } from "../lib/redis/keys.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
+import { Activity } from "./activity.ts";
 import { faultHookFromConfig } from "./faults.ts";
 import type { StepHook } from "./flush-shard.ts";
+import { SyncerMetrics } from "./metrics.ts";
 import { Syncer } from "./syncer.ts";
+import { WebhookSender } from "./webhook.ts";
+
+export interface RunningSyncer {
+  syncer: Syncer;
+  /** Process metrics included; the entry point serves them (serveSyncerMetrics). */
+  metrics: SyncerMetrics;
+}
 
 /** Starts a syncer (leader or standby) and registers its drain-then-close cleanups. */
 export async function startSyncer(
@@ -13,7 +24,7 @@ export async function startSyncer(
   logger: Logger,
   shutdown: Shutdown,
   options: { onStep?: StepHook } = {},
-): Promise<Syncer> {
+): Promise<RunningSyncer> {
   const redis = createRedis({
     url: config.redis.url,
     clusterNodes: config.redis.clusterNodes,
@@ -37,6 +48,34 @@ export async function startSyncer(
   });
   shutdown.add("postgres", () => pool.end());
 
+  const { activity: activityConfig } = config;
+  const activity = new Activity({
+    logger,
+    redis,
+    shards: config.sync.shards,
+    intervalMs: config.sync.intervalMs,
+    stream:
+      activityConfig.streamMaxLen > 0
+        ? {
+            key: activityConfig.stream ?? activityStreamKey(config.redis.keyPrefix),
+            maxLen: activityConfig.streamMaxLen,
+          }
+        : undefined,
+    webhook: activityConfig.webhookUrl
+      ? new WebhookSender({
+          url: activityConfig.webhookUrl,
+          timeoutMs: activityConfig.webhookTimeoutMs,
+          logger,
+        })
+      : undefined,
+  });
+  activity.start();
+  // Registered before the syncer, so it runs after the syncer's last cycle (cleanups run in reverse) and
+  // before Redis is closed. The webhook gets a second for the last report; a stuck one does not hold the exit.
+  shutdown.add("activity", () => activity.stop(1_000));
+
+  const metrics = new SyncerMetrics();
+  collectProcessMetrics(metrics.registry);
   const syncer = new Syncer({
     redis,
     pool,
@@ -47,9 +86,15 @@ export async function startSyncer(
     scanCount: config.sync.scanCount,
     leaseTtlMs: config.sync.leaseTtlMs,
     onStep: options.onStep ?? faultHookFromConfig(config.sync.faultInjection, logger),
+    onBatchApplied: (batch) => {
+      activity.onBatchApplied(batch);
+      metrics.onBatchApplied(batch);
+    },
   });
+  syncer.addCycleListener(activity.onCycle);
+  metrics.watch(syncer);
   syncer.start();
   shutdown.add("syncer", () => syncer.stop());
   logger.info({ intervalMs: config.sync.intervalMs, shards: config.sync.shards }, "syncer started");
-  return syncer;
+  return { syncer, metrics };
 }

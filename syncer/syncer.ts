@@ -3,7 +3,7 @@ import type pg from "pg";
 import type { Logger } from "../lib/logger.ts";
 import type { RedisClient } from "../lib/redis/client.ts";
 import { allShardKeys, leaseKey } from "../lib/redis/keys.ts";
-import { readSyncState } from "./apply.ts";
+import { type Batch, readSyncState } from "./apply.ts";
 import { type BatchOutcome, flushShardOnce, type StepHook } from "./flush-shard.ts";
 import { LeaderLease } from "./lease.ts";
 
@@ -18,10 +18,20 @@ export interface SyncerOptions {
   leaseTtlMs: number;
   /** Fault injection: called at every protocol step (tests only). */
   onStep?: StepHook;
+  /** Called with every cycle's report; more subscribers with addCycleListener. */
+  onCycle?: CycleListener;
+  /** Called right after this syncer commits a batch, with its keys and deltas (see FlushContext). */
+  onBatchApplied?: (batch: Batch) => void;
 }
 
+/**
+ * Runs at the end of every cycle, on the cycle's path: it must return at once (queue any I/O, do not await
+ * it). A listener that throws is logged and does not affect the cycle or the other listeners.
+ */
+export type CycleListener = (report: CycleReport) => void;
+
 // The SPEC's bound: Postgres is never more than 10 s behind while it is reachable.
-const STALENESS_WARNING_S = 10;
+export const STALENESS_WARNING_S = 10;
 
 export interface CycleReport {
   startedAt: Date;
@@ -48,9 +58,11 @@ export class Syncer {
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
   #lastReport: CycleReport | undefined;
+  readonly #cycleListeners: CycleListener[] = [];
 
   constructor(options: SyncerOptions) {
     this.#options = options;
+    if (options.onCycle) this.#cycleListeners.push(options.onCycle);
     this.#shardKeys = allShardKeys(options.keyPrefix, options.shards);
     this.#lease = new LeaderLease({
       redis: options.redis,
@@ -75,6 +87,15 @@ export class Syncer {
 
   get lastReport(): CycleReport | undefined {
     return this.#lastReport;
+  }
+
+  /** Subscribes to every cycle's report; returns the unsubscribe function. */
+  addCycleListener(listener: CycleListener): () => void {
+    this.#cycleListeners.push(listener);
+    return () => {
+      const index = this.#cycleListeners.indexOf(listener);
+      if (index >= 0) this.#cycleListeners.splice(index, 1);
+    };
   }
 
   start(): void {
@@ -123,6 +144,13 @@ export class Syncer {
     const report = { startedAt, durationMs: performance.now() - began, outcomes, failures };
     this.#lastReport = report;
     this.#log(report);
+    for (const listener of this.#cycleListeners) {
+      try {
+        listener(report);
+      } catch (error) {
+        this.#options.logger.error({ err: error }, "cycle listener failed");
+      }
+    }
     return report;
   }
 

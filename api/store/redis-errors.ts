@@ -6,8 +6,7 @@ import { ApiError } from "../errors.ts";
  * carry an Idempotency-Key.
  */
 export function redisFailure(error: unknown): ApiError {
-  // ioredis re-exports redis-errors' ReplyError without types, so match on its name.
-  if (error instanceof Error && error.name === "ReplyError" && error.message.includes("would overflow")) {
+  if (redisFailureKind(error) === "overflow") {
     return new ApiError(
       "counter_out_of_range",
       "the pending total for this key would leave the 64-bit range",
@@ -20,4 +19,16 @@ export function redisFailure(error: unknown): ApiError {
     headers: { "Retry-After": "1" },
     cause: error,
   });
+}
+
+export type RedisFailureKind = "overflow" | "timeout" | "unavailable";
+
+/** How a Redis command failed: the answer above, and the `kind` of tally_redis_errors_total. */
+export function redisFailureKind(error: unknown): RedisFailureKind {
+  if (!(error instanceof Error)) return "unavailable";
+  // ioredis re-exports redis-errors' ReplyError without types, so match on its name.
+  if (error.name === "ReplyError" && error.message.includes("would overflow")) return "overflow";
+  // ioredis' commandTimeout rejects with a plain Error and this message.
+  if (error.message === "Command timed out") return "timeout";
+  return "unavailable";
 }

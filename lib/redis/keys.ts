@@ -41,6 +41,11 @@ export function leaseKey(prefix: string): string {
   return `${prefix}:syncer:leader`;
 }
 
+/** The syncer's per-minute activity stream, unless STATS_STREAM names another key. */
+export function activityStreamKey(prefix: string): string {
+  return `${prefix}:activity`;
+}
+
 export function rateLimitKeyPrefix(prefix: string): string {
   return `${prefix}:ratelimit`;
 }

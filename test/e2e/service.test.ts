@@ -3,9 +3,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mintToken } from "../../lib/tokens.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
 import { TEST_SECRET } from "../support/api.ts";
+import { parseMetrics, sampleValue } from "../support/metrics.ts";
 import { type ServiceProcess, spawnService } from "../support/process.ts";
 
 // `npm start` as a user runs it: one process with migrations, an API node and a syncer.
+const WORKERS = 2;
 let service: ServiceProcess;
 let baseUrl: string;
 let database: Awaited<ReturnType<typeof freshDatabase>>;
@@ -24,9 +26,22 @@ beforeAll(async () => {
     // The whole suite runs beside this test on two cores; a 1 s Redis timeout there is a 503 and an
     // outcome this exact-total test cannot account for.
     REDIS_COMMAND_TIMEOUT_MS: "10000",
+    // Two workers whatever the core count, so the API's metrics are always summed over workers.
+    API_WORKERS: String(WORKERS),
   });
   const listening = await service.waitForLog((line) => line.msg === "api listening");
   baseUrl = String(listening.url);
+  // A worker listens before its Redis connection is ready and answers 503 until it is (by design), so the
+  // first burst of requests must wait for every worker, then for a burst of /readyz (spread over new
+  // connections, so over the workers) to pass.
+  await waitFor(
+    async () =>
+      service.logs.filter((line) => line.msg === "api listening").length >= WORKERS &&
+      (await Promise.all(Array.from({ length: 16 }, () => fetch(`${baseUrl}/readyz`)))).every(
+        (response) => response.ok,
+      ),
+    { message: "the API workers never became ready" },
+  );
   pool = new pg.Pool({ connectionString: database.url, max: 2 });
 });
 
@@ -96,6 +111,43 @@ describe("the whole service", () => {
     const text = await reading.text();
     expect(text).toContain(`"pending":0,`);
     expect(text).toContain(`"total":${expected.get(sample)},`);
+  });
+
+  it("prints where its two metrics servers are; the API's sums every worker's requests", async () => {
+    const printed = await service.waitForLog((line) => String(line.msg).startsWith("tally: metrics at "));
+    const [, apiMetrics = "", syncerMetrics = ""] =
+      /^tally: metrics at (\S+) \(api\) and (\S+) \(syncer/.exec(String(printed.msg)) ?? [];
+    const logged = service.logs.filter((line) => line.msg === "metrics listening").map((line) => line.url);
+    expect(logged.sort()).toEqual([apiMetrics, syncerMetrics].sort());
+
+    const scrapeApi = async () => parseMetrics(await (await fetch(apiMetrics)).text());
+    const accepted = { route: "/increment", method: "POST", status: "202" };
+    const before = await scrapeApi();
+    const token = await mintToken({ secret: TEST_SECRET, subject: "scraped", scopes: ["counters:write"] });
+    // Concurrent, so over several connections and so over both workers; the primary sums them all.
+    const statuses = await Promise.all(
+      Array.from({ length: 40 }, async (_, i) => {
+        const response = await fetch(`${baseUrl}/increment`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}` },
+          body: JSON.stringify({ key: `scraped-${i}`, value: 1 }),
+        });
+        await response.arrayBuffer();
+        return response.status;
+      }),
+    );
+    expect(statuses.every((status) => status === 202)).toBe(true);
+    const after = await scrapeApi();
+    const delta = (name: string, labels = {}) =>
+      (sampleValue(after, name, labels) ?? 0) - (sampleValue(before, name, labels) ?? 0);
+    expect(delta("tally_http_requests_total", accepted)).toBe(40);
+    expect(delta("tally_increments_accepted_total")).toBe(40);
+    expect(after.some((sample) => sample.name === "tally_process_resident_memory_bytes")).toBe(true);
+
+    const syncer = parseMetrics(await (await fetch(syncerMetrics)).text());
+    expect(sampleValue(syncer, "tally_syncer_leader")).toBe(1);
+    expect(sampleValue(syncer, "tally_syncer_batches_total", { outcome: "applied" })).toBeGreaterThan(0);
+    expect((await fetch(new URL("/readyz", syncerMetrics))).status).toBe(200);
   });
 
   it("on SIGTERM drains, flushes what was accepted, releases the lease and exits 0", async () => {

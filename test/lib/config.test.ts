@@ -33,6 +33,7 @@ describe("parseConfig", () => {
       },
       logLevel: "info",
       statsLogIntervalMs: 60_000,
+      metrics: { port: 9464, portSet: false },
       redis: { url: "redis://127.0.0.1:6379", keyPrefix: "tally", commandTimeoutMs: 1_000 },
       database: { url: "postgres://postgres@127.0.0.1:5432/tally", poolSize: 4 },
       auth: { mode: "hs256", secret: DEV_JWT_SECRET, isDevelopmentSecret: true },
@@ -40,6 +41,7 @@ describe("parseConfig", () => {
       maxKeyLength: 256,
       idempotencyTtlSeconds: 86_400,
       sync: { intervalMs: 5_000, shards: 1, scanCount: 1_000, leaseTtlMs: 3_000, faultInjection: undefined },
+      activity: { stream: undefined, streamMaxLen: 10_080, webhookUrl: undefined, webhookTimeoutMs: 5_000 },
     });
   });
 
@@ -65,6 +67,7 @@ describe("parseConfig", () => {
     { name: "PORT", value: "abc" },
     { name: "PORT", value: "70000" },
     { name: "PORT", value: "80.5" },
+    { name: "METRICS_PORT", value: "65536" },
     { name: "SYNC_INTERVAL_MS", value: "0" },
     { name: "SYNC_SHARDS", value: "-1" },
     { name: "JWT_SECRET", value: "too-short" },
@@ -80,6 +83,12 @@ describe("parseConfig", () => {
     const error = configError({ [name]: value });
 
     expect(error.message).toContain(`  ${name}: `);
+  });
+
+  it("tells a METRICS_PORT that was set, 0 included, from the default", () => {
+    expect(parseConfig({ METRICS_PORT: "9100" }).metrics).toEqual({ port: 9100, portSet: true });
+    expect(parseConfig({ METRICS_PORT: "0" }).metrics).toEqual({ port: 0, portSet: true });
+    expect(parseConfig({ METRICS_PORT: "" }).metrics).toEqual({ port: 9464, portSet: false });
   });
 
   it("reads REDIS_CLUSTER_NODES as a list of seed nodes", () => {

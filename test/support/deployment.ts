@@ -8,6 +8,13 @@ import { type ServiceProcess, spawnService } from "./process.ts";
 
 export interface ApiProcess extends ServiceProcess {
   url: string;
+  /** Its Prometheus endpoint, e.g. http://127.0.0.1:41234/metrics. */
+  metricsUrl: string;
+}
+
+export interface SyncerProcess extends ServiceProcess {
+  /** Its Prometheus endpoint; /healthz and /readyz are beside it. */
+  metricsUrl: string;
 }
 
 export interface DeploymentOptions {
@@ -74,6 +81,8 @@ export class Deployment {
         SYNC_LEASE_TTL_MS: "1500",
         HOST: "127.0.0.1",
         PORT: "0",
+        // Each process takes a free metrics port and logs it (see metricsUrl).
+        METRICS_PORT: "0",
         // One process per API node, so killing "the node" kills the process that serves.
         API_WORKERS: "1",
         // The suite runs many processes on two cores; a stall there must not turn into 503 timeouts that
@@ -98,16 +107,18 @@ export class Deployment {
     this.processes.push(api);
     const listening = await api.waitForLog((line) => line.msg === "api listening");
     const url = String(listening.url);
+    const metricsUrl = String((await api.waitForLog((line) => line.msg === "metrics listening")).url);
     // Listening is not ready: wait until Redis answers too.
     await waitFor(async () => (await fetch(`${url}/readyz`)).ok, { message: "api never became ready" });
-    return Object.assign(api, { url });
+    return Object.assign(api, { url, metricsUrl });
   }
 
-  async startSyncer(env: Record<string, string> = {}): Promise<ServiceProcess> {
+  async startSyncer(env: Record<string, string> = {}): Promise<SyncerProcess> {
     const syncer = spawnService("syncer/main.ts", { ...this.env, ...env });
     this.processes.push(syncer);
     await syncer.waitForLog((line) => line.msg === "syncer started");
-    return syncer;
+    const metricsUrl = String((await syncer.waitForLog((line) => line.msg === "metrics listening")).url);
+    return Object.assign(syncer, { metricsUrl });
   }
 
   /** True when Redis holds nothing that Postgres lacks: no dirty and no flushing hash in any shard. */

@@ -1,0 +1,109 @@
+import type { Context, MiddlewareHandler } from "hono";
+import { matchedRoutes } from "hono/route";
+import { Counter, Histogram, Registry } from "prom-client";
+import type { AppEnv } from "./context.ts";
+import { ApiError } from "./errors.ts";
+import type { Incrementer } from "./store/increment.ts";
+import { type RedisFailureKind, redisFailureKind } from "./store/redis-errors.ts";
+
+// An increment answers in about a millisecond; a Redis command gives up after REDIS_COMMAND_TIMEOUT_MS (1 s).
+const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+// Any other method (a scanner's PROPFIND, a random token) would be a new series per spelling.
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]);
+
+// Hono reports middleware registered with app.use() (no path) as matching "/*".
+const EVERY_PATH = "/*";
+
+const REDIS_FAILURE_KINDS: readonly RedisFailureKind[] = ["unavailable", "timeout", "overflow"];
+
+/** The API's metrics, in a registry of their own (each API node has one; the tests make many nodes). */
+export class ApiMetrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: "tally_http_requests_total",
+    help: "HTTP requests answered, by route pattern, method and status",
+    labelNames: ["route", "method", "status"] as const,
+    registers: [this.registry],
+  });
+  readonly duration = new Histogram({
+    name: "tally_http_request_duration_seconds",
+    help: "Time from the request reaching the app to its response, by route pattern and method",
+    labelNames: ["route", "method"] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly rejected = new Counter({
+    name: "tally_rejected_requests_total",
+    help: "Requests refused with a 4xx problem, by problem code",
+    labelNames: ["code"] as const,
+    registers: [this.registry],
+  });
+  readonly rateLimited = new Counter({
+    name: "tally_rate_limited_total",
+    help: "Requests refused with 429 because the client spent its quota",
+    registers: [this.registry],
+  });
+  readonly redisErrors = new Counter({
+    name: "tally_redis_errors_total",
+    help: "Requests failed by Redis: unavailable (down, not connected), timeout (no answer within REDIS_COMMAND_TIMEOUT_MS), overflow (the pending total would leave 64 bits)",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+  readonly incrementsAccepted = new Counter({
+    name: "tally_increments_accepted_total",
+    help: "Increments Redis applied (a replayed Idempotency-Key is not counted again)",
+    registers: [this.registry],
+  });
+
+  constructor() {
+    // Present at 0 from the start, so an alert on their rate sees the first error.
+    for (const kind of REDIS_FAILURE_KINDS) this.redisErrors.inc({ kind }, 0);
+  }
+}
+
+/**
+ * Counts and times every request, labelled with the route pattern rather than the path: a path holds the
+ * counter key, and a series per key would be unbounded. Must be the app's first middleware, so the time
+ * includes everything else and every answer (errors and 404s too) is counted.
+ */
+export function httpMetrics(metrics: ApiMetrics): MiddlewareHandler<AppEnv> {
+  return async function recordHttpMetrics(c, next) {
+    const began = performance.now();
+    await next();
+    const route = routePattern(c);
+    const method = METHODS.has(c.req.method) ? c.req.method : "other";
+    const status = c.res.status;
+    metrics.duration.observe({ route, method }, (performance.now() - began) / 1000);
+    metrics.requests.inc({ route, method, status: String(status) });
+
+    const problem = c.get("problem");
+    if (problem === undefined) return;
+    if (status < 500) metrics.rejected.inc({ code: problem });
+    if (problem === "rate_limited") metrics.rateLimited.inc();
+    if (problem === "redis_unavailable" || problem === "counter_out_of_range") {
+      const cause = c.error instanceof ApiError ? c.error.cause : c.error;
+      metrics.redisErrors.inc({ kind: redisFailureKind(cause) });
+    }
+  };
+}
+
+/**
+ * The endpoint's pattern, the same for every answer it gives: the first route registered for it that
+ * matched (app.ts registers each endpoint's auth first, under the pattern its 405 handler uses too), not
+ * the route that answered, which for one endpoint differs between a 401 and a 200. "unmatched" when only
+ * app-wide middleware matched: a 404.
+ */
+function routePattern(c: Context<AppEnv>): string {
+  for (const route of matchedRoutes(c)) if (route.path !== EVERY_PATH) return route.path;
+  return "unmatched";
+}
+
+/** Counts the increments the store applied, as they are applied. */
+export function countIncrements(increment: Incrementer, metrics: ApiMetrics): Incrementer {
+  return async function countedIncrement(...args) {
+    const outcome = await increment(...args);
+    if (outcome === "applied") metrics.incrementsAccepted.inc();
+    return outcome;
+  };
+}

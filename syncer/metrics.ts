@@ -1,0 +1,138 @@
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Logger } from "../lib/logger.ts";
+import {
+  type Readiness,
+  type RunningMetricsServer,
+  scrapeRegistry,
+  startMetricsServer,
+} from "../lib/metrics.ts";
+import type { Shutdown } from "../lib/shutdown.ts";
+import type { Batch } from "./apply.ts";
+import { type CycleReport, STALENESS_WARNING_S, type Syncer } from "./syncer.ts";
+
+// A cycle over an idle shard is a few milliseconds; 1M keys take about ten seconds (README, Performance).
+const CYCLE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const BATCH_KEY_BUCKETS = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
+
+/**
+ * The syncer's metrics, fed by the Syncer's hooks (a cycle listener and onBatchApplied) and read from it at
+ * scrape time, so the Syncer itself knows nothing of Prometheus. One registry per syncer.
+ */
+export class SyncerMetrics {
+  readonly registry = new Registry();
+  readonly #cycleDuration = new Histogram({
+    name: "tally_syncer_cycle_duration_seconds",
+    help: "Duration of a sync cycle over every shard",
+    buckets: CYCLE_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly #cycles = new Counter({
+    name: "tally_syncer_cycles_total",
+    help: "Sync cycles run; failed: at least one shard failed (its batch stays in Redis for the next cycle)",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+  readonly #batches = new Counter({
+    name: "tally_syncer_batches_total",
+    help: "Batches this syncer took through the protocol: applied (committed by it), already_applied (the ledger had it: only cleaned up), superseded (another syncer finished it meanwhile)",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly #batchKeys = new Histogram({
+    name: "tally_syncer_batch_keys",
+    help: "Keys in each batch this syncer applied",
+    buckets: BATCH_KEY_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly #deltaMagnitude = new Counter({
+    name: "tally_syncer_batch_delta_abs_total",
+    help: "Sum of |delta| over the keys of every batch this syncer applied (quarantined deltas included)",
+    registers: [this.registry],
+  });
+  readonly #quarantined = new Counter({
+    name: "tally_syncer_quarantined_deltas_total",
+    help: "Deltas set aside in quarantined_deltas because the total would leave bigint",
+    registers: [this.registry],
+  });
+  constructor() {
+    // Present at 0 from the start, so a rate over them sees the first failure or takeover.
+    for (const result of ["ok", "failed"]) this.#cycles.inc({ result }, 0);
+    for (const outcome of ["applied", "already_applied", "superseded"]) this.#batches.inc({ outcome }, 0);
+  }
+
+  /** For the Syncer's `onBatchApplied`: called on the cycle's path, so it only adds numbers up. */
+  readonly onBatchApplied = (batch: Batch): void => {
+    let magnitude = 0;
+    // Number, not BigInt: a float sum is what the metric holds anyway, and this runs per key.
+    for (const delta of batch.deltas) magnitude += Math.abs(Number(delta));
+    this.#deltaMagnitude.inc(magnitude);
+  };
+
+  /** Subscribes to `syncer`'s cycles and reads its leadership and staleness at every scrape. Once. */
+  watch(syncer: Syncer): void {
+    syncer.addCycleListener((report) => this.#record(report));
+    new Gauge({
+      name: "tally_syncer_staleness_seconds",
+      help: "While this syncer leads: now minus the time up to which Postgres holds every accepted increment (SPEC bound: 10). 0 on a standby",
+      registers: [this.registry],
+      collect() {
+        this.set(leaderStalenessSeconds(syncer));
+      },
+    });
+    new Gauge({
+      name: "tally_syncer_leader",
+      help: "1 while this syncer holds the leader lease, else 0",
+      registers: [this.registry],
+      collect() {
+        this.set(syncer.isLeader ? 1 : 0);
+      },
+    });
+  }
+
+  #record(report: CycleReport): void {
+    this.#cycleDuration.observe(report.durationMs / 1000);
+    this.#cycles.inc({ result: report.failures.length > 0 ? "failed" : "ok" });
+    for (const outcome of report.outcomes) {
+      if (outcome.kind === "superseded") this.#batches.inc({ outcome: "superseded" });
+      if (outcome.kind !== "batch") continue;
+      if (!outcome.applied) {
+        this.#batches.inc({ outcome: "already_applied" });
+        continue;
+      }
+      this.#batches.inc({ outcome: "applied" });
+      this.#batchKeys.observe(outcome.keys);
+      this.#quarantined.inc(outcome.quarantined.length);
+    }
+  }
+}
+
+/**
+ * A standby syncs nothing, so its own view of staleness (counted from its start) means nothing: it reports
+ * 0 and stays ready. Staleness is the leader's to report; no leader at all shows as sum(tally_syncer_leader)
+ * == 0.
+ */
+function leaderStalenessSeconds(syncer: Syncer): number {
+  return syncer.isLeader ? syncer.stalenessMs() / 1000 : 0;
+}
+
+/** Not ready while the leader's Postgres is further behind than the SPEC allows. */
+export function syncerReadiness(syncer: Syncer): Readiness {
+  const stalenessSeconds = leaderStalenessSeconds(syncer);
+  return {
+    ready: stalenessSeconds <= STALENESS_WARNING_S,
+    detail: { leader: syncer.isLeader, stalenessSeconds },
+  };
+}
+
+/** The syncer's metrics port: /metrics, and /healthz and /readyz for an orchestrator or an alert. */
+export function serveSyncerMetrics(
+  syncer: Syncer,
+  metrics: SyncerMetrics,
+  options: { host: string; port: number; logger: Logger; shutdown: Shutdown },
+): Promise<RunningMetricsServer> {
+  return startMetricsServer({
+    ...options,
+    scrape: scrapeRegistry(metrics.registry),
+    readiness: () => syncerReadiness(syncer),
+  });
+}

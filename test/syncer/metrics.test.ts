@@ -1,0 +1,157 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from "vitest";
+import type { SyncStep } from "../../syncer/flush-shard.ts";
+import { SyncerMetrics, syncerReadiness } from "../../syncer/metrics.ts";
+import { Syncer } from "../../syncer/syncer.ts";
+import { waitFor } from "../harness/fixtures.ts";
+import { family, parseMetrics, type Sample, sampleValue } from "../support/metrics.ts";
+import { addDeltas, openSyncerEnv, resetTables, type SyncerEnv, silentLogger } from "../support/syncer.ts";
+
+// The syncer's Prometheus metrics, fed by its cycle reports and read at scrape time, against the shared
+// Redis and this file's own database.
+
+const INT64_MAX = 2n ** 63n - 1n;
+
+let env: SyncerEnv;
+beforeAll(async () => {
+  env = await openSyncerEnv();
+});
+afterAll(async () => {
+  await env?.close();
+});
+beforeEach(async () => {
+  await resetTables(env.pool);
+});
+
+/** A syncer with its own clients, as a process has, and its metrics wired the way startSyncer does. */
+async function syncerWithMetrics(
+  prefix: string,
+  options: { crashAt?: SyncStep; leaseTtlMs?: number } = {},
+): Promise<{ syncer: Syncer; metrics: SyncerMetrics; scrape(): Promise<Sample[]> }> {
+  const redis = await env.openRedis();
+  const metrics = new SyncerMetrics();
+  const syncer = new Syncer({
+    redis,
+    pool: env.openPool(),
+    logger: silentLogger,
+    keyPrefix: prefix,
+    shards: 1,
+    // Cycles run when a test says so, or once when a syncer becomes the leader.
+    intervalMs: 60_000,
+    scanCount: 1_000,
+    leaseTtlMs: options.leaseTtlMs ?? 1_000,
+    onStep: (step) => {
+      if (step === options.crashAt) throw new Error(`injected crash at ${step}`);
+    },
+    onBatchApplied: metrics.onBatchApplied,
+  });
+  metrics.watch(syncer);
+  return { syncer, metrics, scrape: async () => parseMetrics(await metrics.registry.metrics()) };
+}
+
+describe("syncer metrics", () => {
+  it("count cycles, batches, their keys and deltas, and quarantined deltas", async () => {
+    const prefix = env.newPrefix();
+    const { syncer, scrape } = await syncerWithMetrics(prefix);
+    await env.pool.query("INSERT INTO counters (key, value, updated_at) VALUES ($1, $2, now())", [
+      "near-max",
+      (INT64_MAX - 5n).toString(),
+    ]);
+    await addDeltas(env.redis, prefix, [
+      ["a", 5],
+      ["b", -3],
+      // Cancels out: not in the batch.
+      ["c", 0],
+      // Would leave bigint: set aside, still counted in the batch's deltas.
+      ["near-max", 10],
+    ]);
+
+    expect((await syncer.runCycle()).failures).toEqual([]);
+    // Nothing pending: a cycle, but no batch.
+    expect((await syncer.runCycle()).failures).toEqual([]);
+
+    const samples = await scrape();
+    expect(family(samples, "tally_syncer_cycles_total")).toEqual([
+      { labels: { result: "ok" }, value: 2 },
+      { labels: { result: "failed" }, value: 0 },
+    ]);
+    expect(family(samples, "tally_syncer_batches_total")).toEqual([
+      { labels: { outcome: "applied" }, value: 1 },
+      { labels: { outcome: "already_applied" }, value: 0 },
+      { labels: { outcome: "superseded" }, value: 0 },
+    ]);
+    expect(sampleValue(samples, "tally_syncer_batch_keys_count")).toBe(1);
+    expect(sampleValue(samples, "tally_syncer_batch_keys_sum")).toBe(3);
+    expect(sampleValue(samples, "tally_syncer_batch_keys_bucket", { le: "1" })).toBe(0);
+    expect(sampleValue(samples, "tally_syncer_batch_keys_bucket", { le: "10" })).toBe(1);
+    expect(sampleValue(samples, "tally_syncer_batch_delta_abs_total")).toBe(5 + 3 + 10);
+    expect(sampleValue(samples, "tally_syncer_quarantined_deltas_total")).toBe(1);
+    expect(sampleValue(samples, "tally_syncer_cycle_duration_seconds_count")).toBe(2);
+    const seconds = sampleValue(samples, "tally_syncer_cycle_duration_seconds_sum") ?? 0;
+    expect(seconds).toBeGreaterThan(0);
+    expect(seconds).toBeLessThan(10);
+  });
+
+  it("count a failed cycle, and a batch the ledger already had as already_applied", async () => {
+    const prefix = env.newPrefix();
+    await addDeltas(env.redis, prefix, [["a", 1]]);
+    const crashed = await syncerWithMetrics(prefix, { crashAt: "after-commit" });
+    expect((await crashed.syncer.runCycle()).failures).toHaveLength(1);
+    const crashedSamples = await crashed.scrape();
+    expect(sampleValue(crashedSamples, "tally_syncer_cycles_total", { result: "failed" })).toBe(1);
+
+    const successor = await syncerWithMetrics(prefix);
+    expect((await successor.syncer.runCycle()).failures).toEqual([]);
+    const samples = await successor.scrape();
+    expect(family(samples, "tally_syncer_batches_total")).toEqual([
+      { labels: { outcome: "applied" }, value: 0 },
+      { labels: { outcome: "already_applied" }, value: 1 },
+      { labels: { outcome: "superseded" }, value: 0 },
+    ]);
+    expect(sampleValue(samples, "tally_syncer_batch_delta_abs_total")).toBe(0);
+    expect(sampleValue(samples, "tally_syncer_cycles_total", { result: "ok" })).toBe(1);
+  });
+
+  it("export leadership and, while leading, a staleness computed at scrape time; standbys are ready", async () => {
+    const prefix = env.newPrefix();
+    const first = await syncerWithMetrics(prefix);
+    const second = await syncerWithMetrics(prefix);
+    onTestFinished(async () => {
+      await first.syncer.stop();
+      await second.syncer.stop();
+    });
+    const leader = async (s: { scrape(): Promise<Sample[]> }) =>
+      sampleValue(await s.scrape(), "tally_syncer_leader");
+    const staleness = async (s: { scrape(): Promise<Sample[]> }) =>
+      sampleValue(await s.scrape(), "tally_syncer_staleness_seconds") ?? Number.NaN;
+
+    expect(await leader(first)).toBe(0);
+    first.syncer.start();
+    await waitFor(async () => (await leader(first)) === 1, { message: "the first syncer never led" });
+    // A new leader syncs at once; Postgres is then up to date as of that cycle.
+    await waitFor(async () => first.syncer.lastReport, { message: "the leader never ran its first cycle" });
+    second.syncer.start();
+    await sleep(300);
+    expect(await leader(second)).toBe(0);
+
+    // No cycle in between (the interval is a minute): the staleness grows with the clock, read per scrape.
+    const before = await staleness(first);
+    await sleep(300);
+    const after = await staleness(first);
+    expect(before).toBeLessThan(5);
+    expect(after - before).toBeGreaterThanOrEqual(0.25);
+    expect(syncerReadiness(first.syncer)).toMatchObject({ ready: true, detail: { leader: true } });
+    // A standby reports no staleness of its own, and is ready.
+    expect(await staleness(second)).toBe(0);
+    expect(syncerReadiness(second.syncer)).toEqual({
+      ready: true,
+      detail: { leader: false, stalenessSeconds: 0 },
+    });
+
+    // The leader steps down (releasing the lease): the standby takes over, and the gauges follow.
+    await first.syncer.stop();
+    expect(await leader(first)).toBe(0);
+    expect(await staleness(first)).toBe(0);
+    await waitFor(async () => (await leader(second)) === 1, { message: "the standby never took over" });
+  });
+});
