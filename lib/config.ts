@@ -96,6 +96,7 @@ const EnvSchema = v.object({
   SYNC_SCAN_COUNT: integer(1_000, 10, 100_000),
   SYNC_LEASE_TTL_MS: integer(3_000, 100, 600_000),
   SYNC_FAULT_INJECTION: optionalText,
+  SYNC_LEDGER_RETENTION_DAYS: integer(30, 1, 3_650),
 
   // Per-minute activity (syncer/activity.ts). The stream defaults to `<REDIS_KEY_PREFIX>:activity`.
   STATS_STREAM: v.optional(v.pipe(v.string(), v.regex(/^\S{1,256}$/, "must be 1-256 non-space characters"))),
@@ -160,6 +161,8 @@ export interface Config {
     leaseTtlMs: number;
     /** Test-only: make the syncer crash or stall at a protocol step (syncer/faults.ts). */
     faultInjection: string | undefined;
+    /** Ledger rows older than this are pruned, and a batch older than this is refused (see syncer.ts). */
+    ledgerRetentionDays: number;
   };
   /** The syncer's per-minute activity report (syncer/activity.ts). */
   activity: {
@@ -235,6 +238,7 @@ export function parseConfig(source: Record<string, string | undefined> = process
       scanCount: env.SYNC_SCAN_COUNT,
       leaseTtlMs: env.SYNC_LEASE_TTL_MS,
       faultInjection: env.SYNC_FAULT_INJECTION,
+      ledgerRetentionDays: env.SYNC_LEDGER_RETENTION_DAYS,
     },
     activity: {
       stream: env.STATS_STREAM,

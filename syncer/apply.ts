@@ -165,3 +165,12 @@ export async function readSyncState(pool: pg.Pool): Promise<Map<number, ShardSyn
     rows.map((row) => [row.shard, { lastSeq: row.last_seq, syncedThrough: row.synced_through }]),
   );
 }
+
+/** Deletes ledger rows committed more than `olderThanMs` ago; returns how many. */
+export async function pruneLedger(pool: pg.Pool, olderThanMs: number): Promise<number> {
+  const { rowCount } = await pool.query(
+    "DELETE FROM sync_batches WHERE committed_at < now() - $1 * interval '1 millisecond'",
+    [olderThanMs],
+  );
+  return rowCount ?? 0;
+}

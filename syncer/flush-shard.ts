@@ -17,6 +17,12 @@ export interface FlushContext {
   minSeq: Map<number, bigint>;
   onStep?: StepHook;
   /**
+   * A batch swapped longer ago than this is refused: its ledger row, if it was ever committed, may have been
+   * pruned, so applying it could count it twice. It stays in Redis, failing its shard loudly every cycle,
+   * for an operator to look at. Undefined: no limit.
+   */
+  maxBatchAgeMs?: number;
+  /**
    * Called right after this syncer committed a batch, with the batch itself (keys and deltas by reference:
    * a listener must not mutate them, nor throw, nor block). Not called for a batch the ledger already had.
    */
@@ -70,6 +76,12 @@ export async function flushShardOnce(ctx: FlushContext, keys: ShardKeys): Promis
   const [batchId, seqText, swappedAtMs, resumed] = swapped;
   const seq = BigInt(seqText);
   const swappedAt = new Date(Number(swappedAtMs));
+  if (ctx.maxBatchAgeMs !== undefined && observedAt.getTime() - swappedAt.getTime() > ctx.maxBatchAgeMs) {
+    throw new Error(
+      `batch ${batchId} was swapped at ${swappedAt.toISOString()}, longer ago than the ledger retention: ` +
+        "refusing to apply it (it may already be counted); it stays in Redis for an operator",
+    );
+  }
   await ctx.onStep?.("after-swap", shard);
 
   const entries = await readFlushingHash(ctx, keys);

@@ -85,6 +85,7 @@ export async function startSyncer(
     intervalMs: config.sync.intervalMs,
     scanCount: config.sync.scanCount,
     leaseTtlMs: config.sync.leaseTtlMs,
+    ledgerRetentionMs: config.sync.ledgerRetentionDays * 86_400_000,
     onStep: options.onStep ?? faultHookFromConfig(config.sync.faultInjection, logger),
     onBatchApplied: (batch) => {
       activity.onBatchApplied(batch);

@@ -3,7 +3,7 @@ import type pg from "pg";
 import type { Logger } from "../lib/logger.ts";
 import type { RedisClient } from "../lib/redis/client.ts";
 import { allShardKeys, leaseKey } from "../lib/redis/keys.ts";
-import { type Batch, readSyncState } from "./apply.ts";
+import { type Batch, pruneLedger, readSyncState } from "./apply.ts";
 import { type BatchOutcome, flushShardOnce, type StepHook } from "./flush-shard.ts";
 import { LeaderLease } from "./lease.ts";
 
@@ -22,7 +22,14 @@ export interface SyncerOptions {
   onCycle?: CycleListener;
   /** Called right after this syncer commits a batch, with its keys and deltas (see FlushContext). */
   onBatchApplied?: (batch: Batch) => void;
+  /**
+   * Ledger rows older than this are pruned (hourly, after a cycle in which every shard synced) and batches
+   * older than this are refused. Undefined: the ledger is kept forever.
+   */
+  ledgerRetentionMs?: number;
 }
+
+const PRUNE_EVERY_MS = 3_600_000;
 
 /**
  * Runs at the end of every cycle, on the cycle's path: it must return at once (queue any I/O, do not await
@@ -54,6 +61,7 @@ export class Syncer {
   /** Per shard, epoch ms up to which Postgres holds every accepted increment, as far as we know. */
   readonly #syncedThrough = new Map<number, number>();
   #syncStateLoaded = false;
+  #lastPruneAt = Number.NEGATIVE_INFINITY;
   readonly #startedAt = Date.now();
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
@@ -123,7 +131,7 @@ export class Syncer {
     const outcomes: BatchOutcome[] = [];
     const failures: CycleReport["failures"] = [];
     if (!this.#syncStateLoaded) await this.#loadSyncState();
-    const ctx = { ...this.#options, minSeq: this.#minSeq };
+    const ctx = { ...this.#options, minSeq: this.#minSeq, maxBatchAgeMs: this.#options.ledgerRetentionMs };
     for (const keys of this.#shardKeys) {
       try {
         let outcome = await flushShardOnce(ctx, keys);
@@ -141,6 +149,9 @@ export class Syncer {
       if (outcome.kind === "idle") this.#advance(outcome.shard, outcome.observedAt);
       if (outcome.kind === "batch") this.#advance(outcome.shard, outcome.swappedAt);
     }
+    // After a cycle in which every shard synced, no unfinished batch older than this cycle exists, so no
+    // ledger row older than the retention can still be needed to refuse a batch.
+    if (failures.length === 0) await this.#pruneLedgerHourly();
     const report = { startedAt, durationMs: performance.now() - began, outcomes, failures };
     this.#lastReport = report;
     this.#log(report);
@@ -162,6 +173,18 @@ export class Syncer {
   stalenessMs(now = Date.now()): number {
     const known = this.#shardKeys.map((keys) => this.#syncedThrough.get(keys.shard) ?? this.#startedAt);
     return Math.max(0, now - Math.min(...known));
+  }
+
+  async #pruneLedgerHourly(): Promise<void> {
+    const retention = this.#options.ledgerRetentionMs;
+    if (retention === undefined || performance.now() - this.#lastPruneAt < PRUNE_EVERY_MS) return;
+    this.#lastPruneAt = performance.now();
+    try {
+      const pruned = await pruneLedger(this.#options.pool, retention);
+      if (pruned > 0) this.#options.logger.info({ pruned }, "pruned old ledger rows");
+    } catch (error) {
+      this.#options.logger.warn({ err: error }, "could not prune the ledger; will try again in an hour");
+    }
   }
 
   #advance(shard: number, through: Date): void {

@@ -40,7 +40,14 @@ describe("parseConfig", () => {
       rateLimit: { points: 1_000, durationSeconds: 1 },
       maxKeyLength: 256,
       idempotencyTtlSeconds: 86_400,
-      sync: { intervalMs: 5_000, shards: 1, scanCount: 1_000, leaseTtlMs: 3_000, faultInjection: undefined },
+      sync: {
+        intervalMs: 5_000,
+        shards: 1,
+        scanCount: 1_000,
+        leaseTtlMs: 3_000,
+        faultInjection: undefined,
+        ledgerRetentionDays: 30,
+      },
       activity: { stream: undefined, streamMaxLen: 10_080, webhookUrl: undefined, webhookTimeoutMs: 5_000 },
     });
   });

@@ -32,6 +32,7 @@ export interface TestSyncerOptions {
   leaseTtlMs?: number;
   scanCount?: number;
   onStep?: StepHook;
+  ledgerRetentionMs?: number;
 }
 
 export function createSyncer(options: TestSyncerOptions): Syncer {
@@ -45,6 +46,7 @@ export function createSyncer(options: TestSyncerOptions): Syncer {
     leaseTtlMs: options.leaseTtlMs ?? 1_000,
     scanCount: options.scanCount ?? 1_000,
     onStep: options.onStep,
+    ledgerRetentionMs: options.ledgerRetentionMs,
   });
 }
 
