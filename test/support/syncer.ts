@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { afterAll, beforeAll, beforeEach } from "vitest";
 import { createPool } from "../../lib/postgres/pool.ts";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys, leaseKey, shardKeys } from "../../lib/redis/keys.ts";
@@ -207,4 +208,44 @@ export async function openSyncerEnv(
     },
   };
   return env;
+}
+
+/**
+ * One SyncerEnv for the calling test file on the shared servers, opened before its tests, closed after
+ * them, with the tables emptied before each test. The returned object reads through to that env, so it can
+ * be a module-level const.
+ */
+export function useSyncerEnv(): SyncerEnv {
+  let current: SyncerEnv | undefined;
+  const env = () => {
+    if (current === undefined) throw new Error("useSyncerEnv: the env exists only inside the file's tests");
+    return current;
+  };
+  beforeAll(async () => {
+    current = await openSyncerEnv();
+  });
+  afterAll(async () => {
+    await current?.close();
+  });
+  beforeEach(async () => {
+    await resetTables(env().pool);
+  });
+  return {
+    get redisUrl() {
+      return env().redisUrl;
+    },
+    get databaseUrl() {
+      return env().databaseUrl;
+    },
+    get redis() {
+      return env().redis;
+    },
+    get pool() {
+      return env().pool;
+    },
+    openRedis: () => env().openRedis(),
+    openPool: () => env().openPool(),
+    newPrefix: () => env().newPrefix(),
+    close: () => env().close(),
+  };
 }

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../harness/fixtures.ts";
 import {
   type ActivitySyncer,
@@ -7,28 +7,22 @@ import {
   startActivitySyncer,
   startReceiver,
 } from "../support/activity.ts";
-import { addDeltas, openSyncerEnv, readCounters, resetTables, type SyncerEnv } from "../support/syncer.ts";
+import { addDeltas, readCounters, useSyncerEnv } from "../support/syncer.ts";
 
 // A webhook receiver that fails or never answers must cost the sync nothing: cycles stay on schedule, data
 // reaches Postgres as fast as ever, the failure is logged, and nothing rejects unhandled.
 
-let env: SyncerEnv;
+const env = useSyncerEnv();
 const cleanups: (() => Promise<void>)[] = [];
 const unhandled: unknown[] = [];
 const onUnhandled = (reason: unknown) => unhandled.push(reason);
 
-beforeAll(async () => {
-  env = await openSyncerEnv();
+beforeAll(() => {
   process.on("unhandledRejection", onUnhandled);
 });
 
-afterAll(async () => {
+afterAll(() => {
   process.off("unhandledRejection", onUnhandled);
-  await env?.close();
-});
-
-beforeEach(async () => {
-  await resetTables(env.pool);
 });
 
 afterEach(async () => {

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { activityStreamKey } from "../../lib/redis/keys.ts";
 import { Activity } from "../../syncer/activity.ts";
 import { Syncer } from "../../syncer/syncer.ts";
@@ -16,11 +16,9 @@ import {
   addDeltas,
   expectDelta,
   nonZero,
-  openSyncerEnv,
   readCounters,
   readLedger,
-  resetTables,
-  type SyncerEnv,
+  useSyncerEnv,
 } from "../support/syncer.ts";
 
 // Real syncer cycles on the shared Redis and this file's database, with the activity report wired in as
@@ -29,20 +27,8 @@ import {
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const STREAM_FIELDS = ["minute", "unique_keys", "delta_total", "batches", "partial", "emitted_at", "syncer"];
 
-let env: SyncerEnv;
+const env = useSyncerEnv();
 const cleanups: (() => Promise<void>)[] = [];
-
-beforeAll(async () => {
-  env = await openSyncerEnv();
-});
-
-afterAll(async () => {
-  await env?.close();
-});
-
-beforeEach(async () => {
-  await resetTables(env.pool);
-});
 
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import type { RedisClient } from "../../lib/redis/client.ts";
 import type { BatchOutcome, StepHook } from "../../syncer/flush-shard.ts";
 import type { CycleReport, Syncer } from "../../syncer/syncer.ts";
@@ -9,12 +9,10 @@ import {
   drain,
   expectDelta,
   nonZero,
-  openSyncerEnv,
   randomInt,
   readCounters,
   readLedger,
-  resetTables,
-  type SyncerEnv,
+  useSyncerEnv,
 } from "../support/syncer.ts";
 
 // The spec's hardest promise: correctness must not depend on the lease. Several syncers flush the same
@@ -27,19 +25,7 @@ const MAX_WRITE_ROUNDS = 5_000;
 const WRITES_PER_ROUND = 60;
 const SCAN_COUNT = 40;
 
-let env: SyncerEnv;
-
-beforeAll(async () => {
-  env = await openSyncerEnv();
-});
-
-afterAll(async () => {
-  await env?.close();
-});
-
-beforeEach(async () => {
-  await resetTables(env.pool);
-});
+const env = useSyncerEnv();
 
 /**
  * Increments random keys in random shards, the way API nodes do, and counts a delta as expected only once

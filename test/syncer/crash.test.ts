@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { shardKeys } from "../../lib/redis/keys.ts";
 import type { SyncStep } from "../../syncer/flush-shard.ts";
 import type { Syncer } from "../../syncer/syncer.ts";
@@ -9,11 +9,9 @@ import {
   createSyncer,
   expectDelta,
   isDrained,
-  openSyncerEnv,
   readCounters,
   readLedger,
-  resetTables,
-  type SyncerEnv,
+  useSyncerEnv,
 } from "../support/syncer.ts";
 
 // A syncer process can die at any step of the protocol. Each "crash" here is a syncer whose onStep hook
@@ -23,19 +21,7 @@ import {
 const KEYS = 300;
 const SCAN_COUNT = 50;
 
-let env: SyncerEnv;
-
-beforeAll(async () => {
-  env = await openSyncerEnv();
-});
-
-afterAll(async () => {
-  await env?.close();
-});
-
-beforeEach(async () => {
-  await resetTables(env.pool);
-});
+const env = useSyncerEnv();
 
 class Crash extends Error {
   constructor(readonly step: SyncStep) {

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { shardKeys } from "../../lib/redis/keys.ts";
 import { type FlushContext, flushShardOnce } from "../../syncer/flush-shard.ts";
 import {
@@ -7,11 +7,9 @@ import {
   expectDelta,
   isDrained,
   nonZero,
-  openSyncerEnv,
   readCounters,
   readLedger,
-  resetTables,
-  type SyncerEnv,
+  useSyncerEnv,
 } from "../support/syncer.ts";
 
 // One batch at a time through the protocol, on the shared Redis and this file's own database.
@@ -20,19 +18,7 @@ const INT64_MAX = 2n ** 63n - 1n;
 const INT64_MIN = -(2n ** 63n);
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
-let env: SyncerEnv;
-
-beforeAll(async () => {
-  env = await openSyncerEnv();
-});
-
-afterAll(async () => {
-  await env?.close();
-});
-
-beforeEach(async () => {
-  await resetTables(env.pool);
-});
+const env = useSyncerEnv();
 
 function flushContext(overrides: Partial<FlushContext> = {}): FlushContext {
   return { redis: env.redis, pool: env.pool, scanCount: 1_000, minSeq: new Map(), ...overrides };

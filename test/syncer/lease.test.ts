@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import type { RedisClient } from "../../lib/redis/client.ts";
 import { LeaderLease } from "../../syncer/lease.ts";
 import type { Syncer } from "../../syncer/syncer.ts";
@@ -8,29 +8,15 @@ import {
   createSyncer,
   isDrained,
   leaseKey,
-  openSyncerEnv,
   readCounters,
-  resetTables,
-  type SyncerEnv,
+  useSyncerEnv,
 } from "../support/syncer.ts";
 
 // The lease only keeps standbys idle (correctness never depends on it, see concurrency.test.ts), but a
 // standby must take over after the leader's death, at once after its graceful stop, and never alongside
 // a healthy leader.
 
-let env: SyncerEnv;
-
-beforeAll(async () => {
-  env = await openSyncerEnv();
-});
-
-afterAll(async () => {
-  await env?.close();
-});
-
-beforeEach(async () => {
-  await resetTables(env.pool);
-});
+const env = useSyncerEnv();
 
 /** Two leases on one key, each with its own connection, as two syncer processes would have. */
 async function contenders(ttlMs: number): Promise<{ key: string; a: LeaderLease; b: LeaderLease }> {

@@ -1,24 +1,12 @@
 import { randomUUID } from "node:crypto";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { shardKeys } from "../../lib/redis/keys.ts";
-import {
-  addDeltas,
-  createSyncer,
-  openSyncerEnv,
-  readCounters,
-  resetTables,
-  type SyncerEnv,
-} from "../support/syncer.ts";
+import { addDeltas, createSyncer, readCounters, useSyncerEnv } from "../support/syncer.ts";
 
 // The batch ledger is pruned, and a batch too old for the ledger to vouch for is refused, not applied.
 
 const DAY_MS = 86_400_000;
-let env: SyncerEnv;
-beforeAll(async () => {
-  env = await openSyncerEnv();
-});
-afterAll(() => env?.close());
-beforeEach(() => resetTables(env.pool));
+const env = useSyncerEnv();
 
 async function ledgerRow(committedDaysAgo: number): Promise<string> {
   const id = randomUUID();

@@ -1,27 +1,18 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import type { SyncStep } from "../../syncer/flush-shard.ts";
 import { SyncerMetrics, syncerReadiness } from "../../syncer/metrics.ts";
 import { Syncer } from "../../syncer/syncer.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { family, parseMetrics, type Sample, sampleValue } from "../support/metrics.ts";
-import { addDeltas, openSyncerEnv, resetTables, type SyncerEnv, silentLogger } from "../support/syncer.ts";
+import { addDeltas, silentLogger, useSyncerEnv } from "../support/syncer.ts";
 
 // The syncer's Prometheus metrics, fed by its cycle reports and read at scrape time, against the shared
 // Redis and this file's own database.
 
 const INT64_MAX = 2n ** 63n - 1n;
 
-let env: SyncerEnv;
-beforeAll(async () => {
-  env = await openSyncerEnv();
-});
-afterAll(async () => {
-  await env?.close();
-});
-beforeEach(async () => {
-  await resetTables(env.pool);
-});
+const env = useSyncerEnv();
 
 /** A syncer with its own clients, as a process has, and its metrics wired the way startSyncer does. */
 async function syncerWithMetrics(
