@@ -76,17 +76,17 @@ export function newApp(deps: AppDependencies) {
   app.route("/", countersRoute({ readCounter: deps.readCounter, maxKeyLength: deps.maxKeyLength }));
 
   // A known path with the wrong method is a 405 that names the allowed one, not a 404.
-  app.all("/increment", (c) => {
-    throw new ApiError("method_not_allowed", `${c.req.method} is not allowed here`, {
-      headers: { Allow: "POST" },
-    });
-  });
-  app.all("/counters/*", (c) => {
-    throw new ApiError("method_not_allowed", `${c.req.method} is not allowed here`, {
-      headers: { Allow: "GET" },
-    });
-  });
+  app.all("/increment", methodNotAllowed("POST"));
+  app.all("/counters/*", methodNotAllowed("GET"));
   return app;
+}
+
+function methodNotAllowed(allow: string): MiddlewareHandler<AppEnv> {
+  return async function wrongMethod(c) {
+    throw new ApiError("method_not_allowed", `${c.req.method} is not allowed here`, {
+      headers: { Allow: allow },
+    });
+  };
 }
 
 /** `logger` is the request's (c.var.logger): its lines carry the request id. */

@@ -1,14 +1,7 @@
-import { startApi } from "../api/server.ts";
-import { forkApiWorkers, isApiWorker, listenForPrimaryShutdown } from "../api/workers.ts";
+import { startApiNode, startApiWorker } from "../api/node.ts";
+import { isApiWorker } from "../api/workers.ts";
 import { loadConfigOrExit } from "../lib/config.ts";
 import { createLogger } from "../lib/logger.ts";
-import {
-  reportToClusterPrimary,
-  type Scrape,
-  scrapeClusterWorkers,
-  scrapeRegistry,
-  startMetricsServer,
-} from "../lib/metrics.ts";
 import { migrate } from "../lib/postgres/migrate.ts";
 import { createPool, ensureDatabase } from "../lib/postgres/pool.ts";
 import { logProcessStats } from "../lib/process-stats.ts";
@@ -27,9 +20,7 @@ shutdown.listen();
 
 if (isApiWorker()) {
   shutdown.add("process stats", logProcessStats(apiLogger, config.statsLogIntervalMs));
-  listenForPrimaryShutdown(shutdown);
-  const api = await startApi(config, apiLogger, shutdown);
-  reportToClusterPrimary(api.metrics);
+  await startApiWorker(config, apiLogger, shutdown);
 } else {
   await startPrimary();
 }
@@ -61,20 +52,7 @@ async function startPrimary(): Promise<void> {
     logger: syncerLogger,
     shutdown,
   });
-  let scrape: Scrape;
-  if (config.http.workers > 1) {
-    forkApiWorkers(config.http.workers, apiLogger, shutdown);
-    scrape = scrapeClusterWorkers();
-  } else {
-    scrape = scrapeRegistry((await startApi(config, apiLogger, shutdown)).metrics);
-  }
-  const apiMetrics = await startMetricsServer({
-    host,
-    port: portSet ? port : 0,
-    scrape,
-    logger: apiLogger,
-    shutdown,
-  });
+  const apiMetrics = await startApiNode(config, apiLogger, shutdown, portSet ? port : 0);
   process.stdout.write(
     `tally: metrics at ${apiMetrics.url} (api) and ${syncerMetrics.url} (syncer; /readyz there too)\n`,
   );

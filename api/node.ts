@@ -1,0 +1,41 @@
+import type { Config } from "../lib/config.ts";
+import type { Logger } from "../lib/logger.ts";
+import {
+  type RunningMetricsServer,
+  reportToClusterPrimary,
+  type Scrape,
+  scrapeClusterWorkers,
+  scrapeRegistry,
+  startMetricsServer,
+} from "../lib/metrics.ts";
+import type { Shutdown } from "../lib/shutdown.ts";
+import { startApi } from "./server.ts";
+import { forkApiWorkers, listenForPrimaryShutdown } from "./workers.ts";
+
+/**
+ * Starts one API node with its metrics server on `metricsPort`: the API itself in this process, or, with
+ * API_WORKERS > 1, in that many workers forked from it, whose metrics this process then serves summed, so a
+ * node is one scrape target whatever its worker count. The workers' entry point calls `startApiWorker`.
+ */
+export async function startApiNode(
+  config: Config,
+  logger: Logger,
+  shutdown: Shutdown,
+  metricsPort: number,
+): Promise<RunningMetricsServer> {
+  let scrape: Scrape;
+  if (config.http.workers > 1) {
+    forkApiWorkers(config.http.workers, logger, shutdown);
+    scrape = scrapeClusterWorkers();
+  } else {
+    scrape = scrapeRegistry((await startApi(config, logger, shutdown)).metrics);
+  }
+  return startMetricsServer({ host: config.http.host, port: metricsPort, scrape, logger, shutdown });
+}
+
+/** In an API worker: serve, drain when the primary asks, and hand the metrics to the primary. */
+export async function startApiWorker(config: Config, logger: Logger, shutdown: Shutdown): Promise<void> {
+  listenForPrimaryShutdown(shutdown);
+  const api = await startApi(config, logger, shutdown);
+  reportToClusterPrimary(api.metrics);
+}
