@@ -287,6 +287,54 @@ export function randomInt(n) {
 }
 
 /**
+ * The VU budget of an arrival-rate scenario, overridable with PRE_ALLOCATED_VUS and MAX_VUS: enough VUs up
+ * front for requests of ~50 ms at `rate`, and room for k6 to add more, up to `maxDefault`, when the service
+ * answers more slowly.
+ * @param {number} rate
+ * @param {number} maxDefault
+ * @returns {{ preAllocatedVUs: number, maxVUs: number }}
+ */
+export function vuBudget(rate, maxDefault) {
+  const preAllocatedVUs = envInt("PRE_ALLOCATED_VUS", Math.max(10, Math.ceil(rate / 20)));
+  return { preAllocatedVUs, maxVUs: envInt("MAX_VUS", Math.max(preAllocatedVUs, maxDefault)) };
+}
+
+/**
+ * The keys a rate script increments: one of KEYS (10000) keys named `<KEY_PREFIX>:<n>` at random. No run id
+ * by default: repeated runs hit the same rows, as production traffic does.
+ * @param {string} defaultPrefix
+ * @returns {() => string}
+ */
+export function randomKeyFrom(defaultPrefix) {
+  const keys = Math.max(1, envInt("KEYS", 10000));
+  const prefix = envString("KEY_PREFIX", defaultPrefix);
+  return () => `${prefix}:${randomInt(keys)}`;
+}
+
+/**
+ * The thresholds of a constant-rate increment run (load, soak): few failures, increment latency within
+ * bounds (P95_MS, P99_MS), and the offered rate actually accepted (MIN_ACCEPTED_RATIO) and started
+ * (dropped_iterations: iterations k6 could not start because every VU was waiting on the service).
+ * @param {number} rate
+ * @param {number} durationSeconds
+ * @returns {Record<string, string[]>}
+ */
+export function constantRateThresholds(rate, durationSeconds) {
+  const p95 = envNumber("P95_MS", 50);
+  const p99 = envNumber("P99_MS", 200);
+  const minAcceptedRatio = envNumber("MIN_ACCEPTED_RATIO", 0.95);
+  return {
+    http_req_failed: ["rate<0.001"],
+    "http_req_duration{name:increment}": [`p(95)<${p95}`, `p(99)<${p99}`],
+    checks: ["rate>0.999"],
+    tally_server_errors: ["rate<0.001"],
+    // A Counter's rate is per second of the whole run, so this is the achieved throughput.
+    tally_increments_accepted: [`rate>=${rate * minAcceptedRatio}`],
+    dropped_iterations: [`count<=${Math.ceil(rate * durationSeconds * 0.001)}`],
+  };
+}
+
+/**
  * @template T
  * @param {readonly T[]} items non-empty
  * @returns {T}

@@ -9,19 +9,18 @@ import {
   envDuration,
   envInt,
   envNumber,
-  envString,
   increment,
   pick,
   positionInPlan,
-  randomInt,
+  randomKeyFrom,
   recordIncrement,
   toK6Stages,
+  vuBudget,
 } from "./lib.js";
 
 const BASE_RATE = Math.max(1, envInt("BASE_RATE", 200));
 const SPIKE_RATE = Math.round(BASE_RATE * envNumber("SPIKE_FACTOR", 10));
-const KEYS = Math.max(1, envInt("KEYS", 10000));
-const KEY_PREFIX = envString("KEY_PREFIX", "k6:spike");
+const randomKey = randomKeyFrom("k6:spike");
 const P99_MS = envNumber("P99_MS", 500);
 // After the burst the service should be back to its normal latency.
 const RECOVERY_P99_MS = envNumber("RECOVERY_P99_MS", 200);
@@ -37,9 +36,6 @@ const PLAN = [
   { seconds: envDuration("RECOVERY", "1m").seconds, target: BASE_RATE, phase: "recovery" },
 ];
 
-const PRE_ALLOCATED_VUS = envInt("PRE_ALLOCATED_VUS", Math.max(10, Math.ceil(SPIKE_RATE / 20)));
-const MAX_VUS = envInt("MAX_VUS", Math.max(PRE_ALLOCATED_VUS, Math.ceil(SPIKE_RATE / 2)));
-
 /** @type {import("k6/options").Options} */
 export const options = {
   scenarios: {
@@ -48,8 +44,7 @@ export const options = {
       startRate: BASE_RATE,
       timeUnit: "1s",
       stages: toK6Stages(PLAN),
-      preAllocatedVUs: PRE_ALLOCATED_VUS,
-      maxVUs: MAX_VUS,
+      ...vuBudget(SPIKE_RATE, Math.ceil(SPIKE_RATE / 2)),
       gracefulStop: "10s",
     },
   },
@@ -78,5 +73,5 @@ export function setup() {
 export default function (data) {
   const { stage } = positionInPlan(BASE_RATE, PLAN, (Date.now() - data.startedAt) / 1000);
   const tags = { phase: stage.phase };
-  recordIncrement(increment(`${KEY_PREFIX}:${randomInt(KEYS)}`, 1, pick(data.tokens), tags), tags);
+  recordIncrement(increment(randomKey(), 1, pick(data.tokens), tags), tags);
 }

@@ -10,13 +10,13 @@ import {
   envDuration,
   envInt,
   envNumber,
-  envString,
   increment,
   pick,
   positionInPlan,
-  randomInt,
+  randomKeyFrom,
   recordIncrement,
   toK6Stages,
+  vuBudget,
 } from "./lib.js";
 
 const START_RATE = Math.max(1, envInt("START_RATE", 500));
@@ -24,8 +24,7 @@ const STEP_RATE = Math.max(1, envInt("STEP_RATE", 500));
 const MAX_RATE = Math.max(START_RATE, envInt("MAX_RATE", 10000));
 const STEP_RAMP = envDuration("STEP_RAMP", "10s");
 const STEP_HOLD = envDuration("STEP_HOLD", "30s");
-const KEYS = Math.max(1, envInt("KEYS", 10000));
-const KEY_PREFIX = envString("KEY_PREFIX", "k6:stress");
+const randomKey = randomKeyFrom("k6:stress");
 const P99_MS = envNumber("P99_MS", 500);
 const MAX_FAILURE_RATE = envNumber("MAX_FAILURE_RATE", 0.01);
 // No abort in the first seconds, while k6 starts VUs and opens connections and a few slow requests weigh a lot.
@@ -39,10 +38,9 @@ for (let level = START_RATE; level <= MAX_RATE; level += STEP_RATE) {
   PLAN.push({ seconds: STEP_HOLD.seconds, target: level, phase: String(level) });
 }
 
-const PRE_ALLOCATED_VUS = envInt("PRE_ALLOCATED_VUS", Math.max(10, Math.ceil(START_RATE / 20)));
 // Generous: when the service slows down, VUs pile up waiting on it, and running out of them is itself
 // the breaking point the dropped_iterations threshold reports.
-const MAX_VUS = envInt("MAX_VUS", Math.max(PRE_ALLOCATED_VUS, Math.ceil(MAX_RATE / 10)));
+const VUS = vuBudget(START_RATE, Math.ceil(MAX_RATE / 10));
 
 // The arrival rate k6 was aiming at when an increment was accepted. Its max is the rate reached when the run
 // stopped, an upper bound of the breaking point (thresholds are checked every 2 s); the failed level's
@@ -73,8 +71,7 @@ export const options = {
       startRate: START_RATE,
       timeUnit: "1s",
       stages: toK6Stages(PLAN),
-      preAllocatedVUs: PRE_ALLOCATED_VUS,
-      maxVUs: MAX_VUS,
+      ...VUS,
       gracefulStop: "10s",
     },
   },
@@ -106,7 +103,7 @@ export default function (data) {
   const { stage, rate } = positionInPlan(START_RATE, PLAN, (Date.now() - data.startedAt) / 1000);
   // The level tag lets an output (JSON, Prometheus) split every request metric per step.
   const tags = { level: stage.phase };
-  if (recordIncrement(increment(`${KEY_PREFIX}:${randomInt(KEYS)}`, 1, pick(data.tokens), tags), tags)) {
+  if (recordIncrement(increment(randomKey(), 1, pick(data.tokens), tags), tags)) {
     offeredRate.add(rate, tags);
   }
 }
