@@ -1,10 +1,13 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import pg from "pg";
-import { migrate } from "../lib/postgres/migrate.ts";
-import { createPool } from "../lib/postgres/pool.ts";
 import { mintToken } from "../lib/tokens.ts";
-import { type PostgresServer, type RedisServer, startPostgres, startRedis } from "../test/harness/servers.ts";
+import {
+  type PostgresServer,
+  type RedisServer,
+  startMigratedPostgres,
+  startRedis,
+} from "../test/harness/servers.ts";
 import { type ServiceProcess, spawnService } from "../test/support/process.ts";
 
 // `npm run soak -- [--rps 1000] [--duration 300] [--keys 10000]`
@@ -42,15 +45,12 @@ let redis: RedisServer | undefined;
 let postgres: PostgresServer | undefined;
 
 try {
-  [redis, postgres] = await Promise.all([startRedis(), startPostgres()]);
+  [redis, postgres] = await Promise.all([startRedis(), startMigratedPostgres()]);
   cleanups.push(
     () => (redis as RedisServer).destroy(),
     () => (postgres as PostgresServer).destroy(),
   );
   const databaseUrl = postgres.url("postgres");
-  const setupPool = createPool({ connectionString: databaseUrl, applicationName: "soak", max: 1 });
-  await migrate(setupPool);
-  await setupPool.end();
 
   const env = {
     REDIS_URL: redis.url,

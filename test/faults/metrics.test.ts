@@ -1,8 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { migrate } from "../../lib/postgres/migrate.ts";
-import { createPool } from "../../lib/postgres/pool.ts";
 import { waitFor } from "../harness/fixtures.ts";
-import { type PostgresServer, startPostgres } from "../harness/servers.ts";
+import { type PostgresServer, startMigratedPostgres } from "../harness/servers.ts";
 import { Deployment } from "../support/deployment.ts";
 import { parseMetrics, type Sample, sampleValue } from "../support/metrics.ts";
 
@@ -30,14 +28,8 @@ describe("metrics ports", () => {
     timeout: 90_000,
   }, async () => {
     // A private server: the shared one must never be stopped under the other test files.
-    const server = await startPostgres();
+    const server = await startMigratedPostgres();
     postgres = server;
-    const migrator = createPool({ connectionString: server.url(), applicationName: "test-migrate", max: 1 });
-    try {
-      await migrate(migrator);
-    } finally {
-      await migrator.end();
-    }
     const d = await Deployment.create({ databaseUrl: server.url(), env: { SYNC_INTERVAL_MS: "300" } });
     deployment = d;
     const api = await d.startApi();

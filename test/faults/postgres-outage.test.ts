@@ -1,10 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
-import { migrate } from "../../lib/postgres/migrate.ts";
-import { createPool } from "../../lib/postgres/pool.ts";
 import { shardKeys } from "../../lib/redis/keys.ts";
 import { waitFor } from "../harness/fixtures.ts";
-import { type PostgresServer, startPostgres } from "../harness/servers.ts";
+import { type PostgresServer, startMigratedPostgres } from "../harness/servers.ts";
 import { Deployment } from "../support/deployment.ts";
 import { exactlyOnceViolations, Load } from "../support/load.ts";
 
@@ -31,14 +29,8 @@ describe("Postgres outage", () => {
     timeout: 120_000,
   }, async () => {
     // A private server: the shared one must never be stopped under the other test files.
-    const server = await startPostgres();
+    const server = await startMigratedPostgres();
     postgres = server;
-    const migrator = createPool({ connectionString: server.url(), applicationName: "test-migrate", max: 1 });
-    try {
-      await migrate(migrator);
-    } finally {
-      await migrator.end();
-    }
     const d = await Deployment.create({ databaseUrl: server.url() });
     deployment = d;
     const api = await d.startApi();

@@ -15,6 +15,8 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
+import { migrate } from "../../lib/postgres/migrate.ts";
+import { createPool } from "../../lib/postgres/pool.ts";
 
 const READY_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 30_000;
@@ -566,6 +568,21 @@ async function runInitdb(initdb: string, baseDir: string, dataDir: string, owner
   if (initdbProcess.exitDescription !== "exit code 0") {
     throw new Error(`initdb failed (${initdbProcess.exitDescription})${await logTails([logFile])}`);
   }
+}
+
+/** A private Postgres whose "postgres" database already has tally's schema. */
+export async function startMigratedPostgres(): Promise<PostgresServer> {
+  const server = await startPostgres();
+  const pool = createPool({ connectionString: server.url(), applicationName: "test-migrate", max: 1 });
+  try {
+    await migrate(pool);
+  } catch (error) {
+    await server.destroy();
+    throw error;
+  } finally {
+    await pool.end();
+  }
+  return server;
 }
 
 export async function startPostgres(): Promise<PostgresServer> {
