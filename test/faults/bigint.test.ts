@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";
 import { exactlyOnceViolations, Load } from "../support/load.ts";
@@ -16,17 +16,10 @@ const PUSH = 1_000;
 const PUSHES = 4;
 const SET_ASIDE = "delta set aside: total would leave bigint";
 
-let deployment: Deployment | undefined;
-afterEach(async () => {
-  await deployment?.close();
-  deployment = undefined;
-});
-
 describe("a total that would leave bigint", () => {
   it("is set aside with its exact delta and reported, while every other key goes on syncing", async () => {
     expect(BIGINT_MAX - NEAR_MAX).toBeLessThan(PUSH);
-    const d = await Deployment.create();
-    deployment = d;
+    const d = await Deployment.forTest();
     await d.pool.query("INSERT INTO counters VALUES ($1, $2, now())", [NEAR_MAX_KEY, NEAR_MAX.toString()]);
     const api = await d.startApi();
     const syncer = await d.startSyncer();

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { shardKeys } from "../../lib/redis/keys.ts";
 import type { SyncStep } from "../../syncer/flush-shard.ts";
 import { Deployment } from "../support/deployment.ts";
@@ -6,12 +6,6 @@ import { exactlyOnceViolations, Load } from "../support/load.ts";
 
 // kill -9 of a real syncer process at each step of the protocol, under load from a real API process.
 // A second syncer then takes over; Postgres must hold every accepted increment exactly once.
-
-let deployment: Deployment | undefined;
-afterEach(async () => {
-  await deployment?.close();
-  deployment = undefined;
-});
 
 const STEPS: { step: SyncStep; leavesFlushingHash: boolean }[] = [
   { step: "before-swap", leavesFlushingHash: false },
@@ -23,7 +17,9 @@ const STEPS: { step: SyncStep; leavesFlushingHash: boolean }[] = [
 
 describe("kill -9 of the syncer", () => {
   it.each(STEPS)("at $step: nothing lost, nothing doubled", async ({ step, leavesFlushingHash }) => {
-    deployment = await Deployment.create({ env: { SYNC_INTERVAL_MS: "250", SYNC_LEASE_TTL_MS: "1000" } });
+    const deployment = await Deployment.forTest({
+      env: { SYNC_INTERVAL_MS: "250", SYNC_LEASE_TTL_MS: "1000" },
+    });
     const api = await deployment.startApi();
     const load = new Load({
       targets: () => [api.url],

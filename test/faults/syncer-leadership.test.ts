@@ -1,14 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Deployment } from "../support/deployment.ts";
 import { exactlyOnceViolations, Load } from "../support/load.ts";
 import type { ServiceProcess } from "../support/process.ts";
-
-let deployment: Deployment | undefined;
-afterEach(async () => {
-  await deployment?.close();
-  deployment = undefined;
-});
 
 const becameLeader = (syncer: ServiceProcess) =>
   syncer.logs.filter((line) => line.msg === "became the leader");
@@ -26,7 +20,9 @@ describe("several syncer processes", () => {
       // frozen one holds, so two syncers work on one batch at once, over and over. Frozen after the swap,
       // the first one finds its batch finished by the other when it wakes; frozen with its transaction open,
       // it races the other to the ledger row.
-      deployment = await Deployment.create({ env: { SYNC_INTERVAL_MS: "100", SYNC_LEASE_TTL_MS: "300" } });
+      const deployment = await Deployment.forTest({
+        env: { SYNC_INTERVAL_MS: "100", SYNC_LEASE_TTL_MS: "300" },
+      });
       const api = await deployment.startApi();
       const load = new Load({
         targets: () => [api.url],
@@ -63,7 +59,9 @@ describe("several syncer processes", () => {
 describe("leader failover", () => {
   it("a standby takes over within a few seconds of the leader's death and staleness stays under 10 s", async () => {
     // Production timings: a 5 s cycle and a 3 s lease.
-    deployment = await Deployment.create({ env: { SYNC_INTERVAL_MS: "5000", SYNC_LEASE_TTL_MS: "3000" } });
+    const deployment = await Deployment.forTest({
+      env: { SYNC_INTERVAL_MS: "5000", SYNC_LEASE_TTL_MS: "3000" },
+    });
     const api = await deployment.startApi();
     const load = new Load({
       targets: () => [api.url],

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allShardKeys, shardKeys } from "../../lib/redis/keys.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { type RedisClusterServer, startRedisCluster } from "../harness/redis-cluster.ts";
@@ -10,27 +10,22 @@ import { exactlyOnceViolations, Load } from "../support/load.ts";
 
 const SHARDS = 8;
 let cluster: RedisClusterServer;
-let deployment: Deployment | undefined;
 
 beforeAll(async () => {
   // appendfsync always: one test kill -9s a master and expects every acknowledged write back.
   cluster = await startRedisCluster({ masters: 3, appendFsync: "always" });
 });
 afterAll(() => cluster?.destroy());
-afterEach(async () => {
-  await deployment?.close();
-  deployment = undefined;
-});
 
 const create = () =>
-  Deployment.create({
+  Deployment.forTest({
     clusterNodes: cluster.nodes,
     env: { SYNC_SHARDS: String(SHARDS), SYNC_INTERVAL_MS: "300" },
   });
 
 describe("Redis Cluster", () => {
   it("spreads the shards over every master and counts exactly once under load", async () => {
-    deployment = await create();
+    const deployment = await create();
     const owners = new Set(
       await Promise.all(allShardKeys(deployment.prefix, SHARDS).map((keys) => cluster.masterOf(keys.dirty))),
     );
@@ -52,7 +47,7 @@ describe("Redis Cluster", () => {
   });
 
   it("spreads one hot key over every shard, and reads add the shards up", async () => {
-    deployment = await create();
+    const deployment = await create();
     const api = await deployment.startApi();
     const token = await deployment.token();
     const send = () =>
@@ -66,7 +61,7 @@ describe("Redis Cluster", () => {
 
     // No syncer yet: the increments are still in the dirty hashes, one per shard.
     const perShard = await Promise.all(
-      allShardKeys(deployment.prefix, SHARDS).map((keys) => deployment?.redis.hget(keys.dirty, "hot")),
+      allShardKeys(deployment.prefix, SHARDS).map((keys) => deployment.redis.hget(keys.dirty, "hot")),
     );
     expect(perShard.filter((value) => Number(value) > 0).length).toBe(SHARDS);
     expect(perShard.reduce((sum, value) => sum + Number(value ?? 0), 0)).toBe(1_200);
@@ -81,7 +76,7 @@ describe("Redis Cluster", () => {
   });
 
   it("applies retries with an Idempotency-Key once: the record lives in the shard's slot", async () => {
-    deployment = await create();
+    const deployment = await create();
     const api = await deployment.startApi();
     const token = await deployment.token();
     const send = (idempotencyKey: string) =>
@@ -101,7 +96,7 @@ describe("Redis Cluster", () => {
   });
 
   it("survives a master killed and restarted mid-run: 503s while it is down, nothing acknowledged lost", async () => {
-    deployment = await create();
+    const deployment = await create();
     const apis = [await deployment.startApi(), await deployment.startApi()];
     await deployment.startSyncer();
     const load = new Load({

@@ -1,4 +1,5 @@
 import pg from "pg";
+import { onTestFinished } from "vitest";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys } from "../../lib/redis/keys.ts";
 import { mintToken } from "../../lib/tokens.ts";
@@ -95,6 +96,13 @@ export class Deployment {
       database?.drop,
     );
     deployment.env.REDIS_KEY_PREFIX = deployment.prefix;
+    return deployment;
+  }
+
+  /** A Deployment closed when the calling test finishes, pass or fail; call it inside a test. */
+  static async forTest(options: DeploymentOptions = {}): Promise<Deployment> {
+    const deployment = await Deployment.create(options);
+    onTestFinished(() => deployment.close());
     return deployment;
   }
 
