@@ -7,7 +7,7 @@ import { createPool, ensureDatabase } from "../lib/postgres/pool.ts";
 import { logProcessStats } from "../lib/process-stats.ts";
 import { Shutdown } from "../lib/shutdown.ts";
 import { serveSyncerMetrics } from "../syncer/metrics.ts";
-import { startSyncer } from "../syncer/server.ts";
+import { startSyncer, syncerShutdownTimeoutMs } from "../syncer/server.ts";
 
 // `npm start`: the whole service for local use: migrations and a syncer in this process, and the API in
 // API_WORKERS processes sharing the port (or here too, with API_WORKERS=1).
@@ -15,7 +15,7 @@ import { startSyncer } from "../syncer/server.ts";
 const config = loadConfigOrExit();
 const apiLogger = createLogger({ level: config.logLevel, role: "api" });
 const logger = createLogger({ level: config.logLevel, role: "migrate" });
-const shutdown = new Shutdown(logger, Math.max(config.http.shutdownTimeoutMs, config.sync.intervalMs * 3));
+const shutdown = new Shutdown(logger, syncerShutdownTimeoutMs(config));
 shutdown.listen();
 
 if (isApiWorker()) {

@@ -3,12 +3,12 @@ import { createLogger } from "../lib/logger.ts";
 import { logProcessStats } from "../lib/process-stats.ts";
 import { Shutdown } from "../lib/shutdown.ts";
 import { serveSyncerMetrics } from "./metrics.ts";
-import { startSyncer } from "./server.ts";
+import { startSyncer, syncerShutdownTimeoutMs } from "./server.ts";
 
 // One syncer, as production runs them (two or more; one leads): `npm run start:syncer`.
 const config = loadConfigOrExit();
 const logger = createLogger({ level: config.logLevel, role: "syncer" });
-const shutdown = new Shutdown(logger, Math.max(config.http.shutdownTimeoutMs, config.sync.intervalMs * 3));
+const shutdown = new Shutdown(logger, syncerShutdownTimeoutMs(config));
 shutdown.listen();
 shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
 const { syncer, metrics } = await startSyncer(config, logger, shutdown);

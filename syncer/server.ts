@@ -18,6 +18,14 @@ export interface RunningSyncer {
   metrics: SyncerMetrics;
 }
 
+/**
+ * How long a process running a syncer may take to shut down: its last cycle flushes what was accepted, and
+ * a cycle may take a few intervals when Postgres is slow, so SHUTDOWN_TIMEOUT_MS alone can be too short.
+ */
+export function syncerShutdownTimeoutMs(config: Config): number {
+  return Math.max(config.http.shutdownTimeoutMs, config.sync.intervalMs * 3);
+}
+
 /** Starts a syncer (leader or standby) and registers its drain-then-close cleanups. */
 export async function startSyncer(
   config: Config,
