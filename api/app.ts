@@ -1,7 +1,6 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { requestId } from "hono/request-id";
-import type { RateLimiterAbstract } from "rate-limiter-flexible";
 import type { Logger } from "../lib/logger.ts";
 import type { TokenVerifier } from "./auth/verifier.ts";
 import { declaredLength, payloadTooLarge } from "./body.ts";
@@ -11,6 +10,7 @@ import { type ApiMetrics, countIncrements, httpMetrics } from "./metrics.ts";
 import { authenticate, requireScope } from "./middleware/auth.ts";
 import { rateLimit } from "./middleware/rate-limit.ts";
 import { requestLogger } from "./middleware/request-logger.ts";
+import type { PointSpender } from "./rate-limit/coalesce.ts";
 import { countersRoute } from "./routes/counters.ts";
 import { type HealthRouteOptions, healthRoutes } from "./routes/health.ts";
 import { incrementRoute } from "./routes/increment.ts";
@@ -22,7 +22,7 @@ export interface AppDependencies {
   logger: Logger;
   metrics: ApiMetrics;
   verifier: TokenVerifier | null;
-  rateLimiter: RateLimiterAbstract;
+  rateLimiter: PointSpender;
   increment: Incrementer;
   readCounter: CounterReader;
   health: HealthRouteOptions;

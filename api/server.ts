@@ -16,6 +16,7 @@ import { newApp } from "./app.ts";
 import { cacheVerifiedTokens } from "./auth/token-cache.ts";
 import { createTokenVerifier } from "./auth/verifier.ts";
 import { ApiMetrics } from "./metrics.ts";
+import { coalesceConsumes } from "./rate-limit/coalesce.ts";
 import { createIncrementer } from "./store/increment.ts";
 import { createCounterReader } from "./store/read-counter.ts";
 
@@ -58,13 +59,15 @@ export function createApiNode(config: Config, logger: Logger): ApiNode {
     logger,
     metrics,
     verifier: config.auth.mode === "disabled" ? null : cacheVerifiedTokens(createTokenVerifier(config.auth)),
-    rateLimiter: new RateLimiterRedis({
-      storeClient: redis,
-      keyPrefix: rateLimitKeyPrefix(config.redis.keyPrefix),
-      points: config.rateLimit.points,
-      duration: config.rateLimit.durationSeconds,
-      rejectIfRedisNotReady: true,
-    }),
+    rateLimiter: coalesceConsumes(
+      new RateLimiterRedis({
+        storeClient: redis,
+        keyPrefix: rateLimitKeyPrefix(config.redis.keyPrefix),
+        points: config.rateLimit.points,
+        duration: config.rateLimit.durationSeconds,
+        rejectIfRedisNotReady: true,
+      }),
+    ),
     increment: createIncrementer(redis, {
       keyPrefix: config.redis.keyPrefix,
       shards: config.sync.shards,

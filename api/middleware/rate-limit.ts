@@ -1,10 +1,11 @@
 import type { MiddlewareHandler } from "hono";
-import { type RateLimiterAbstract, RateLimiterRes } from "rate-limiter-flexible";
+import { RateLimiterRes } from "rate-limiter-flexible";
 import type { AppEnv } from "../context.ts";
 import { ApiError } from "../errors.ts";
+import type { PointSpender } from "../rate-limit/coalesce.ts";
 
 export interface RateLimitOptions {
-  limiter: RateLimiterAbstract;
+  limiter: PointSpender;
   /** Name of the quota in the RateLimit-Policy header. */
   policy?: string;
 }
@@ -29,7 +30,7 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> 
   return async function rateLimitByClient(c, next) {
     let state: RateLimiterRes;
     try {
-      state = await limiter.consume(c.var.client.id, 1);
+      state = await limiter.consume(c.var.client.id);
     } catch (rejection) {
       if (rejection instanceof RateLimiterRes) {
         const retryAfter = Math.max(1, Math.ceil(rejection.msBeforeNext / 1000));
