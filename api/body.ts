@@ -1,5 +1,10 @@
 import { ApiError } from "./errors.ts";
 
+// fatal: lenient decoding would turn bytes that are not UTF-8 into U+FFFD and store a key the client never
+// sent (merging distinct keys). A leading BOM is still skipped. Without `stream`, decode() keeps no state
+// between calls, so one decoder serves every request.
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
 /**
  * Reads a request body of at most `maxBytes` and decodes it as JSON.
  *
@@ -12,9 +17,7 @@ export async function readJsonBody(request: Request, maxBytes: number): Promise<
   const bytes = await readLimited(request, maxBytes);
   let text: string;
   try {
-    // fatal: lenient decoding would turn bytes that are not UTF-8 into U+FFFD and store a key the client
-    // never sent (merging distinct keys). A leading BOM is still skipped.
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    text = strictUtf8.decode(bytes);
   } catch {
     throw new ApiError("invalid_body", "the body is not valid UTF-8");
   }

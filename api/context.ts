@@ -11,6 +11,10 @@ export interface Client {
 
 export type Scope = "counters:write" | "counters:read";
 
+/**
+ * Read these with `c.get(name)`, not `c.var.name`: hono builds `c.var` anew from every variable on each
+ * access, a measurable cost on the increment path.
+ */
 export interface AppEnv {
   Variables: RequestIdVariables & {
     client: Client;

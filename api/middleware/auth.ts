@@ -52,7 +52,7 @@ export function authenticate(options: AuthenticateOptions): MiddlewareHandler<Ap
 /** Answers 403 unless the authenticated client's token carries `scope`. */
 export function requireScope(scope: Scope): MiddlewareHandler<AppEnv> {
   return async function scopeCheck(c, next) {
-    if (!c.var.client.scopes.has(scope)) {
+    if (!c.get("client").scopes.has(scope)) {
       throw new ApiError("insufficient_scope", `this operation needs the ${scope} scope`, {
         headers: { "WWW-Authenticate": `${REALM}, error="insufficient_scope", scope="${scope}"` },
       });

@@ -30,7 +30,7 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> 
   return async function rateLimitByClient(c, next) {
     let state: RateLimiterRes;
     try {
-      state = await limiter.consume(c.var.client.id);
+      state = await limiter.consume(c.get("client").id);
     } catch (rejection) {
       if (rejection instanceof RateLimiterRes) {
         const retryAfter = Math.max(1, Math.ceil(rejection.msBeforeNext / 1000));

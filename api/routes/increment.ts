@@ -24,7 +24,7 @@ export function incrementRoute(options: IncrementRouteOptions) {
       header === undefined
         ? undefined
         : {
-            clientId: c.var.client.id,
+            clientId: c.get("client").id,
             key: parseOrThrow(idempotencyKeySchema, header, "invalid_idempotency_key"),
           };
     const outcome = await options.increment(body.key, body.value, idempotency);
