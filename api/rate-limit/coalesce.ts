@@ -1,4 +1,5 @@
 import { type RateLimiterAbstract, RateLimiterRes } from "rate-limiter-flexible";
+import { batchPerTurn } from "../../lib/turn-batch.ts";
 
 /** Spends one point of a client's quota, with rate-limiter-flexible's `consume(key, 1)` contract. */
 export interface PointSpender {
@@ -13,6 +14,7 @@ export interface PointSpender {
 }
 
 interface Waiter {
+  clientId: string;
   resolve(state: RateLimiterRes): void;
   reject(reason: unknown): void;
 }
@@ -26,20 +28,9 @@ interface Waiter {
  * changes no decision. The limiter reports the window's count after the batch, so the batch's requests are
  * numbered as if each had consumed its own point in arrival order: those that still fit in the quota pass,
  * the rest are refused, and the counter moves exactly as n single consumes would have moved it (a refused
- * consume counts too, in both cases). The cost is the wait for the end of the turn, which Redis
- * auto-pipelining imposes on the command anyway.
+ * consume counts too, in both cases). The cost is the wait for the end of the turn.
  */
 export function coalesceConsumes(limiter: RateLimiterAbstract): PointSpender {
-  let waiting = new Map<string, Waiter[]>();
-  let flushScheduled = false;
-
-  const flush = () => {
-    flushScheduled = false;
-    const batch = waiting;
-    waiting = new Map();
-    for (const [clientId, waiters] of batch) void spend(clientId, waiters);
-  };
-
   const spend = async (clientId: string, waiters: Waiter[]) => {
     let after: RateLimiterRes;
     try {
@@ -65,20 +56,19 @@ export function coalesceConsumes(limiter: RateLimiterAbstract): PointSpender {
     });
   };
 
+  const collect = batchPerTurn<Waiter>((waiters) => {
+    const byClient = new Map<string, Waiter[]>();
+    for (const waiter of waiters) {
+      const same = byClient.get(waiter.clientId);
+      if (same === undefined) byClient.set(waiter.clientId, [waiter]);
+      else same.push(waiter);
+    }
+    for (const [clientId, same] of byClient) void spend(clientId, same);
+  });
+
   return {
     points: limiter.points,
     duration: limiter.duration,
-    consume(clientId) {
-      return new Promise<RateLimiterRes>((resolve, reject) => {
-        const waiters = waiting.get(clientId);
-        if (waiters === undefined) waiting.set(clientId, [{ resolve, reject }]);
-        else waiters.push({ resolve, reject });
-        if (!flushScheduled) {
-          flushScheduled = true;
-          // After every request this turn has read: the poll phase has run them all up to their consume.
-          setImmediate(flush);
-        }
-      });
-    },
+    consume: (clientId) => new Promise((resolve, reject) => collect({ clientId, resolve, reject })),
   };
 }

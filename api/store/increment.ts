@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys, idempotencyRecordKey } from "../../lib/redis/keys.ts";
+import { batchPerTurn } from "../../lib/turn-batch.ts";
 import { ApiError } from "../errors.ts";
 import { redisFailure } from "./redis-errors.ts";
 
@@ -26,11 +27,28 @@ export interface IncrementerOptions {
   idempotencyTtlSeconds: number;
 }
 
+// A turn's increments go to Redis in scripts of at most this many, so that one burst cannot make a script
+// that holds Redis up for long.
+const MAX_INCREMENTS_PER_SCRIPT = 1_000;
+
+interface PendingIncrement {
+  key: string;
+  value: number;
+  applied(): void;
+  failed(error: unknown): void;
+}
+
 /**
- * Adds to the dirty hash of a shard. Without an Idempotency-Key the shard is random, so even one hot key is
- * spread over every shard (reads and the syncer add the shards back up). With one, the shard is derived
- * from (client, key), so every retry lands on the shard that holds the key's record, and one Lua script
- * checks the record and applies the increment together.
+ * Adds to the dirty hash of a shard.
+ *
+ * Without an Idempotency-Key, the increments that arrive in one event-loop turn go to Redis together, in one
+ * script on one random shard (increment-batch.lua): one command instead of one per request, which was the
+ * API's largest remaining cost per increment. Each increment is still applied or refused on its own, and
+ * each is answered only once Redis has applied it. As the shard is random per batch, even one hot key is
+ * spread over every shard (reads and the syncer add the shards back up).
+ *
+ * With a key, the shard is derived from (client, key), so every retry lands on the shard that holds the
+ * key's record, and one Lua script checks the record and applies the increment together.
  */
 export function createIncrementer(redis: RedisClient, options: IncrementerOptions): Incrementer {
   const { keyPrefix, shards, idempotencyTtlSeconds } = options;
@@ -38,10 +56,32 @@ export function createIncrementer(redis: RedisClient, options: IncrementerOption
   // The index is below the length by construction, and there is at least one shard.
   const dirtyHash = (shard: number) => dirtyHashes[shard] as string;
 
+  const applyBatch = async (batch: PendingIncrement[]) => {
+    const pairs: (string | number)[] = [];
+    for (const { key, value } of batch) pairs.push(key, value);
+    let results: (1 | string)[];
+    try {
+      results = await redis.tallyIncrementBatch(dirtyHash(Math.floor(Math.random() * shards)), ...pairs);
+    } catch (error) {
+      for (const pending of batch) pending.failed(error);
+      return;
+    }
+    batch.forEach((pending, index) => {
+      const result = results[index];
+      if (result === 1) pending.applied();
+      else pending.failed(asReplyError(result ?? "no reply for this increment"));
+    });
+  };
+  const collect = batchPerTurn<PendingIncrement>((pending) => {
+    for (let start = 0; start < pending.length; start += MAX_INCREMENTS_PER_SCRIPT) {
+      void applyBatch(pending.slice(start, start + MAX_INCREMENTS_PER_SCRIPT));
+    }
+  });
+
   return async function increment(key, value, idempotency) {
     try {
       if (idempotency === undefined) {
-        await redis.hincrby(dirtyHash(Math.floor(Math.random() * shards)), key, value);
+        await new Promise<void>((applied, failed) => collect({ key, value, applied, failed }));
         return "applied";
       }
       const digest = sha256(`${idempotency.clientId}\n${idempotency.key}`);
@@ -66,6 +106,13 @@ export function createIncrementer(redis: RedisClient, options: IncrementerOption
       throw redisFailure(error);
     }
   };
+}
+
+/** The error a HINCRBY of its own would have been answered with (increment-batch.lua returns its text). */
+function asReplyError(message: string): Error {
+  const error = new Error(message);
+  error.name = "ReplyError";
+  return error;
 }
 
 function sha256(text: string): Buffer {

@@ -12,7 +12,12 @@ const SCRIPTS = {
   tallyLeaseClaim: { file: "lease-claim.lua", keys: 1 },
   tallyLeaseRelease: { file: "lease-release.lua", keys: 1 },
   tallyIncrementOnce: { file: "increment-once.lua", keys: 2 },
+  tallyIncrementBatch: { file: "increment-batch.lua", keys: 1 },
 } as const;
+
+// Commands their callers already batch per event-loop turn: auto-pipelining would only hold each one
+// back for another turn before writing it.
+const BATCHED_BY_CALLER = ["tallyIncrementBatch"];
 
 type Nullable<T> = T | null;
 type Key = string;
@@ -46,6 +51,8 @@ declare module "ioredis" {
       fingerprint: string,
       ttlSeconds: number,
     ): Result<1 | 0 | -1, Context>;
+    /** `pairs`: counter key, value, counter key, value, ... */
+    tallyIncrementBatch(dirty: Key, ...pairs: (string | number)[]): Result<(1 | string)[], Context>;
   }
 }
 
@@ -73,6 +80,7 @@ export function createRedis(options: RedisClientOptions): RedisClient {
     commandTimeout: options.commandTimeoutMs,
     connectTimeout: Math.max(options.commandTimeoutMs, 2_000),
     enableAutoPipelining: options.autoPipelining ?? false,
+    autoPipeliningIgnoredCommands: BATCHED_BY_CALLER,
     // Reconnect forever, quickly at first; the process recovers by itself when Redis is back.
     retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 10), 1_000),
     lazyConnect: true,
@@ -82,6 +90,7 @@ export function createRedis(options: RedisClientOptions): RedisClient {
         redisOptions,
         enableOfflineQueue: false,
         enableAutoPipelining: options.autoPipelining ?? false,
+        autoPipeliningIgnoredCommands: BATCHED_BY_CALLER,
         lazyConnect: true,
         // Reads and writes both go to masters: a replica may lag, and every read here is one a client
         // expects to see its own writes in.
