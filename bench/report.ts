@@ -1,24 +1,27 @@
 import type { LoadResult } from "./load.ts";
 import type { SyncerThroughput } from "./syncer-throughput.ts";
 
+/** What `npm run bench` measured: each section is there when it was run. */
 export interface BenchResults {
-  machine: { cores: number; node: string; tool: string };
-  http: {
+  machine: { cores: number; node: string };
+  http?: {
+    /** The load generator. */
+    tool: string;
     connections: number;
     durationS: number;
     rounds: number;
     baseline: LoadResult[];
     service: LoadResult[];
   };
-  serviceRssMb: Record<string, number>;
-  staleness: {
+  serviceRssMb?: Record<string, number>;
+  staleness?: {
     keysPerCycle: number;
     injectedKeys: number;
     httpRequestsPerSecond: number;
     maxS: number;
     p50S: number;
   };
-  syncer: SyncerThroughput[];
+  syncer?: SyncerThroughput[];
 }
 
 const median = (values: number[]) => {
@@ -27,64 +30,87 @@ const median = (values: number[]) => {
   return sorted.length % 2 ? (sorted[middle] ?? 0) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 };
 
-export function summarize(results: BenchResults) {
-  const baseline = median(results.http.baseline.map((run) => run.requestsPerSecond));
-  const service = median(results.http.service.map((run) => run.requestsPerSecond));
+export function summarize(http: NonNullable<BenchResults["http"]>) {
+  const baseline = median(http.baseline.map((run) => run.requestsPerSecond));
+  const service = median(http.service.map((run) => run.requestsPerSecond));
   return { baseline, service, ratio: service / baseline };
 }
 
 export function renderReport(results: BenchResults): string {
-  const { baseline, service, ratio } = summarize(results);
-  const row = (name: string, runs: LoadResult[]) =>
-    `| ${name} | ${median(runs.map((r) => r.requestsPerSecond)).toFixed(0)} | ${median(runs.map((r) => r.p50Ms)).toFixed(2)} | ${median(runs.map((r) => r.p99Ms)).toFixed(2)} | ${runs.reduce((sum, r) => sum + r.errors, 0)} |`;
+  const { http, syncer, staleness, serviceRssMb } = results;
   const lines = [
     "# tally benchmark",
     "",
-    `${results.machine.cores} cores, Node ${results.machine.node}, load from ${results.machine.tool} ` +
-      `(${results.http.connections} connections, ${results.http.durationS} s per run, ${results.http.rounds} ` +
-      "alternating rounds, medians). The service runs as `npm start` does, auth and rate limiting on.",
-    "",
-    "## HTTP: POST /increment",
-    "",
-    "| server | req/s | p50 ms | p99 ms | errors |",
-    "| --- | --- | --- | --- | --- |",
-    row("bare node:http baseline (parse JSON, 202)", results.http.baseline),
-    row("tally (JWT, rate limit, validation, Redis HINCRBY)", results.http.service),
-    "",
-    `**service / baseline = ${ratio.toFixed(2)}** (${service.toFixed(0)} / ${baseline.toFixed(0)} req/s)`,
-    "",
-    "## Syncer: one batch of N distinct keys onto existing rows (median of 5, 3 and 1 runs)",
-    "",
-    "| keys | syncer ms | raw unnest upsert ms | syncer rows/s | raw / syncer |",
-    "| --- | --- | --- | --- | --- |",
-    ...results.syncer.map(
-      (s) =>
-        `| ${s.keys} | ${s.syncerMs.toFixed(0)} | ${s.rawUpsertMs.toFixed(0)} | ${((s.keys / s.syncerMs) * 1000).toFixed(0)} | ${(s.rawUpsertMs / s.syncerMs).toFixed(2)} |`,
-    ),
-    "",
-    "## Staleness under load",
-    "",
-    `${results.staleness.keysPerCycle} new distinct keys per 5 s cycle plus HTTP load ` +
-      `(${results.staleness.httpRequestsPerSecond.toFixed(0)} req/s): staleness p50 ` +
-      `${results.staleness.p50S.toFixed(1)} s, max **${results.staleness.maxS.toFixed(1)} s**.`,
-    "",
-    "## Memory (peak RSS during the HTTP runs)",
-    "",
-    "| process | RSS MB |",
-    "| --- | --- |",
-    ...Object.entries(results.serviceRssMb).map(([name, mb]) => `| ${name} | ${mb} |`),
+    `${results.machine.cores} cores, Node ${results.machine.node}.`,
     "",
   ];
+  if (http) {
+    const { baseline, service, ratio } = summarize(http);
+    const row = (name: string, runs: LoadResult[]) =>
+      `| ${name} | ${median(runs.map((r) => r.requestsPerSecond)).toFixed(0)} | ${median(runs.map((r) => r.p50Ms)).toFixed(2)} | ${median(runs.map((r) => r.p99Ms)).toFixed(2)} | ${runs.reduce((sum, r) => sum + r.errors, 0)} |`;
+    lines.push(
+      "## HTTP: POST /increment",
+      "",
+      `Load from ${http.tool} (${http.connections} connections, ${http.durationS} s per run, ${http.rounds} ` +
+        "alternating rounds, medians). The service runs as `npm start` does, auth and rate limiting on.",
+      "",
+      "| server | req/s | p50 ms | p99 ms | errors |",
+      "| --- | --- | --- | --- | --- |",
+      row("bare node:http baseline (parse JSON, 202)", http.baseline),
+      row("tally (JWT, rate limit, validation, Redis)", http.service),
+      "",
+      `**service / baseline = ${ratio.toFixed(2)}** (${service.toFixed(0)} / ${baseline.toFixed(0)} req/s); ` +
+        `per round: ${http.service.map((run, i) => (run.requestsPerSecond / (http.baseline[i]?.requestsPerSecond ?? Number.NaN)).toFixed(2)).join(", ")}`,
+      "",
+    );
+  }
+  if (syncer) {
+    lines.push(
+      "## Syncer: one batch of N distinct keys onto existing rows (median of 5, 3 and 1 runs)",
+      "",
+      "| keys | syncer ms | raw unnest upsert ms | syncer rows/s | raw / syncer |",
+      "| --- | --- | --- | --- | --- |",
+      ...syncer.map(
+        (s) =>
+          `| ${s.keys} | ${s.syncerMs.toFixed(0)} | ${s.rawUpsertMs.toFixed(0)} | ${((s.keys / s.syncerMs) * 1000).toFixed(0)} | ${(s.rawUpsertMs / s.syncerMs).toFixed(2)} |`,
+      ),
+      "",
+    );
+  }
+  if (staleness) {
+    lines.push(
+      "## Staleness under load",
+      "",
+      `${staleness.keysPerCycle} new distinct keys per 5 s cycle plus HTTP load ` +
+        `(${staleness.httpRequestsPerSecond.toFixed(0)} req/s): staleness p50 ` +
+        `${staleness.p50S.toFixed(1)} s, max **${staleness.maxS.toFixed(1)} s**.`,
+      "",
+    );
+  }
+  if (serviceRssMb) {
+    lines.push(
+      "## Memory (peak RSS during the HTTP runs)",
+      "",
+      "| process | RSS MB |",
+      "| --- | --- |",
+      ...Object.entries(serviceRssMb).map(([name, mb]) => `| ${name} | ${mb} |`),
+      "",
+    );
+  }
   return lines.join("\n");
 }
 
 /** A small self-contained SVG: HTTP throughput against the baseline, syncer time against the raw upsert. */
 export function renderChart(results: BenchResults): string {
-  const { baseline, service } = summarize(results);
+  const http = results.http ? summarize(results.http) : undefined;
   const bars: { label: string; value: number; unit: string; group: number }[] = [
-    { label: "baseline req/s", value: baseline, unit: "", group: 0 },
-    { label: "tally req/s", value: service, unit: "", group: 0 },
-    ...results.syncer.flatMap((s) => [
+    ...(http
+      ? [
+          { label: "baseline req/s", value: http.baseline, unit: "", group: 0 },
+          { label: "tally req/s", value: http.service, unit: "", group: 0 },
+        ]
+      : []),
+    ...(results.syncer ?? []).flatMap((s) => [
       {
         label: `raw upsert ${s.keys / 1000}K keys/s`,
         value: (s.keys / s.rawUpsertMs) * 1000,

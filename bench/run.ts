@@ -13,19 +13,19 @@ import { mintToken } from "../lib/tokens.ts";
 import { freePort, startPostgres, startRedis } from "../test/harness/servers.ts";
 import { type ServiceProcess, spawnService } from "../test/support/process.ts";
 import { generateLoad, type LoadResult } from "./load.ts";
-import { renderChart, renderReport } from "./report.ts";
+import { type BenchResults, renderChart, renderReport } from "./report.ts";
 import { rssOfTree } from "./rss.ts";
 import { measureSyncerThroughput, type SyncerThroughput } from "./syncer-throughput.ts";
 
 // `npm run bench`: throwaway Redis and Postgres, tally as `npm start` runs it, and in the same run a bare
 // node:http baseline under the same load generator, connections and duration. Results go to stdout and to
-// bench/results/report.md + chart.svg. Loopback only; it stops by itself (about three minutes).
+// bench/results/report.md + chart.svg. Loopback only; it stops by itself (two to three minutes).
 
 const SECRET = "bench-secret-0123456789abcdef0123456789abcdef";
 const CONNECTIONS = 64;
 const DURATION_S = 10;
 const WARMUP_S = 3;
-const ROUNDS = 2;
+const ROUNDS = 3;
 const HTTP_KEYS = 10_000;
 // Batch sizes, each measured this many times (median); a 1M batch takes ~10 s, once is enough.
 const SYNC_SIZES: [keys: number, repetitions: number][] = [
@@ -37,9 +37,15 @@ const STALENESS_KEYS_PER_CYCLE = 100_000;
 const STALENESS_WATCH_S = 25;
 const RESULTS_DIR = fileURLToPath(new URL("./results/", import.meta.url));
 
+const SECTIONS = ["http", "staleness", "syncer"] as const;
+type Section = (typeof SECTIONS)[number];
+
 const run = promisify(execFile);
 const cleanups: (() => Promise<unknown>)[] = [];
 const log = (line: string) => process.stdout.write(`${line}\n`);
+
+// `npm run bench -- http syncer` runs only those sections; no argument runs all three.
+const sections = chooseSections(process.argv.slice(2));
 
 try {
   const [redisServer, postgresServer] = await Promise.all([startRedis(), startPostgres()]);
@@ -55,93 +61,61 @@ try {
   await connectRedis(redis);
   cleanups.push(async () => redis.disconnect());
   const token = await mintToken({ secret: SECRET, subject: "bench", scopes: ["counters:write"] });
+  const results: BenchResults = { machine: { cores: availableParallelism(), node: process.version } };
 
-  const baselinePort = await freePort();
-  const baselineProcess = spawnService("bench/baseline.ts", {}, [String(baselinePort)]);
-  cleanups.push(() => baselineProcess.stop("SIGKILL"));
-  await baselineProcess.waitForLog((line) => String(line.msg).startsWith("baseline listening"));
+  if (sections.has("http") || sections.has("staleness")) {
+    const workers = availableParallelism();
+    const servicePort = await freePort();
+    // As `npm start` runs it: compiled, plain node.
+    await run("npm", ["run", "-s", "build"], { cwd: fileURLToPath(new URL("../", import.meta.url)) });
+    const service = spawnService("dist/scripts/start.js", {
+      REDIS_URL: redisServer.url,
+      DATABASE_URL: databaseUrl,
+      JWT_SECRET: SECRET,
+      // Rate limiting stays on, with a limit the benchmark never reaches.
+      RATE_LIMIT_POINTS: "1000000000",
+      API_WORKERS: String(workers),
+      HOST: "127.0.0.1",
+      PORT: String(servicePort),
+      LOG_LEVEL: "warn",
+    });
+    cleanups.push(() => service.stop("SIGKILL"));
+    const serviceUrl = await waitUntilReady(service, `http://127.0.0.1:${servicePort}`);
+    log(`bench: service at ${serviceUrl} (${workers} API workers)`);
 
-  const workers = availableParallelism();
-  const servicePort = await freePort();
-  // As `npm start` runs it: compiled, plain node.
-  await run("npm", ["run", "-s", "build"], { cwd: fileURLToPath(new URL("../", import.meta.url)) });
-  const service = spawnService("dist/scripts/start.js", {
-    REDIS_URL: redisServer.url,
-    DATABASE_URL: databaseUrl,
-    JWT_SECRET: SECRET,
-    // Rate limiting stays on, with a limit the benchmark never reaches.
-    RATE_LIMIT_POINTS: "1000000000",
-    API_WORKERS: String(workers),
-    HOST: "127.0.0.1",
-    PORT: String(servicePort),
-    LOG_LEVEL: "warn",
-  });
-  cleanups.push(() => service.stop("SIGKILL"));
-  const serviceUrl = await waitUntilReady(service, `http://127.0.0.1:${servicePort}`);
-  log(`bench: service at ${serviceUrl} (${workers} API workers), baseline at 127.0.0.1:${baselinePort}`);
-
-  // HTTP: warm both up, then alternate baseline and service so drift on a shared machine hits both.
-  const target = (base: string) => ({
-    token,
-    connections: CONNECTIONS,
-    keys: HTTP_KEYS,
-    url: `${base}/increment`,
-  });
-  const baselineUrl = `http://127.0.0.1:${baselinePort}`;
-  await generateLoad({ ...target(baselineUrl), durationS: WARMUP_S });
-  await generateLoad({ ...target(serviceUrl), durationS: WARMUP_S });
-  const baselineRuns: LoadResult[] = [];
-  const serviceRuns: LoadResult[] = [];
-  let serviceRss: Record<string, number> = {};
-  for (let round = 1; round <= ROUNDS; round++) {
-    baselineRuns.push(await generateLoad({ ...target(baselineUrl), durationS: DURATION_S }));
-    const sampling = sampleRss(service);
-    serviceRuns.push(await generateLoad({ ...target(serviceUrl), durationS: DURATION_S }));
-    serviceRss = maxRss(serviceRss, await sampling.stop());
-    log(
-      `bench: round ${round}: baseline ${fmt(baselineRuns.at(-1))} | service ${fmt(serviceRuns.at(-1))} req/s`,
-    );
-  }
-
-  // Staleness: HTTP load plus 100,000 new distinct keys in every 5 s cycle.
-  log(`bench: staleness under load with ${STALENESS_KEYS_PER_CYCLE} distinct keys per cycle`);
-  const staleness = await measureStaleness(redis, pool, serviceUrl, token);
-
-  await service.stop("SIGTERM");
-  await baselineProcess.stop("SIGKILL");
-
-  // Syncer throughput, with nothing else running: first let Postgres write out what the staleness run left.
-  await pool.query("CHECKPOINT");
-  const syncer: SyncerThroughput[] = [];
-  for (const [keys, repetitions] of SYNC_SIZES) {
-    const runs: SyncerThroughput[] = [];
-    for (let i = 0; i < repetitions; i++) {
-      runs.push(await measureSyncerThroughput(redis, pool, `benchsync${i}`, keys, 10_000));
+    if (sections.has("http")) {
+      const { http, serviceRssMb } = await measureHttp(service, serviceUrl, token);
+      results.http = http;
+      results.serviceRssMb = serviceRssMb;
     }
-    const result = {
-      keys,
-      syncerMs: medianOf(runs.map((r) => r.syncerMs)),
-      rawUpsertMs: medianOf(runs.map((r) => r.rawUpsertMs)),
-    };
-    syncer.push(result);
-    log(
-      `bench: syncer ${keys} keys: ${result.syncerMs.toFixed(0)} ms vs raw upsert ${result.rawUpsertMs.toFixed(0)} ms`,
-    );
+    if (sections.has("staleness")) {
+      log(`bench: staleness under load with ${STALENESS_KEYS_PER_CYCLE} distinct keys per cycle`);
+      results.staleness = await measureStaleness(redis, pool, serviceUrl, token);
+    }
+    await service.stop("SIGTERM");
   }
 
-  const results = {
-    machine: { cores: availableParallelism(), node: process.version, tool: serviceRuns[0]?.tool ?? "wrk" },
-    http: {
-      connections: CONNECTIONS,
-      durationS: DURATION_S,
-      rounds: ROUNDS,
-      baseline: baselineRuns,
-      service: serviceRuns,
-    },
-    serviceRssMb: serviceRss,
-    staleness,
-    syncer,
-  };
+  if (sections.has("syncer")) {
+    // With nothing else running: first let Postgres write out what the earlier sections left.
+    await pool.query("CHECKPOINT");
+    results.syncer = [];
+    for (const [keys, repetitions] of SYNC_SIZES) {
+      const runs: SyncerThroughput[] = [];
+      for (let i = 0; i < repetitions; i++) {
+        runs.push(await measureSyncerThroughput(redis, pool, `benchsync${i}`, keys, 10_000));
+      }
+      const result = {
+        keys,
+        syncerMs: medianOf(runs.map((r) => r.syncerMs)),
+        rawUpsertMs: medianOf(runs.map((r) => r.rawUpsertMs)),
+      };
+      results.syncer.push(result);
+      log(
+        `bench: syncer ${keys} keys: ${result.syncerMs.toFixed(0)} ms vs raw upsert ${result.rawUpsertMs.toFixed(0)} ms`,
+      );
+    }
+  }
+
   await mkdir(RESULTS_DIR, { recursive: true });
   const report = renderReport(results);
   await writeFile(new URL("report.md", `file://${RESULTS_DIR}`), report);
@@ -151,6 +125,60 @@ try {
   log(`bench: wrote ${RESULTS_DIR}report.md and chart.svg`);
 } finally {
   for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+}
+
+function chooseSections(args: string[]): Set<Section> {
+  const unknown = args.filter((arg) => !(SECTIONS as readonly string[]).includes(arg));
+  if (unknown.length > 0) {
+    process.stderr.write(
+      `bench: unknown section ${unknown.join(", ")}; choose from ${SECTIONS.join(", ")}\n`,
+    );
+    process.exit(2);
+  }
+  return new Set(args.length === 0 ? SECTIONS : (args as Section[]));
+}
+
+/** Alternates a bare baseline and the service under the same load, so drift on a shared machine hits both. */
+async function measureHttp(service: ServiceProcess, serviceUrl: string, token: string) {
+  const baselinePort = await freePort();
+  const baselineProcess = spawnService("bench/baseline.ts", {}, [String(baselinePort)]);
+  cleanups.push(() => baselineProcess.stop("SIGKILL"));
+  await baselineProcess.waitForLog((line) => String(line.msg).startsWith("baseline listening"));
+  const baselineUrl = `http://127.0.0.1:${baselinePort}`;
+  log(`bench: baseline at ${baselineUrl}`);
+
+  const target = (base: string) => ({
+    token,
+    connections: CONNECTIONS,
+    keys: HTTP_KEYS,
+    url: `${base}/increment`,
+  });
+  await generateLoad({ ...target(baselineUrl), durationS: WARMUP_S });
+  await generateLoad({ ...target(serviceUrl), durationS: WARMUP_S });
+  const baselineRuns: LoadResult[] = [];
+  const serviceRuns: LoadResult[] = [];
+  let serviceRssMb: Record<string, number> = {};
+  for (let round = 1; round <= ROUNDS; round++) {
+    baselineRuns.push(await generateLoad({ ...target(baselineUrl), durationS: DURATION_S }));
+    const sampling = sampleRss(service);
+    serviceRuns.push(await generateLoad({ ...target(serviceUrl), durationS: DURATION_S }));
+    serviceRssMb = maxRss(serviceRssMb, await sampling.stop());
+    log(
+      `bench: round ${round}: baseline ${fmt(baselineRuns.at(-1))} | service ${fmt(serviceRuns.at(-1))} req/s`,
+    );
+  }
+  await baselineProcess.stop("SIGKILL");
+  return {
+    http: {
+      tool: serviceRuns[0]?.tool ?? "wrk",
+      connections: CONNECTIONS,
+      durationS: DURATION_S,
+      rounds: ROUNDS,
+      baseline: baselineRuns,
+      service: serviceRuns,
+    },
+    serviceRssMb,
+  };
 }
 
 async function waitUntilReady(service: ServiceProcess, url: string): Promise<string> {
