@@ -26,7 +26,12 @@ export async function measureSyncerThroughput(
 ): Promise<SyncerThroughput> {
   const names = Array.from({ length: keys }, (_, i) => `sync:${keys}:${i}`);
   const deltas = names.map((_, i) => String((i % 997) + 1));
-  await pool.query("CREATE TABLE IF NOT EXISTS raw_counters (LIKE counters INCLUDING ALL)");
+  // The same table as counters, storage parameters (fillfactor) included: LIKE copies all but those.
+  const { rows } = await pool.query<{ options: string[] | null }>(
+    "SELECT reloptions AS options FROM pg_class WHERE oid = 'counters'::regclass",
+  );
+  const storage = rows[0]?.options?.length ? ` WITH (${rows[0].options.join(", ")})` : "";
+  await pool.query(`CREATE TABLE IF NOT EXISTS raw_counters (LIKE counters INCLUDING ALL)${storage}`);
 
   // Both tables first get the rows, so the timed runs update existing rows as the syncer usually does.
   await rawUpsert(pool, "raw_counters", names, deltas);
