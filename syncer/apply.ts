@@ -5,7 +5,6 @@ export interface Batch {
   shard: number;
   seq: bigint;
   swappedAt: Date;
-  /** The batch's keys; sorted when the batch spans several statements (see ROWS_PER_STATEMENT). */
   keys: string[];
   /** Decimal int64 deltas, index-aligned with keys. Kept as text: they may exceed 2^53. */
   deltas: string[];
@@ -16,28 +15,28 @@ export interface QuarantinedDelta {
   delta: string;
 }
 
-export type ApplyResult =
-  | { applied: true; quarantined: QuarantinedDelta[] }
-  /** The ledger already holds this batch: another syncer (or an earlier life of this one) committed it. */
-  | { applied: false };
+/** What identifies a batch in the ledger. */
+export type BatchHeader = Pick<Batch, "id" | "shard" | "seq" | "swappedAt">;
 
-// Rows per statement. One statement per batch is fastest (Postgres sorts and upserts the whole set at once);
-// past this many rows the batch is cut, to keep the array parameter (tens of MB) well inside V8's limits.
-export const ROWS_PER_STATEMENT = 500_000;
+// Every transaction that writes counters holds this lock until it ends (pg_advisory_xact_lock). A syncer
+// upserts a batch statement by statement as it reads it, each statement in key order but the statements in
+// HSCAN order; two transactions doing that at once could lock shared rows in opposite orders and deadlock.
+// Taking turns rules that out, and costs nothing while one leader does all the work.
+const APPLY_LOCK_SQL = "SELECT pg_advisory_xact_lock(1952541804)"; // 0x74616c6c, "tall"
 
+// The totals are filled in at commit, once the whole batch has been read.
 const RECORD_BATCH_SQL = `
   INSERT INTO sync_batches (batch_id, shard, seq, swapped_at, key_count, delta_sum)
-  VALUES ($1, $2, $3, $4, $5, $6)
+  VALUES ($1, $2, $3, $4, 0, 0)
   ON CONFLICT (batch_id) DO NOTHING`;
 
-// Set-based upsert of one chunk, rows locked in byte order of the key ("C"), so that concurrent syncers
-// lock shared rows in the same order and cannot deadlock.
+// Set-based upsert of one statement's rows, locked in byte order of the key ("C").
 const UPSERT_SQL = `
   INSERT INTO counters AS c (key, value, updated_at)
   SELECT key, delta, now() FROM unnest($1::text[], $2::bigint[]) AS t(key, delta) ORDER BY key COLLATE "C"
   ON CONFLICT (key) DO UPDATE SET value = c.value + excluded.value, updated_at = excluded.updated_at`;
 
-// The same, for a chunk in which some total would leave bigint (the plain upsert failed with 22003): such
+// The same, for a batch in which some total would leave bigint (the plain upsert failed with 22003): such
 // a key is set aside with its delta in quarantined_deltas instead of failing the statement (and with it,
 // every other key of the batch). Slower (a join and numeric arithmetic per row), so only used then.
 const CHECKED_UPSERT_SQL = `
@@ -57,90 +56,129 @@ const CHECKED_UPSERT_SQL = `
   )
   SELECT key, delta::text AS delta FROM set_aside`;
 
-const NUMERIC_VALUE_OUT_OF_RANGE = "22003";
+/** The SQLSTATE of a plain upsert whose total would leave bigint: retry the batch with `checkRange`. */
+export const NUMERIC_VALUE_OUT_OF_RANGE = "22003";
 
-const ADVANCE_SYNC_STATE_SQL = `
+// One round trip: the ledger row gets the batch's totals, and the shard's sync state moves forward.
+const FINISH_BATCH_SQL = `
+  WITH ledger AS (
+    UPDATE sync_batches SET key_count = $4, delta_sum = $5 WHERE batch_id = $6
+  )
   INSERT INTO sync_state AS s (shard, synced_through, last_seq) VALUES ($1, $2, $3)
   ON CONFLICT (shard) DO UPDATE
     SET synced_through = greatest(s.synced_through, excluded.synced_through),
         last_seq = greatest(s.last_seq, excluded.last_seq)`;
 
-export interface ApplyHooks {
-  /** Runs inside the transaction after the upserts and before COMMIT (fault injection in tests). */
-  beforeCommit?: () => Promise<void> | void;
+export interface BatchTransactionOptions {
+  /** Upsert with the checked statement, which sets aside totals that would leave bigint. */
+  checkRange: boolean;
 }
 
 /**
- * Applies a batch in ONE transaction that also records its id in the ledger. The ledger insert comes
- * first: a second syncer applying the same batch blocks on it until the first commits, then finds the id
- * taken and applies nothing. That is what makes a batch count exactly once, lease or no lease.
+ * One batch applied in ONE transaction that also records its id in the ledger, fed statement by statement
+ * while the batch is still being read. The ledger row is written first: a second syncer applying the same
+ * batch blocks on it until the first commits, then finds the id taken and applies nothing. That, not the
+ * lease, is what makes a batch count exactly once.
  */
-export async function applyBatch(pool: pg.Pool, batch: Batch, hooks: ApplyHooks = {}): Promise<ApplyResult> {
-  try {
-    return await applyInTransaction(pool, batch, hooks, false);
-  } catch (error) {
-    // Some total would leave bigint. Rare, so the common path runs the plain upsert and only this retry
-    // pays for the checked one, which sets such keys aside.
-    if ((error as { code?: string }).code !== NUMERIC_VALUE_OUT_OF_RANGE) throw error;
-    return applyInTransaction(pool, batch, hooks, true);
+export class BatchTransaction {
+  readonly #client: pg.PoolClient;
+  readonly #header: BatchHeader;
+  readonly #checkRange: boolean;
+  readonly #quarantined: QuarantinedDelta[] = [];
+  #ended = false;
+
+  private constructor(client: pg.PoolClient, header: BatchHeader, checkRange: boolean) {
+    this.#client = client;
+    this.#header = header;
+    this.#checkRange = checkRange;
+  }
+
+  /** Opens the transaction and records the batch; null when the ledger already holds it (nothing done). */
+  static async begin(
+    pool: pg.Pool,
+    header: BatchHeader,
+    options: BatchTransactionOptions,
+  ): Promise<BatchTransaction | null> {
+    const client = await pool.connect();
+    // The pool listens for errors only on idle clients. Without a listener of our own, a connection error
+    // that arrives between two of our queries (Postgres shutting down, our backend terminated) would be an
+    // uncaught exception that kills the syncer; with it, the error surfaces through the next query.
+    client.on("error", ignoreConnectionError);
+    const transaction = new BatchTransaction(client, header, options.checkRange);
+    try {
+      await client.query("BEGIN");
+      await client.query(APPLY_LOCK_SQL);
+      const recorded = await client.query(RECORD_BATCH_SQL, [
+        header.id,
+        header.shard,
+        header.seq.toString(),
+        header.swappedAt,
+      ]);
+      if (recorded.rowCount === 0) {
+        await transaction.rollback();
+        return null;
+      }
+      return transaction;
+    } catch (error) {
+      await transaction.rollback();
+      throw error;
+    }
+  }
+
+  /** Upserts one statement's rows: keys not seen before in this batch, non-zero deltas. */
+  async upsert(keys: string[], deltas: string[]): Promise<void> {
+    if (this.#checkRange) {
+      const { rows } = await this.#client.query<QuarantinedDelta>(CHECKED_UPSERT_SQL, [
+        keys,
+        deltas,
+        this.#header.id,
+      ]);
+      this.#quarantined.push(...rows);
+    } else {
+      await this.#client.query(UPSERT_SQL, [keys, deltas]);
+    }
+  }
+
+  /** Records the batch's totals, advances the shard's sync state and commits; returns what was set aside. */
+  async commit(
+    totals: { keyCount: number; deltaSum: bigint },
+    beforeCommit?: () => Promise<void> | void,
+  ): Promise<QuarantinedDelta[]> {
+    const { shard, swappedAt, seq, id } = this.#header;
+    await this.#client.query(FINISH_BATCH_SQL, [
+      shard,
+      swappedAt,
+      seq.toString(),
+      totals.keyCount,
+      totals.deltaSum.toString(),
+      id,
+    ]);
+    await beforeCommit?.();
+    await this.#client.query("COMMIT");
+    this.#end();
+    return this.#quarantined;
+  }
+
+  /** Undoes everything; safe after a failed statement, and more than once. */
+  async rollback(): Promise<void> {
+    if (this.#ended) return;
+    try {
+      await this.#client.query("ROLLBACK");
+      this.#end();
+    } catch (error) {
+      // A failed ROLLBACK means the connection is broken; destroy it rather than return it to the pool.
+      this.#end(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  #end(brokenConnection?: Error): void {
+    this.#ended = true;
+    this.#client.off("error", ignoreConnectionError);
+    this.#client.release(brokenConnection);
   }
 }
 
-async function applyInTransaction(
-  pool: pg.Pool,
-  batch: Batch,
-  hooks: ApplyHooks,
-  checkRange: boolean,
-): Promise<ApplyResult> {
-  const client = await pool.connect();
-  // The pool listens for errors only on idle clients. Without a listener of our own, a connection error that
-  // arrives between two of our queries (Postgres shutting down, our backend terminated) would be an uncaught
-  // exception that kills the syncer; with it, the error surfaces through the next query, as any other.
-  const ignoreConnectionError = () => {};
-  client.on("error", ignoreConnectionError);
-  let released = false;
-  try {
-    await client.query("BEGIN");
-    const deltaSum = batch.deltas.reduce((sum, delta) => sum + BigInt(delta), 0n);
-    const recorded = await client.query(RECORD_BATCH_SQL, [
-      batch.id,
-      batch.shard,
-      batch.seq.toString(),
-      batch.swappedAt,
-      batch.keys.length,
-      deltaSum.toString(),
-    ]);
-    if (recorded.rowCount === 0) {
-      await client.query("ROLLBACK");
-      return { applied: false };
-    }
-    const quarantined: QuarantinedDelta[] = [];
-    for (let start = 0; start < batch.keys.length; start += ROWS_PER_STATEMENT) {
-      const keys = batch.keys.slice(start, start + ROWS_PER_STATEMENT);
-      const deltas = batch.deltas.slice(start, start + ROWS_PER_STATEMENT);
-      if (checkRange) {
-        const { rows } = await client.query<QuarantinedDelta>(CHECKED_UPSERT_SQL, [keys, deltas, batch.id]);
-        quarantined.push(...rows);
-      } else {
-        await client.query(UPSERT_SQL, [keys, deltas]);
-      }
-    }
-    await client.query(ADVANCE_SYNC_STATE_SQL, [batch.shard, batch.swappedAt, batch.seq.toString()]);
-    await hooks.beforeCommit?.();
-    await client.query("COMMIT");
-    return { applied: true, quarantined };
-  } catch (error) {
-    // A failed ROLLBACK means the connection is broken; destroy it rather than return it to the pool.
-    await client.query("ROLLBACK").catch((rollbackError: Error) => {
-      client.release(rollbackError);
-      released = true;
-    });
-    throw error;
-  } finally {
-    client.off("error", ignoreConnectionError);
-    if (!released) client.release();
-  }
-}
+function ignoreConnectionError(): void {}
 
 /** Records that a shard had nothing pending at `observedAt`: Postgres is complete up to that instant. */
 export async function markShardIdle(pool: pg.Pool, shard: number, observedAt: Date): Promise<void> {

@@ -2,7 +2,15 @@ import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import type { RedisClient } from "../lib/redis/client.ts";
 import type { ShardKeys } from "../lib/redis/keys.ts";
-import { applyBatch, type Batch, markShardIdle, type QuarantinedDelta, ROWS_PER_STATEMENT } from "./apply.ts";
+import {
+  type Batch,
+  type BatchHeader,
+  BatchTransaction,
+  markShardIdle,
+  NUMERIC_VALUE_OUT_OF_RANGE,
+  type QuarantinedDelta,
+} from "./apply.ts";
+import { BatchBuilder, type Statement } from "./batch-builder.ts";
 
 /** The protocol steps, in order; fault-injection hooks fire at each. */
 export type SyncStep = "before-swap" | "after-swap" | "during-read" | "before-commit" | "after-commit";
@@ -13,6 +21,8 @@ export interface FlushContext {
   redis: RedisClient;
   pool: pg.Pool;
   scanCount: number;
+  /** Rows per upsert statement (default ROWS_PER_STATEMENT); tests lower it to cut small batches. */
+  rowsPerStatement?: number;
   /** Lowest acceptable next seq per shard (last committed + 1); raised as batches commit. */
   minSeq: Map<number, bigint>;
   onStep?: StepHook;
@@ -38,6 +48,7 @@ export type BatchOutcome =
       batchId: string;
       seq: bigint;
       swappedAt: Date;
+      /** Keys applied: 0 when the batch was not applied here. */
       keys: number;
       /** False when the ledger already had this batch (finished elsewhere); it was only cleaned up. */
       applied: boolean;
@@ -50,7 +61,7 @@ export type BatchOutcome =
 
 /**
  * Runs one batch of one shard through the protocol: swap (or take over an unfinished batch), read it with
- * HSCAN, apply it to Postgres in one ledgered transaction, and only then delete the flushing hash.
+ * HSCAN while applying it to Postgres in one ledgered transaction, and only then delete the flushing hash.
  * A crash at any step leaves either the dirty hash or the flushing hash in Redis and the ledger in Postgres
  * in a state the next run of this function finishes correctly.
  */
@@ -84,63 +95,92 @@ export async function flushShardOnce(ctx: FlushContext, keys: ShardKeys): Promis
   }
   await ctx.onStep?.("after-swap", shard);
 
-  const entries = await readFlushingHash(ctx, keys);
-  // If the meta changed, another syncer deleted this batch after committing it, and what we scanned may
-  // mix in a newer batch; the ledger would refuse it anyway, but there is no point trying.
-  if ((await redis.hget(keys.flushingMeta, "batch")) !== batchId)
-    return { kind: "superseded", shard, batchId };
-
-  const batch = toBatch(batchId, shard, seq, swappedAt, entries);
-  const result = await applyBatch(ctx.pool, batch, {
-    beforeCommit: () => ctx.onStep?.("before-commit", shard),
-  });
+  const header = { id: batchId, shard, seq, swappedAt };
+  let result: ApplyResult;
+  try {
+    result = await applyFlushingHash(ctx, keys, header, false);
+  } catch (error) {
+    // Some total would leave bigint. Rare, so the common path runs the plain upsert and only this retry,
+    // which reads the batch again, pays for the checked one that sets such keys aside.
+    if ((error as { code?: string }).code !== NUMERIC_VALUE_OUT_OF_RANGE) throw error;
+    result = await applyFlushingHash(ctx, keys, header, true);
+  }
+  if (result.kind === "superseded") return { kind: "superseded", shard, batchId };
   await ctx.onStep?.("after-commit", shard);
-  if (result.applied) ctx.onBatchApplied?.(batch);
+  if (result.kind === "applied") ctx.onBatchApplied?.(result.batch);
   await redis.tallyFinish(keys.flushing, keys.flushingMeta, batchId);
   if (seq + 1n > minSeq) ctx.minSeq.set(shard, seq + 1n);
-  return {
-    kind: "batch",
-    shard,
-    batchId,
-    seq,
-    swappedAt,
-    keys: batch.keys.length,
-    applied: result.applied,
-    resumed: resumed === 1,
-    quarantined: result.applied ? result.quarantined : [],
-  };
+  const outcome = { kind: "batch", shard, batchId, seq, swappedAt, resumed: resumed === 1 } as const;
+  return result.kind === "applied"
+    ? { ...outcome, applied: true, keys: result.batch.keys.length, quarantined: result.quarantined }
+    : { ...outcome, applied: false, keys: 0, quarantined: [] };
 }
 
-/** HSCAN in chunks (never HGETALL: a million-field reply would block Redis and balloon our memory). */
-async function readFlushingHash(ctx: FlushContext, keys: ShardKeys): Promise<Map<string, string>> {
-  // HSCAN may return a field more than once; the flushing hash no longer changes, so the last copy wins.
-  const entries = new Map<string, string>();
-  let cursor = "0";
-  let first = true;
-  do {
-    const [next, flat] = await ctx.redis.hscan(keys.flushing, cursor, "COUNT", ctx.scanCount);
-    for (let i = 0; i + 1 < flat.length; i += 2) entries.set(flat[i] as string, flat[i + 1] as string);
-    if (first) await ctx.onStep?.("during-read", keys.shard);
-    first = false;
-    cursor = next;
-  } while (cursor !== "0");
-  return entries;
-}
+// Rows per upsert statement. The batch is upserted while it is read, a statement whenever this many rows
+// have come in, so Redis and Postgres work at the same time; per-statement overhead is negligible at this
+// size, and the array parameters stay small.
+const ROWS_PER_STATEMENT = 10_000;
 
-function toBatch(
-  id: string,
-  shard: number,
-  seq: bigint,
-  swappedAt: Date,
-  entries: Map<string, string>,
-): Batch {
-  const keys: string[] = [];
-  for (const [key, delta] of entries) {
-    // Increments that cancelled out (or values of 0) change nothing and must not create rows.
-    if (delta !== "0") keys.push(key);
+type ApplyResult =
+  | { kind: "applied"; batch: Batch; quarantined: QuarantinedDelta[] }
+  /** The ledger already holds this batch: another syncer (or an earlier life of this one) committed it. */
+  | { kind: "already-applied" }
+  /** The flushing hash changed hands while we read it: another syncer finished this batch. */
+  | { kind: "superseded" };
+
+/**
+ * Reads the flushing hash with HSCAN (never HGETALL: a million-field reply would block Redis and balloon our
+ * memory) and upserts it as it comes, all in one ledgered transaction that commits only once every page is
+ * in.
+ */
+async function applyFlushingHash(
+  ctx: FlushContext,
+  keys: ShardKeys,
+  header: BatchHeader,
+  checkRange: boolean,
+): Promise<ApplyResult> {
+  const { redis } = ctx;
+  const scan = (cursor: string) => redis.hscan(keys.flushing, cursor, "COUNT", ctx.scanCount);
+  // The first page is read while the transaction opens.
+  const [transaction, firstPage] = await Promise.all([
+    BatchTransaction.begin(ctx.pool, header, { checkRange }),
+    scan("0"),
+  ]);
+  if (transaction === null) return { kind: "already-applied" };
+  try {
+    await ctx.onStep?.("during-read", keys.shard);
+    const builder = new BatchBuilder(header, ctx.rowsPerStatement ?? ROWS_PER_STATEMENT);
+    // At most one statement in flight: while Postgres runs it, the next page is read. A failure is
+    // thrown where the statement is awaited (marked handled meanwhile, so it is not reported as unhandled).
+    let upserting: Promise<void> = Promise.resolve();
+    const send = async (statement: Statement | undefined) => {
+      if (statement === undefined) return;
+      await upserting;
+      upserting = transaction.upsert(statement.keys, statement.deltas);
+      upserting.catch(() => {});
+    };
+    let [cursor, flat] = firstPage;
+    for (;;) {
+      builder.addPage(flat);
+      await send(builder.takeStatement());
+      if (cursor === "0") break;
+      [cursor, flat] = await scan(cursor);
+    }
+    await send(builder.takeStatement(true));
+    // If the meta changed, another syncer finished this batch and what we scanned may mix in a newer one.
+    // The ledger row we hold makes that impossible; the check costs nothing and keeps the guarantee from
+    // resting on that reasoning alone.
+    const [, current] = await Promise.all([upserting, redis.hget(keys.flushingMeta, "batch")]);
+    if (current !== header.id) {
+      await transaction.rollback();
+      return { kind: "superseded" };
+    }
+    const quarantined = await transaction.commit(builder.totals, () =>
+      ctx.onStep?.("before-commit", keys.shard),
+    );
+    return { kind: "applied", batch: builder.batch, quarantined };
+  } catch (error) {
+    await transaction.rollback();
+    throw error;
   }
-  // Postgres orders the rows within a statement; a batch cut into several statements is cut in one global
-  // order, so that every syncer takes the row locks of a shared key range in the same sequence.
-  if (keys.length > ROWS_PER_STATEMENT) keys.sort();
-  return { id, shard, seq, swappedAt, keys, deltas: keys.map((key) => entries.get(key) as string) };
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 import { shardKeys } from "../../lib/redis/keys.ts";
+import { BatchTransaction } from "../../syncer/apply.ts";
 import { type FlushContext, flushShardOnce } from "../../syncer/flush-shard.ts";
 import {
   addDeltas,
@@ -157,17 +158,48 @@ describe("flushShardOnce", () => {
     for (let i = 0; i < 5_000; i++) writes.push([`key:${i}`, i + 1]);
     await addDeltas(env.redis, prefix, writes);
     for (const [key, delta] of writes) expectDelta(expected, key, delta);
-    // A spy that calls through: it only counts pages, to prove the read really was chunked.
+    // Spies that call through: they only count pages and statements, to prove both really were chunked.
     const hscan = vi.spyOn(env.redis, "hscan");
+    const upsert = vi.spyOn(BatchTransaction.prototype, "upsert");
 
-    const outcome = await flushShardOnce(flushContext({ scanCount: 100 }), shardKeys(prefix, 0));
+    const outcome = await flushShardOnce(
+      flushContext({ scanCount: 100, rowsPerStatement: 700 }),
+      shardKeys(prefix, 0),
+    );
 
     expect(outcome).toMatchObject({ kind: "batch", keys: 5_000, applied: true });
     expect(hscan.mock.calls.length).toBeGreaterThan(10);
+    expect(upsert.mock.calls.map(([keys]) => keys.length).reduce((a, b) => a + b)).toBe(5_000);
+    expect(upsert.mock.calls.length).toBeGreaterThanOrEqual(7);
     expect(await readCounters(env.pool)).toEqual(expected);
     expect(await readLedger(env.pool)).toMatchObject([
       { key_count: 5_000, delta_sum: String((5_000 * 5_001) / 2) },
     ]);
+  });
+
+  it("sets aside a key out of range in any statement of a batch cut into several", async () => {
+    const prefix = env.newPrefix();
+    await env.pool.query("INSERT INTO counters (key, value, updated_at) VALUES ('edge', $1, now())", [
+      (INT64_MAX - 1n).toString(),
+    ]);
+    const writes: [string, number][] = Array.from({ length: 2_000 }, (_, i) => [`many:${i}`, 1]);
+    writes.push(["edge", 2]);
+    await addDeltas(env.redis, prefix, writes);
+
+    const outcome = await flushShardOnce(
+      flushContext({ scanCount: 100, rowsPerStatement: 300 }),
+      shardKeys(prefix, 0),
+    );
+
+    expect(outcome).toMatchObject({
+      kind: "batch",
+      applied: true,
+      quarantined: [{ key: "edge", delta: "2" }],
+    });
+    const rows = await readCounters(env.pool);
+    expect(rows.get("edge")).toBe(INT64_MAX - 1n);
+    expect([...rows.keys()].filter((key) => key.startsWith("many:"))).toHaveLength(2_000);
+    expect(await isDrained(env.redis, prefix)).toBe(true);
   });
 
   it("sets aside a key whose total would leave bigint, applies the others, and leaves nothing stuck", async () => {

@@ -1,0 +1,61 @@
+import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { describe, expect, it } from "vitest";
+import { BatchTransaction } from "../../syncer/apply.ts";
+import { readCounters, readLedger, useSyncerEnv } from "../support/syncer.ts";
+
+const env = useSyncerEnv();
+
+const header = (shard: number) => ({ id: randomUUID(), shard, seq: 1n, swappedAt: new Date() });
+const plain = { checkRange: false };
+
+describe("BatchTransaction", () => {
+  it("takes turns: a second batch waits until the first has committed, so statements cannot deadlock", async () => {
+    const first = await BatchTransaction.begin(env.pool, header(0), plain);
+    if (first === null) throw new Error("a new batch should begin");
+    await first.upsert(["a"], ["1"]);
+
+    // Were both open at once, "b" then "a" here against "a" then "b" above would be a deadlock.
+    let secondBegun = false;
+    const second = BatchTransaction.begin(env.pool, header(1), plain).then(async (transaction) => {
+      secondBegun = true;
+      if (transaction === null) throw new Error("a new batch should begin");
+      await transaction.upsert(["b"], ["10"]);
+      await transaction.upsert(["a"], ["10"]);
+      return transaction.commit({ keyCount: 2, deltaSum: 20n });
+    });
+    await sleep(300);
+    expect(secondBegun).toBe(false);
+
+    await first.upsert(["b"], ["1"]);
+    await first.commit({ keyCount: 2, deltaSum: 2n });
+    await second;
+    expect(secondBegun).toBe(true);
+    expect(await readCounters(env.pool)).toEqual(
+      new Map([
+        ["a", 11n],
+        ["b", 11n],
+      ]),
+    );
+  });
+
+  it("records the totals in the ledger row it wrote first, and begins nothing for a batch already there", async () => {
+    const batch = header(0);
+    const transaction = await BatchTransaction.begin(env.pool, batch, plain);
+    await transaction?.upsert(["k"], ["5"]);
+    await transaction?.commit({ keyCount: 1, deltaSum: 5n });
+    expect(await readLedger(env.pool)).toMatchObject([{ batch_id: batch.id, key_count: 1, delta_sum: "5" }]);
+
+    expect(await BatchTransaction.begin(env.pool, batch, plain)).toBeNull();
+    expect(await readCounters(env.pool)).toEqual(new Map([["k", 5n]]));
+  });
+
+  it("leaves nothing behind when rolled back", async () => {
+    const transaction = await BatchTransaction.begin(env.pool, header(0), plain);
+    await transaction?.upsert(["gone"], ["1"]);
+    await transaction?.rollback();
+    await transaction?.rollback();
+    expect(await readCounters(env.pool)).toEqual(new Map());
+    expect(await readLedger(env.pool)).toEqual([]);
+  });
+});
