@@ -132,22 +132,22 @@ export class Syncer {
     const failures: CycleReport["failures"] = [];
     if (!this.#syncStateLoaded) await this.#loadSyncState();
     const ctx = { ...this.#options, minSeq: this.#minSeq, maxBatchAgeMs: this.#options.ledgerRetentionMs };
+    // Staleness moves as each shard commits, not at the end of the cycle: a later shard's work does not
+    // make an earlier one's data any older.
+    const record = (outcome: BatchOutcome) => {
+      outcomes.push(outcome);
+      if (outcome.kind === "idle") this.#advance(outcome.shard, outcome.observedAt);
+      if (outcome.kind === "batch") this.#advance(outcome.shard, outcome.swappedAt);
+    };
     for (const keys of this.#shardKeys) {
       try {
-        let outcome = await flushShardOnce(ctx, keys);
-        outcomes.push(outcome);
+        const outcome = await flushShardOnce(ctx, keys);
+        record(outcome);
         // A leftover batch was finished first; the dirty hash behind it is due too, so do not wait a cycle.
-        if (outcome.kind === "batch" && outcome.resumed) {
-          outcome = await flushShardOnce(ctx, keys);
-          outcomes.push(outcome);
-        }
+        if (outcome.kind === "batch" && outcome.resumed) record(await flushShardOnce(ctx, keys));
       } catch (error) {
         failures.push({ shard: keys.shard, error });
       }
-    }
-    for (const outcome of outcomes) {
-      if (outcome.kind === "idle") this.#advance(outcome.shard, outcome.observedAt);
-      if (outcome.kind === "batch") this.#advance(outcome.shard, outcome.swappedAt);
     }
     // After a cycle in which every shard synced, no unfinished batch older than this cycle exists, so no
     // ledger row older than the retention can still be needed to refuse a batch.
