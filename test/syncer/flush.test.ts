@@ -1,7 +1,9 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, vi } from "vitest";
 import { shardKeys } from "../../lib/redis/keys.ts";
 import { BatchTransaction } from "../../syncer/apply.ts";
 import { type FlushContext, flushShardOnce } from "../../syncer/flush-shard.ts";
+import type { Syncer } from "../../syncer/syncer.ts";
 import {
   addDeltas,
   createSyncer,
@@ -245,6 +247,37 @@ describe("flushShardOnce", () => {
 });
 
 describe("Syncer.runCycle", () => {
+  it("counts a shard as synced as soon as it commits, not when the whole cycle ends", async () => {
+    const prefix = env.newPrefix();
+    let cycle = 1;
+    let shard1SwappedAfter = 0;
+    let measured: { now: number; stalenessMs: number } | undefined;
+    const syncer: Syncer = createSyncer({
+      redis: env.redis,
+      pool: env.pool,
+      prefix,
+      shards: 2,
+      onStep: async (step, shard) => {
+        if (step !== "before-swap" || shard !== 1) return;
+        if (cycle === 1) {
+          // Shard 1 is synced through a moment well after shard 0 in the first cycle.
+          await sleep(400);
+          shard1SwappedAfter = Date.now();
+        } else {
+          // In the second, shard 0 has just committed: only shard 1 can be the oldest now.
+          measured = { now: Date.now(), stalenessMs: syncer.stalenessMs() };
+        }
+      },
+    });
+    await syncer.runCycle();
+    cycle = 2;
+    await syncer.runCycle();
+
+    if (measured === undefined) throw new Error("shard 1 was not reached in the second cycle");
+    // Counted from the end of the first cycle, it would be ~400 ms more: shard 0's old position.
+    expect(measured.stalenessMs).toBeLessThanOrEqual(measured.now - shard1SwappedAfter);
+  });
+
   it("flushes every shard in one cycle and reports each outcome", async () => {
     const prefix = env.newPrefix();
     const syncer = createSyncer({ redis: env.redis, pool: env.pool, prefix, shards: 3 });
