@@ -7,8 +7,8 @@ export interface Statement {
 }
 
 /**
- * Turns the HSCAN pages of a flushing hash into upsert statements of about `rowsPerStatement` rows, and
- * keeps the whole batch for the ledger totals and the batch listeners.
+ * Turns the HSCAN pages of a flushing hash into upsert statements, and keeps the whole batch for the ledger
+ * totals and the batch listeners.
  *
  * HSCAN may return a field more than once (when the hash is rehashed between pages). The flushing hash no
  * longer changes, so every copy carries the same delta and only the first is kept: a second one would be
@@ -20,11 +20,9 @@ export class BatchBuilder {
   #deltaSum = 0n;
   readonly #seen = new Set<string>();
   #statement: Statement = { keys: [], deltas: [] };
-  readonly #rowsPerStatement: number;
 
-  constructor(header: Omit<Batch, "keys" | "deltas">, rowsPerStatement: number) {
+  constructor(header: Omit<Batch, "keys" | "deltas">) {
     this.batch = { ...header, keys: [], deltas: [] };
-    this.#rowsPerStatement = rowsPerStatement;
   }
 
   /** Adds one HSCAN page (field, value, field, value, ...). */
@@ -43,13 +41,21 @@ export class BatchBuilder {
     }
   }
 
-  /** The rows gathered so far as one statement, once there are enough of them (or `rest`: any at all). */
-  takeStatement(rest = false): Statement | undefined {
-    const count = this.#statement.keys.length;
-    if (count === 0 || (!rest && count < this.#rowsPerStatement)) return undefined;
-    const statement = this.#statement;
-    this.#statement = { keys: [], deltas: [] };
-    return statement;
+  /**
+   * The oldest rows gathered and not yet taken, at most `maxRows` of them, as one statement; undefined while
+   * fewer than `minRows` are waiting.
+   */
+  takeStatement(minRows: number, maxRows: number): Statement | undefined {
+    const waiting = this.#statement.keys.length;
+    if (waiting === 0 || waiting < minRows) return undefined;
+    if (waiting <= maxRows) {
+      const statement = this.#statement;
+      this.#statement = { keys: [], deltas: [] };
+      return statement;
+    }
+    const { keys, deltas } = this.#statement;
+    this.#statement = { keys: keys.slice(maxRows), deltas: deltas.slice(maxRows) };
+    return { keys: keys.slice(0, maxRows), deltas: deltas.slice(0, maxRows) };
   }
 
   get totals(): { keyCount: number; deltaSum: bigint } {

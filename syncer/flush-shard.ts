@@ -21,8 +21,8 @@ export interface FlushContext {
   redis: RedisClient;
   pool: pg.Pool;
   scanCount: number;
-  /** Rows per upsert statement (default ROWS_PER_STATEMENT); tests lower it to cut small batches. */
-  rowsPerStatement?: number;
+  /** Bounds on the rows per upsert statement (default STATEMENT_ROWS); tests lower them. */
+  statementRows?: { minRows: number; maxRows: number };
   /** Lowest acceptable next seq per shard (last committed + 1); raised as batches commit. */
   minSeq: Map<number, bigint>;
   onStep?: StepHook;
@@ -116,10 +116,9 @@ export async function flushShardOnce(ctx: FlushContext, keys: ShardKeys): Promis
     : { ...outcome, applied: false, keys: 0, quarantined: [] };
 }
 
-// Rows per upsert statement. The batch is upserted while it is read, a statement whenever this many rows
-// have come in, so Redis and Postgres work at the same time; per-statement overhead is negligible at this
-// size, and the array parameters stay small.
-const ROWS_PER_STATEMENT = 10_000;
+// Rows per upsert statement: at least `minRows` before the first one starts (so that it starts early), at
+// most `maxRows` (so that the text parameters, keys escaped, stay far below V8's and Postgres' limits).
+const STATEMENT_ROWS = { minRows: 10_000, maxRows: 100_000 };
 
 type ApplyResult =
   | { kind: "applied"; batch: Batch; quarantined: QuarantinedDelta[] }
@@ -149,28 +148,43 @@ async function applyFlushingHash(
   if (transaction === null) return { kind: "already-applied" };
   try {
     await ctx.onStep?.("during-read", keys.shard);
-    const builder = new BatchBuilder(header, ctx.rowsPerStatement ?? ROWS_PER_STATEMENT);
-    // At most one statement in flight: while Postgres runs it, the next page is read. A failure is
-    // thrown where the statement is awaited (marked handled meanwhile, so it is not reported as unhandled).
+    const builder = new BatchBuilder(header);
+    const { minRows, maxRows } = { ...STATEMENT_ROWS, ...ctx.statementRows };
+    // Postgres gets the rows read so far whenever it is free: the first statement goes as soon as there are
+    // `minRows`, and while it runs the read carries on, so later statements are as large as the read got
+    // ahead (up to `maxRows`): a big batch goes in few big sorted statements. One statement at a time; a
+    // failure is thrown at the next await of `upserting`, which is marked handled meanwhile.
     let upserting: Promise<void> = Promise.resolve();
-    const send = async (statement: Statement | undefined) => {
-      if (statement === undefined) return;
-      await upserting;
+    let postgresBusy = false;
+    const send = (statement: Statement) => {
+      postgresBusy = true;
       upserting = transaction.upsert(statement.keys, statement.deltas);
-      upserting.catch(() => {});
+      const free = () => {
+        postgresBusy = false;
+      };
+      upserting.then(free, free);
     };
     let [cursor, flat] = firstPage;
     for (;;) {
       builder.addPage(flat);
-      await send(builder.takeStatement());
+      if (!postgresBusy) {
+        await upserting;
+        const statement = builder.takeStatement(minRows, maxRows);
+        if (statement !== undefined) send(statement);
+      }
       if (cursor === "0") break;
       [cursor, flat] = await scan(cursor);
     }
-    await send(builder.takeStatement(true));
+    for (;;) {
+      await upserting;
+      const statement = builder.takeStatement(1, maxRows);
+      if (statement === undefined) break;
+      send(statement);
+    }
     // If the meta changed, another syncer finished this batch and what we scanned may mix in a newer one.
     // The ledger row we hold makes that impossible; the check costs nothing and keeps the guarantee from
     // resting on that reasoning alone.
-    const [, current] = await Promise.all([upserting, redis.hget(keys.flushingMeta, "batch")]);
+    const current = await redis.hget(keys.flushingMeta, "batch");
     if (current !== header.id) {
       await transaction.rollback();
       return { kind: "superseded" };
