@@ -33,6 +33,8 @@ const SYNC_SIZES: [keys: number, repetitions: number][] = [
   [100_000, 3],
   [1_000_000, 1],
 ];
+// The syncer reads as the service does by default (SYNC_SCAN_COUNT).
+const SYNC_SCAN_COUNT = 1_000;
 const STALENESS_KEYS_PER_CYCLE = 100_000;
 const STALENESS_WATCH_S = 20;
 const RESULTS_DIR = fileURLToPath(new URL("./results/", import.meta.url));
@@ -105,7 +107,7 @@ try {
     for (const [keys, repetitions] of SYNC_SIZES) {
       const runs: SyncerThroughput[] = [];
       for (let i = 0; i < repetitions; i++) {
-        runs.push(await measureSyncerThroughput(redis, pool, `benchsync${i}`, keys, 10_000));
+        runs.push(await measureSyncerThroughput(redis, pool, `benchsync${i}`, keys, SYNC_SCAN_COUNT));
       }
       const result = {
         keys,

@@ -22,7 +22,8 @@ export type BatchHeader = Pick<Batch, "id" | "shard" | "seq" | "swappedAt">;
 // upserts a batch statement by statement as it reads it, each statement in key order but the statements in
 // HSCAN order; two transactions doing that at once could lock shared rows in opposite orders and deadlock.
 // Taking turns rules that out, and costs nothing while one leader does all the work.
-const APPLY_LOCK_SQL = "SELECT pg_advisory_xact_lock(1952541804)"; // 0x74616c6c, "tall"
+// One round trip, no parameters: "tall" (0x74616c6c) is the lock's id.
+const BEGIN_AND_LOCK_SQL = "BEGIN; SELECT pg_advisory_xact_lock(1952541804)";
 
 // The totals are filled in at commit, once the whole batch has been read.
 const RECORD_BATCH_SQL = `
@@ -106,8 +107,7 @@ export class BatchTransaction {
     client.on("error", ignoreConnectionError);
     const transaction = new BatchTransaction(client, header, options.checkRange);
     try {
-      await client.query("BEGIN");
-      await client.query(APPLY_LOCK_SQL);
+      await client.query(BEGIN_AND_LOCK_SQL);
       const recorded = await client.query(RECORD_BATCH_SQL, [
         header.id,
         header.shard,

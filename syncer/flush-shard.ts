@@ -118,7 +118,7 @@ export async function flushShardOnce(ctx: FlushContext, keys: ShardKeys): Promis
 
 // Rows per upsert statement: at least `minRows` before the first one starts (so that it starts early), at
 // most `maxRows` (so that the text parameters, keys escaped, stay far below V8's and Postgres' limits).
-const STATEMENT_ROWS = { minRows: 10_000, maxRows: 100_000 };
+const STATEMENT_ROWS = { minRows: 2_000, maxRows: 100_000 };
 
 type ApplyResult =
   | { kind: "applied"; batch: Batch; quarantined: QuarantinedDelta[] }
@@ -175,16 +175,18 @@ async function applyFlushingHash(
       if (cursor === "0") break;
       [cursor, flat] = await scan(cursor);
     }
+    // If the meta changed, another syncer finished this batch and what we scanned may mix in a newer one.
+    // The ledger row we hold makes that impossible; the check costs no time (it runs beside the last
+    // statements) and keeps the guarantee from resting on that reasoning alone.
+    const meta = redis.hget(keys.flushingMeta, "batch");
+    meta.catch(() => {});
     for (;;) {
       await upserting;
       const statement = builder.takeStatement(1, maxRows);
       if (statement === undefined) break;
       send(statement);
     }
-    // If the meta changed, another syncer finished this batch and what we scanned may mix in a newer one.
-    // The ledger row we hold makes that impossible; the check costs nothing and keeps the guarantee from
-    // resting on that reasoning alone.
-    const current = await redis.hget(keys.flushingMeta, "batch");
+    const current = await meta;
     if (current !== header.id) {
       await transaction.rollback();
       return { kind: "superseded" };
