@@ -140,11 +140,17 @@ async function applyFlushingHash(
 ): Promise<ApplyResult> {
   const { redis } = ctx;
   const scan = (cursor: string) => redis.hscan(keys.flushing, cursor, "COUNT", ctx.scanCount);
-  // The first page is read while the transaction opens.
-  const [transaction, firstPage] = await Promise.all([
-    BatchTransaction.begin(ctx.pool, header, { checkRange }),
-    scan("0"),
-  ]);
+  // The first page is read while the transaction opens. If the read fails, the transaction that opened
+  // meanwhile is rolled back: left open, it would hold the apply lock and stop every later batch.
+  const opening = BatchTransaction.begin(ctx.pool, header, { checkRange });
+  let firstPage: [cursor: string, fields: string[]];
+  try {
+    firstPage = await scan("0");
+  } catch (error) {
+    await (await opening.catch(() => null))?.rollback();
+    throw error;
+  }
+  const transaction = await opening;
   if (transaction === null) return { kind: "already-applied" };
   try {
     await ctx.onStep?.("during-read", keys.shard);

@@ -179,6 +179,19 @@ describe("flushShardOnce", () => {
     ]);
   });
 
+  it("rolls back the transaction it opened when the first read fails, so the next flush is not locked out", async () => {
+    const prefix = env.newPrefix();
+    await addDeltas(env.redis, prefix, [["k", 4]]);
+    vi.spyOn(env.redis, "hscan").mockRejectedValueOnce(new Error("connection lost"));
+
+    await expect(flushShardOnce(flushContext(), shardKeys(prefix, 0))).rejects.toThrow("connection lost");
+    // The batch stayed in Redis; a transaction left open would hold the apply lock and this would hang.
+    const outcome = await flushShardOnce(flushContext(), shardKeys(prefix, 0));
+
+    expect(outcome).toMatchObject({ kind: "batch", applied: true, resumed: true, keys: 1 });
+    expect(await readCounters(env.pool)).toEqual(new Map([["k", 4n]]));
+  });
+
   it("sets aside a key out of range in any statement of a batch cut into several", async () => {
     const prefix = env.newPrefix();
     await env.pool.query("INSERT INTO counters (key, value, updated_at) VALUES ('edge', $1, now())", [
