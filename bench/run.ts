@@ -15,7 +15,7 @@ import { type ServiceProcess, spawnService } from "../test/support/process.ts";
 import { generateLoad, type LoadResult } from "./load.ts";
 import { type BenchResults, renderChart, renderReport } from "./report.ts";
 import { rssOfTree } from "./rss.ts";
-import { measureSyncerThroughput, type SyncerThroughput } from "./syncer-throughput.ts";
+import { fillDirtyHash, measureSyncerThroughput, type SyncerThroughput } from "./syncer-throughput.ts";
 
 // `npm run bench`: throwaway Redis and Postgres, tally as `npm start` runs it, and in the same run a bare
 // node:http baseline under the same load generator, connections and duration. Results go to stdout and to
@@ -221,7 +221,7 @@ function maxRss(a: Record<string, number>, b: Record<string, number>): Record<st
  * HTTP load plus 100,000 distinct keys landing in the dirty hash in every 5 s cycle, while Postgres' staleness
  * is sampled every 250 ms. `keys` says which 100,000: "recurring" are the same counters every cycle (the
  * steady state: counters are incremented again and again), "new" are never seen before (a table that grows
- * by 100,000 rows per cycle, the worst case). The keys are written with HSET, 10,000 fields per command:
+ * by 100,000 rows per cycle, the worst case). The keys are written with HSET, many fields per command:
  * they stand for the effect of many clients' increments on the dirty hash; the cost of serving those
  * clients is what the HTTP load stands for.
  */
@@ -247,14 +247,15 @@ async function measureStaleness(
   const injector = (async () => {
     for (let cycle = 0; !stop; cycle++) {
       const began = performance.now();
-      const name = keys === "new" ? (i: number) => `stale:${cycle}:${i}` : (i: number) => `stale:${i}`;
-      for (let start = 0; start < STALENESS_KEYS_PER_CYCLE; start += 10_000) {
-        const fields: string[] = [];
-        for (let i = start; i < Math.min(STALENESS_KEYS_PER_CYCLE, start + 10_000); i++) {
-          fields.push(name(i), "1");
-        }
-        await redis.hset(dirty, ...fields);
-      }
+      const names = Array.from({ length: STALENESS_KEYS_PER_CYCLE }, (_, i) =>
+        keys === "new" ? `stale:${cycle}:${i}` : `stale:${i}`,
+      );
+      await fillDirtyHash(
+        redis,
+        dirty,
+        names,
+        names.map(() => "1"),
+      );
       injected += STALENESS_KEYS_PER_CYCLE;
       await sleep(Math.max(0, 5_000 - (performance.now() - began)));
     }

@@ -61,7 +61,8 @@ async function rawUpsert(pool: pg.Pool, table: string, keys: string[], deltas: s
   );
 }
 
-async function fillDirtyHash(
+/** Puts `keys` with their deltas in a dirty hash, as many increments would, with few HSETs. */
+export async function fillDirtyHash(
   redis: RedisClient,
   dirty: string,
   keys: string[],
