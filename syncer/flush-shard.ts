@@ -143,6 +143,9 @@ async function applyFlushingHash(
   // The first page is read while the transaction opens. If the read fails, the transaction that opened
   // meanwhile is rolled back: left open, it would hold the apply lock and stop every later batch.
   const opening = BatchTransaction.begin(ctx.pool, header, { checkRange });
+  // Handled here so that a failure to open (Postgres down) is not an unhandled rejection while the read
+  // is awaited; it is thrown below, where `opening` is awaited.
+  opening.catch(() => {});
   let firstPage: [cursor: string, fields: string[]];
   try {
     firstPage = await scan("0");
