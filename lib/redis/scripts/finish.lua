@@ -2,6 +2,8 @@
   Ends a batch after Postgres committed it: deletes the flushing hash, but only while it still holds
   that batch. A slow syncer finishing a batch that another syncer already finished must never delete
   the newer batch swapped in since.
+  UNLINK, not DEL: DEL frees a hash field by field while Redis serves nobody else (measured: 25 ms for
+  110,000 fields, every cycle); UNLINK hands a large one to a background thread.
 
   KEYS[1]  flushing hash
   KEYS[2]  flushing meta hash
@@ -11,7 +13,7 @@
   Returns  1 when the batch was deleted, 0 when the flushing hash holds another batch or none.
 ]]
 if redis.call('HGET', KEYS[2], 'batch') == ARGV[1] then
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('UNLINK', KEYS[1], KEYS[2])
   return 1
 end
 return 0
