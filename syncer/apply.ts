@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { textArrayLiteral } from "./array-literal.ts";
 
 export interface Batch {
   id: string;
@@ -127,15 +128,15 @@ export class BatchTransaction {
 
   /** Upserts one statement's rows: keys not seen before in this batch, non-zero deltas. */
   async upsert(keys: string[], deltas: string[]): Promise<void> {
+    const arrays = [textArrayLiteral(keys), textArrayLiteral(deltas)];
     if (this.#checkRange) {
-      const { rows } = await this.#client.query<QuarantinedDelta>(CHECKED_UPSERT_SQL, [
-        keys,
-        deltas,
+      const { rows: setAside } = await this.#client.query<QuarantinedDelta>(CHECKED_UPSERT_SQL, [
+        ...arrays,
         this.#header.id,
       ]);
-      this.#quarantined.push(...rows);
+      this.#quarantined.push(...setAside);
     } else {
-      await this.#client.query(UPSERT_SQL, [keys, deltas]);
+      await this.#client.query(UPSERT_SQL, arrays);
     }
   }
 
