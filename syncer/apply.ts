@@ -61,10 +61,13 @@ const CHECKED_UPSERT_SQL = `
 /** The SQLSTATE of a plain upsert whose total would leave bigint: retry the batch with `checkRange`. */
 export const NUMERIC_VALUE_OUT_OF_RANGE = "22003";
 
-// One round trip: the ledger row gets the batch's totals, and the shard's sync state moves forward.
+// One round trip: the ledger row gets the batch's totals and the time of its commit, and the shard's sync
+// state moves forward. clock_timestamp(), not the column's default now(): that is when the transaction
+// began, the whole apply earlier.
 const FINISH_BATCH_SQL = `
   WITH ledger AS (
-    UPDATE sync_batches SET key_count = $4, delta_sum = $5 WHERE batch_id = $6
+    UPDATE sync_batches SET key_count = $4, delta_sum = $5, committed_at = clock_timestamp()
+     WHERE batch_id = $6
   )
   INSERT INTO sync_state AS s (shard, synced_through, last_seq) VALUES ($1, $2, $3)
   ON CONFLICT (shard) DO UPDATE

@@ -50,6 +50,18 @@ describe("BatchTransaction", () => {
     expect(await readCounters(env.pool)).toEqual(new Map([["k", 5n]]));
   });
 
+  it("records when the batch committed, not when its transaction began", async () => {
+    const transaction = await BatchTransaction.begin(env.pool, header(0), plain);
+    await transaction?.upsert(["k"], ["1"]);
+    await sleep(300);
+    const committing = Date.now();
+    await transaction?.commit({ keyCount: 1, deltaSum: 1n });
+
+    const { rows } = await env.pool.query<{ committed_at: Date }>("SELECT committed_at FROM sync_batches");
+    // Postgres and this process read the same clock; 50 ms allows for rounding, far below the 300 ms wait.
+    expect(rows[0]?.committed_at.getTime()).toBeGreaterThan(committing - 50);
+  });
+
   it("leaves nothing behind when rolled back", async () => {
     const transaction = await BatchTransaction.begin(env.pool, header(0), plain);
     await transaction?.upsert(["gone"], ["1"]);
