@@ -37,6 +37,10 @@ const SYNC_SIZES: [keys: number, repetitions: number][] = [
 const SYNC_SCAN_COUNT = 1_000;
 const STALENESS_KEYS_PER_CYCLE = 100_000;
 const STALENESS_WATCH_S = 20;
+// Two cycles of load and injected keys before staleness counts, as the HTTP runs are warmed up: the first
+// batches pay once for the syncer's code being compiled and for the first update of rows inserted just
+// before. The warm-up's worst staleness is still reported, beside the figure that counts.
+const STALENESS_WARMUP_S = 10;
 const RESULTS_DIR = fileURLToPath(new URL("./results/", import.meta.url));
 
 const SECTIONS = ["http", "staleness", "syncer"] as const;
@@ -264,16 +268,18 @@ async function measureStaleness(
     url: `${serviceUrl}/increment`,
     token,
     connections: 16,
-    durationS: STALENESS_WATCH_S,
+    durationS: STALENESS_WARMUP_S + STALENESS_WATCH_S,
     keys: HTTP_KEYS,
   });
+  const warmupSamples: number[] = [];
   const samples: number[] = [];
-  const watchUntil = Date.now() + STALENESS_WATCH_S * 1_000;
-  while (Date.now() < watchUntil) {
+  const warmupUntil = new Date(Date.now() + STALENESS_WARMUP_S * 1_000);
+  const watchUntil = new Date(warmupUntil.getTime() + STALENESS_WATCH_S * 1_000);
+  while (Date.now() < watchUntil.getTime()) {
     const { rows } = await pool.query<{ s: number | null }>(
       "SELECT extract(epoch FROM now() - min(synced_through))::float8 AS s FROM sync_state",
     );
-    if (rows[0]?.s != null) samples.push(rows[0].s);
+    if (rows[0]?.s != null) (Date.now() < warmupUntil.getTime() ? warmupSamples : samples).push(rows[0].s);
     await sleep(250);
   }
   stop = true;
@@ -285,9 +291,32 @@ async function measureStaleness(
     keysPerCycle: STALENESS_KEYS_PER_CYCLE,
     injectedKeys: injected,
     httpRequestsPerSecond: http.requestsPerSecond,
-    maxS: samples.at(-1) ?? Number.NaN,
+    maxS: await worstStalenessBeforeCommits(pool, warmupUntil, watchUntil),
     p50S: samples[Math.floor(samples.length / 2)] ?? Number.NaN,
+    warmupMaxS: warmupSamples.length > 0 ? Math.max(...warmupSamples) : Number.NaN,
   };
+}
+
+/**
+ * The worst staleness of a window is the moment just before one of its commits, commit time less the swap
+ * time of the shard's batch before (the ledger has both), or its end, if no commit came for a while:
+ * exact, where sampling would miss up to a sampling interval. Where a cycle between two batches was idle it
+ * overstates, never understates.
+ */
+async function worstStalenessBeforeCommits(pool: pg.Pool, from: Date, until: Date): Promise<number> {
+  const { rows } = await pool.query<{ s: number | null }>(
+    `SELECT greatest(
+              (SELECT max(extract(epoch FROM committed_at - previous_swap))
+                 FROM (SELECT committed_at, lag(swapped_at) OVER (PARTITION BY shard ORDER BY seq) AS previous_swap
+                         FROM sync_batches) AS batches
+                WHERE committed_at >= $1 AND committed_at < $2),
+              (SELECT extract(epoch FROM $2 - min(last_swap))
+                 FROM (SELECT max(swapped_at) AS last_swap FROM sync_batches WHERE committed_at < $2
+                        GROUP BY shard) AS shards)
+            )::float8 AS s`,
+    [from, until],
+  );
+  return rows[0]?.s ?? Number.NaN;
 }
 
 function medianOf(values: number[]): number {
