@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mintToken } from "../../lib/tokens.ts";
@@ -148,6 +149,15 @@ describe("the whole service", () => {
     expect(sampleValue(syncer, "tally_syncer_leader")).toBe(1);
     expect(sampleValue(syncer, "tally_syncer_batches_total", { outcome: "applied" })).toBeGreaterThan(0);
     expect((await fetch(new URL("/readyz", syncerMetrics))).status).toBe(200);
+  });
+
+  it("runs its API workers with the young generation capped, its own process without", async () => {
+    const workerPids = service.logs.filter((line) => line.msg === "api listening").map((line) => line.pid);
+    const flagsOf = async (pid: unknown) => (await readFile(`/proc/${pid}/cmdline`, "utf8")).split("\0");
+
+    expect(workerPids).toHaveLength(WORKERS);
+    for (const pid of workerPids) expect(await flagsOf(pid)).toContain("--max-semi-space-size=8");
+    expect(await flagsOf(service.child.pid)).not.toContain("--max-semi-space-size=8");
   });
 
   it("on SIGTERM drains, flushes what was accepted, releases the lease and exits 0", async () => {
