@@ -10,6 +10,7 @@ const SPECIAL_IN_QUOTES_ALL = /["\\]/g;
  * Elements are only escaped when some value holds a quote or a backslash.
  */
 export function textArrayLiteral(values: readonly string[]): string {
+  if (values.length === 0) return "{}";
   const elements = values.some((value) => SPECIAL_IN_QUOTES.test(value))
     ? values.map((value) => value.replace(SPECIAL_IN_QUOTES_ALL, "\\$&"))
     : values;

@@ -22,7 +22,7 @@ const storableText = fc.oneof(
 describe("textArrayLiteral", () => {
   it("is read back by Postgres as exactly the values it was built from", async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(storableText, { minLength: 1, maxLength: 20 }), async (values) => {
+      fc.asyncProperty(fc.array(storableText, { maxLength: 20 }), async (values) => {
         expect(await parsedByPostgres(textArrayLiteral(values))).toEqual(values);
       }),
       { numRuns: 300 },
