@@ -154,3 +154,34 @@ export async function readStream(
     return { id, fields: fields.filter((_, i) => i % 2 === 0), entry };
   });
 }
+
+type ActivitySyncerOptions = Omit<Parameters<typeof startActivitySyncer>[0], "redis" | "pool">;
+
+/**
+ * Activity syncers and webhook receivers for one test file, on its env's Redis and Postgres; `cleanup()`
+ * (from the file's afterEach) stops them in reverse order of start.
+ */
+export class ActivityFixtures {
+  readonly #env: { redis: RedisClient; pool: pg.Pool };
+  readonly #cleanups: (() => Promise<void>)[] = [];
+
+  constructor(env: { readonly redis: RedisClient; readonly pool: pg.Pool }) {
+    this.#env = env;
+  }
+
+  run(options: ActivitySyncerOptions): ActivitySyncer {
+    const running = startActivitySyncer({ redis: this.#env.redis, pool: this.#env.pool, ...options });
+    this.#cleanups.push(() => running.stop());
+    return running;
+  }
+
+  async receiver(respond: Parameters<typeof startReceiver>[0]): Promise<Receiver> {
+    const started = await startReceiver(respond);
+    this.#cleanups.push(() => started.close());
+    return started;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const cleanup of this.#cleanups.splice(0).reverse()) await cleanup();
+  }
+}

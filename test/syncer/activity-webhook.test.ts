@@ -1,19 +1,14 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../harness/fixtures.ts";
-import {
-  type ActivitySyncer,
-  type Receiver,
-  startActivitySyncer,
-  startReceiver,
-} from "../support/activity.ts";
+import { ActivityFixtures, type ActivitySyncer } from "../support/activity.ts";
 import { addDeltas, readCounters, useSyncerEnv } from "../support/syncer.ts";
 
 // A webhook receiver that fails or never answers must cost the sync nothing: cycles stay on schedule, data
 // reaches Postgres as fast as ever, the failure is logged, and nothing rejects unhandled.
 
 const env = useSyncerEnv();
-const cleanups: (() => Promise<void>)[] = [];
+const fixtures = new ActivityFixtures(env);
 const unhandled: unknown[] = [];
 const onUnhandled = (reason: unknown) => unhandled.push(reason);
 
@@ -26,23 +21,11 @@ afterAll(() => {
 });
 
 afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  await fixtures.cleanup();
   // Let a delivery cut off by the receiver's close settle, so a rejection would land in this test.
   await sleep(50);
   expect(unhandled).toEqual([]);
 });
-
-function run(options: Omit<Parameters<typeof startActivitySyncer>[0], "redis" | "pool">): ActivitySyncer {
-  const running = startActivitySyncer({ redis: env.redis, pool: env.pool, ...options });
-  cleanups.push(() => running.stop());
-  return running;
-}
-
-async function receiver(respond: Parameters<typeof startReceiver>[0]): Promise<Receiver> {
-  const started = await startReceiver(respond);
-  cleanups.push(() => started.close());
-  return started;
-}
 
 /** Writes one increment and returns how long Postgres took to have it. */
 async function timeToPostgres(prefix: string, key: string): Promise<number> {
@@ -65,8 +48,8 @@ function largestCycleGap(running: ActivitySyncer): number {
 describe("activity webhook trouble", () => {
   it("a receiver answering 500: the status is logged, the sync goes on", async () => {
     const prefix = env.newPrefix();
-    const hook = await receiver((response) => response.writeHead(500).end("boom"));
-    const running = run({
+    const hook = await fixtures.receiver((response) => response.writeHead(500).end("boom"));
+    const running = fixtures.run({
       prefix,
       intervalMs: 100,
       periodMs: 300,
@@ -87,10 +70,10 @@ describe("activity webhook trouble", () => {
   it("a receiver that never answers: cycles keep their schedule, data keeps flowing, the timeout is logged", async () => {
     const prefix = env.newPrefix();
     // Accepts the request and never answers.
-    const hook = await receiver(() => {});
+    const hook = await fixtures.receiver(() => {});
     const intervalMs = 250;
     const began = performance.now();
-    const running = run({
+    const running = fixtures.run({
       prefix,
       intervalMs,
       periodMs: 500,

@@ -4,14 +4,7 @@ import { activityStreamKey } from "../../lib/redis/keys.ts";
 import { Activity } from "../../syncer/activity.ts";
 import { Syncer } from "../../syncer/syncer.ts";
 import { waitFor } from "../harness/fixtures.ts";
-import {
-  type ActivitySyncer,
-  captureLogger,
-  type Receiver,
-  readStream,
-  startActivitySyncer,
-  startReceiver,
-} from "../support/activity.ts";
+import { ActivityFixtures, captureLogger, readStream } from "../support/activity.ts";
 import {
   addDeltas,
   expectDelta,
@@ -28,30 +21,18 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const STREAM_FIELDS = ["minute", "unique_keys", "delta_total", "batches", "partial", "emitted_at", "syncer"];
 
 const env = useSyncerEnv();
-const cleanups: (() => Promise<void>)[] = [];
+const fixtures = new ActivityFixtures(env);
 
 afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  await fixtures.cleanup();
 });
-
-function run(options: Omit<Parameters<typeof startActivitySyncer>[0], "redis" | "pool">): ActivitySyncer {
-  const running = startActivitySyncer({ redis: env.redis, pool: env.pool, ...options });
-  cleanups.push(() => running.stop());
-  return running;
-}
-
-async function receiver(respond: Parameters<typeof startReceiver>[0]): Promise<Receiver> {
-  const started = await startReceiver(respond);
-  cleanups.push(() => started.close());
-  return started;
-}
 
 describe("per-minute activity", () => {
   it("writes each period to the stream, the log and the webhook, with exact counts", async () => {
     const prefix = env.newPrefix();
-    const hook = await receiver((response) => response.writeHead(204).end());
+    const hook = await fixtures.receiver((response) => response.writeHead(204).end());
     const periodMs = 1_000;
-    const running = run({
+    const running = fixtures.run({
       prefix,
       intervalMs: 200,
       periodMs,
@@ -159,7 +140,7 @@ describe("per-minute activity", () => {
 
   it("reports quiet periods as zeros while leading", async () => {
     const prefix = env.newPrefix();
-    const running = run({ prefix, intervalMs: 100, periodMs: 400 });
+    const running = fixtures.run({ prefix, intervalMs: 100, periodMs: 400 });
 
     await waitFor(async () => (await env.redis.xlen(running.streamKey)) >= 5);
     await running.stop();
@@ -172,7 +153,7 @@ describe("per-minute activity", () => {
 
   it("caps the stream: exactly with MAXLEN =", async () => {
     const prefix = env.newPrefix();
-    const running = run({ prefix, intervalMs: 50, periodMs: 200, stream: { maxLen: 3, trim: "=" } });
+    const running = fixtures.run({ prefix, intervalMs: 50, periodMs: 200, stream: { maxLen: 3, trim: "=" } });
 
     await waitFor(async () => running.lines.filter((line) => line.msg === "activity").length >= 6, {
       message: "six periods",
