@@ -19,7 +19,8 @@ export class BatchBuilder {
   readonly batch: Batch;
   #deltaSum = 0n;
   readonly #seen = new Set<string>();
-  #statement: Statement = { keys: [], deltas: [] };
+  /** Rows of `batch` before this index have gone into statements. */
+  #taken = 0;
 
   constructor(header: Omit<Batch, "keys" | "deltas">) {
     this.batch = { ...header, keys: [], deltas: [] };
@@ -33,8 +34,6 @@ export class BatchBuilder {
       if (this.#seen.has(key)) continue;
       this.#seen.add(key);
       if (delta === "0") continue;
-      this.#statement.keys.push(key);
-      this.#statement.deltas.push(delta);
       this.batch.keys.push(key);
       this.batch.deltas.push(delta);
       this.#deltaSum += BigInt(delta);
@@ -46,16 +45,14 @@ export class BatchBuilder {
    * fewer than `minRows` are waiting.
    */
   takeStatement(minRows: number, maxRows: number): Statement | undefined {
-    const waiting = this.#statement.keys.length;
+    const waiting = this.batch.keys.length - this.#taken;
     if (waiting === 0 || waiting < minRows) return undefined;
-    if (waiting <= maxRows) {
-      const statement = this.#statement;
-      this.#statement = { keys: [], deltas: [] };
-      return statement;
-    }
-    const { keys, deltas } = this.#statement;
-    this.#statement = { keys: keys.slice(maxRows), deltas: deltas.slice(maxRows) };
-    return { keys: keys.slice(0, maxRows), deltas: deltas.slice(0, maxRows) };
+    const start = this.#taken;
+    this.#taken += Math.min(waiting, maxRows);
+    return {
+      keys: this.batch.keys.slice(start, this.#taken),
+      deltas: this.batch.deltas.slice(start, this.#taken),
+    };
   }
 
   get totals(): { keyCount: number; deltaSum: bigint } {
