@@ -11,7 +11,11 @@ import { exactlyOnceViolations, Load } from "../support/load.ts";
 // Postgres is, and catch up exactly once when Postgres returns.
 
 const OUTAGE_MS = 30_000;
-const PROGRESS_EVERY_MS = 3_000;
+// "Keeps accepting" means no stretch of the outage goes without a 202: an API waiting on Postgres would
+// leave all 30 s without one. The bound is the load's request timeout; a shorter one failed once in five
+// full-suite runs on two cores (a 3 s sample with no new 202, cause not found), which a sample cannot tell
+// from a real stall; the exact gaps below can.
+const LONGEST_GAP_MS = 5_000;
 const BEHIND = "postgres is behind what was accepted";
 const SHARD_FAILED = "shard sync failed; its batch will be retried";
 
@@ -50,13 +54,7 @@ describe("Postgres outage", () => {
 
     await server.stop();
     const downAt = performance.now();
-    const acceptedWhenDown = load.count("accepted");
-    // Sampled through the whole outage: "keeps accepting" means at every point, not just at the end.
-    const acceptedDuringOutage: number[] = [];
-    while (performance.now() - downAt < OUTAGE_MS) {
-      await sleep(Math.min(PROGRESS_EVERY_MS, OUTAGE_MS - (performance.now() - downAt)));
-      acceptedDuringOutage.push(load.count("accepted"));
-    }
+    await sleep(OUTAGE_MS);
     const upAt = performance.now();
     // Read before Postgres returns, so all of this is what happened while it was down.
     const reportedStaleness = syncer.logs
@@ -74,11 +72,13 @@ describe("Postgres outage", () => {
     expect(Math.max(...reportedStaleness)).toBeGreaterThan(20);
 
     // The API went on accepting throughout, and nobody was left not knowing whether a write counted.
-    let previous = acceptedWhenDown;
-    for (const accepted of acceptedDuringOutage) {
-      expect(accepted).toBeGreaterThan(previous);
-      previous = accepted;
-    }
+    const acceptedAt = load.sent
+      .filter((r) => r.outcome === "accepted" && r.endedAt > downAt && r.endedAt < upAt)
+      .map((r) => r.endedAt)
+      .sort((a, b) => a - b);
+    const moments = [downAt, ...acceptedAt, upAt];
+    const longestGap = Math.max(...moments.slice(1).map((moment, i) => moment - (moments[i] as number)));
+    expect(longestGap, "longest stretch of the outage without a 202 (ms)").toBeLessThan(LONGEST_GAP_MS);
     const overlappingOutage = load.sent.filter((r) => r.endedAt > downAt && r.startedAt < upAt);
     expect(overlappingOutage.length).toBeGreaterThan(0);
     expect(overlappingOutage.filter((r) => r.outcome !== "accepted")).toEqual([]);
