@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { RedisClient } from "../../lib/redis/client.ts";
-import { allShardKeys, idempotencyRecordKey } from "../../lib/redis/keys.ts";
+import { allShardKeys, idempotencyRecordKey, shardOfKey } from "../../lib/redis/keys.ts";
 import { batchPerTurn } from "../../lib/turn-batch.ts";
 import { ApiError } from "../errors.ts";
 import { redisFailure } from "./redis-errors.ts";
@@ -41,11 +41,11 @@ interface PendingIncrement {
 /**
  * Adds to the dirty hash of a shard.
  *
- * Without an Idempotency-Key, the increments that arrive in one event-loop turn go to Redis together, in one
- * script on one random shard (increment-batch.lua): one command instead of one per request, which was the
+ * Without an Idempotency-Key, the increments that arrive in one event-loop turn go to Redis together, one
+ * script per shard they touch (increment-batch.lua): one command instead of one per request, which was the
  * API's largest remaining cost per increment. Each increment is still applied or refused on its own, and
- * each is answered only once Redis has applied it. As the shard is random per batch, even one hot key is
- * spread over every shard (reads and the syncer add the shards back up).
+ * each is answered only once Redis has applied it. The shard is the key's own (shardOfKey), so a key is one
+ * Postgres row per cycle however many shards there are.
  *
  * With a key, the shard is derived from (client, key), so every retry lands on the shard that holds the
  * key's record, and one Lua script checks the record and applies the increment together.
@@ -56,12 +56,12 @@ export function createIncrementer(redis: RedisClient, options: IncrementerOption
   // The index is below the length by construction, and there is at least one shard.
   const dirtyHash = (shard: number) => dirtyHashes[shard] as string;
 
-  const applyBatch = async (batch: PendingIncrement[]) => {
+  const applyBatch = async (shard: number, batch: PendingIncrement[]) => {
     const pairs: (string | number)[] = [];
     for (const { key, value } of batch) pairs.push(key, value);
     let results: (1 | string)[];
     try {
-      results = await redis.tallyIncrementBatch(dirtyHash(Math.floor(Math.random() * shards)), ...pairs);
+      results = await redis.tallyIncrementBatch(dirtyHash(shard), ...pairs);
     } catch (error) {
       for (const pending of batch) pending.failed(error);
       return;
@@ -72,10 +72,21 @@ export function createIncrementer(redis: RedisClient, options: IncrementerOption
       else pending.failed(asReplyError(result ?? "no reply for this increment"));
     });
   };
-  const collect = batchPerTurn<PendingIncrement>((pending) => {
+  const sendPerShard = (shard: number, pending: PendingIncrement[]) => {
     for (let start = 0; start < pending.length; start += MAX_INCREMENTS_PER_SCRIPT) {
-      void applyBatch(pending.slice(start, start + MAX_INCREMENTS_PER_SCRIPT));
+      void applyBatch(shard, pending.slice(start, start + MAX_INCREMENTS_PER_SCRIPT));
     }
+  };
+  const collect = batchPerTurn<PendingIncrement>((pending) => {
+    if (shards === 1) return sendPerShard(0, pending);
+    const byShard = new Map<number, PendingIncrement[]>();
+    for (const increment of pending) {
+      const shard = shardOfKey(increment.key, shards);
+      const group = byShard.get(shard);
+      if (group) group.push(increment);
+      else byShard.set(shard, [increment]);
+    }
+    for (const [shard, group] of byShard) sendPerShard(shard, group);
   });
 
   return async function increment(key, value, idempotency) {

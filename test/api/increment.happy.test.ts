@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { shardKeys } from "../../lib/redis/keys.ts";
+import { shardKeys, shardOfKey } from "../../lib/redis/keys.ts";
 import { createTestApi, type TestApi } from "../support/api.ts";
 
 let api: TestApi;
@@ -66,25 +66,33 @@ describe("POST /increment: accepted", () => {
     expect(made.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
   });
 
-  it("spreads one key over every shard and never loses an increment", async () => {
+  it("keeps each key in its own shard, spreads keys over every shard and never loses an increment", async () => {
     const sharded = await createTestApi({ SYNC_SHARDS: "4" });
     try {
       const shardToken = await sharded.token();
-      // Requests that arrive together go to Redis in one batch on one random shard, so the spread shows
-      // over many turns: 60 waves of 5 concurrent requests miss a given shard with probability 0.75^60.
+      const keys = Array.from({ length: 40 }, (_, i) => `spread:${i}`);
+      // Waves of concurrent requests share event-loop turns, so each turn's script call carries several keys.
       const statuses: number[] = [];
-      for (let wave = 0; wave < 60; wave++) {
-        const responses = await Promise.all(
-          Array.from({ length: 5 }, () => sharded.increment({ key: "hot", value: 1 }, shardToken)),
-        );
+      for (let wave = 0; wave < 20; wave++) {
+        const responses = await Promise.all([
+          ...Array.from({ length: 5 }, () => sharded.increment({ key: "hot", value: 1 }, shardToken)),
+          ...keys.map((key) => sharded.increment({ key, value: 2 }, shardToken)),
+        ]);
         statuses.push(...responses.map((response) => response.status));
       }
       expect(statuses.filter((status) => status !== 202)).toEqual([]);
-      const perShard = await Promise.all(
-        [0, 1, 2, 3].map((shard) => sharded.node.redis.hget(shardKeys(sharded.prefix, shard).dirty, "hot")),
+
+      const dirtyHashes = await Promise.all(
+        [0, 1, 2, 3].map((shard) => sharded.node.redis.hgetall(shardKeys(sharded.prefix, shard).dirty)),
       );
-      expect(perShard.every((value) => Number(value) > 0)).toBe(true);
-      expect(perShard.reduce((sum, value) => sum + Number(value), 0)).toBe(300);
+      const holders = (key: string) => dirtyHashes.flatMap((hash, shard) => (key in hash ? [shard] : []));
+      expect(holders("hot")).toEqual([shardOfKey("hot", 4)]);
+      expect(dirtyHashes[shardOfKey("hot", 4)]?.hot).toBe("100");
+      for (const key of keys) {
+        expect(holders(key)).toEqual([shardOfKey(key, 4)]);
+        expect(dirtyHashes[shardOfKey(key, 4)]?.[key]).toBe("40");
+      }
+      expect(dirtyHashes.every((hash) => Object.keys(hash).length > 0)).toBe(true);
     } finally {
       await sharded.close();
     }

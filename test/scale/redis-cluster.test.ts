@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { allShardKeys, shardKeys } from "../../lib/redis/keys.ts";
+import { allShardKeys, type ShardKeys, shardKeys, shardOfKey } from "../../lib/redis/keys.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { type RedisClusterServer, startRedisCluster } from "../harness/redis-cluster.ts";
 import { Deployment } from "../support/deployment.ts";
@@ -46,37 +46,49 @@ describe("Redis Cluster", () => {
     expect(exactlyOnceViolations(load.sent, await deployment.counters())).toEqual([]);
   });
 
-  it("spreads one hot key over every shard, and reads add the shards up", async () => {
+  it("keeps each key in its shard on its master, and reads add up a key's deltas in other shards", async () => {
     const deployment = await create();
     const api = await deployment.startApi();
     const token = await deployment.token();
-    const send = () =>
+    const send = (key: string) =>
       fetch(`${api.url}/increment`, {
         method: "POST",
         headers: { authorization: `Bearer ${token}` },
-        body: JSON.stringify({ key: "hot", value: 3 }),
+        body: JSON.stringify({ key, value: 3 }),
       }).then((response) => response.status);
-    // Requests that arrive together go to Redis in one batch on one random shard, so the spread shows over
-    // many turns: 100 waves of 4 miss a given shard of 8 with probability (7/8)^100.
+    const keys = Array.from({ length: 32 }, (_, i) => `key:${i}`);
     const statuses: number[] = [];
-    for (let wave = 0; wave < 100; wave++)
-      statuses.push(...(await Promise.all(Array.from({ length: 4 }, send))));
+    for (let wave = 0; wave < 10; wave++) statuses.push(...(await Promise.all(keys.map(send))));
     expect(statuses.every((status) => status === 202)).toBe(true);
 
-    // No syncer yet: the increments are still in the dirty hashes, one per shard.
-    const perShard = await Promise.all(
-      allShardKeys(deployment.prefix, SHARDS).map((keys) => deployment.redis.hget(keys.dirty, "hot")),
+    // No syncer yet: each key's increments are all in its own shard's dirty hash, and the keys reach every
+    // master.
+    const shards = allShardKeys(deployment.prefix, SHARDS);
+    const dirtyHashes = await Promise.all(shards.map((keys) => deployment.redis.hgetall(keys.dirty)));
+    for (const key of keys) {
+      expect(dirtyHashes.flatMap((hash, shard) => (key in hash ? [shard] : []))).toEqual([
+        shardOfKey(key, SHARDS),
+      ]);
+      expect(dirtyHashes[shardOfKey(key, SHARDS)]?.[key]).toBe("30");
+    }
+    const mastersUsed = await Promise.all(
+      keys.map((key) => cluster.masterOf((shards[shardOfKey(key, SHARDS)] as ShardKeys).dirty)),
     );
-    expect(perShard.filter((value) => Number(value) > 0).length).toBe(SHARDS);
-    expect(perShard.reduce((sum, value) => sum + Number(value ?? 0), 0)).toBe(1_200);
-    const pending = await (
-      await fetch(`${api.url}/counters/hot`, { headers: { authorization: `Bearer ${token}` } })
+    expect(new Set(mastersUsed).size).toBe(3);
+
+    // A key can also have deltas in other shards (an Idempotency-Key picks the shard of its record, and
+    // SYNC_SHARDS can change): reads and the syncer add every shard up.
+    const elsewhere = shards.filter((keys) => keys.shard !== shardOfKey("key:0", SHARDS));
+    for (const keys of elsewhere) await deployment.redis.hincrby(keys.dirty, "key:0", 1);
+    const expected = 30 + elsewhere.length;
+    const reading = await (
+      await fetch(`${api.url}/counters/key:0`, { headers: { authorization: `Bearer ${token}` } })
     ).json();
-    expect(pending).toMatchObject({ pending: 1_200, total: 1_200 });
+    expect(reading).toMatchObject({ pending: expected, total: expected });
 
     await deployment.startSyncer();
     await deployment.waitForDrain();
-    expect((await deployment.counters()).get("hot")).toBe(1_200n);
+    expect((await deployment.counters()).get("key:0")).toBe(BigInt(expected));
   });
 
   it("applies retries with an Idempotency-Key once: the record lives in the shard's slot", async () => {

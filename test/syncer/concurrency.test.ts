@@ -28,8 +28,8 @@ const SCAN_COUNT = 40;
 const env = useSyncerEnv();
 
 /**
- * Increments random keys in random shards, the way API nodes do, and counts a delta as expected only once
- * Redis acknowledged it. Mostly small deltas of both signs, now and then one beyond 2^53.
+ * Increments random keys in random shards, the hardest case for concurrent syncers, and counts a delta as
+ * expected only once Redis acknowledged it. Mostly small deltas of both signs, now and then one beyond 2^53.
  */
 async function runWriter(
   redis: RedisClient,
@@ -44,8 +44,9 @@ async function runWriter(
       const index = randomInt(0, KEYS - 1);
       const delta =
         Math.random() < 0.01 ? 2n ** 54n + BigInt(randomInt(0, 1_000)) : BigInt(randomInt(-1_000, 1_000));
-      // Like the API, any shard: one key's deltas then sit in several shards, whose batches concurrent
-      // syncers upsert at the same time, row locks and all.
+      // Any shard, as an Idempotency-Key (the shard of its record) or a changed SYNC_SHARDS can make it: one
+      // key's deltas then sit in several shards, whose batches concurrent syncers upsert at once, row locks
+      // and all.
       const shard = randomInt(0, SHARDS - 1);
       const writes = byShard.get(shard) ?? [];
       writes.push([`key-${index}`, delta]);
