@@ -5,10 +5,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type pg from "pg";
+import { parseConfig } from "../lib/config.ts";
 import { migrate } from "../lib/postgres/migrate.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { connectRedis, createRedis, type RedisClient } from "../lib/redis/client.ts";
-import { shardKeys } from "../lib/redis/keys.ts";
+import { shardKeys, shardOfKey } from "../lib/redis/keys.ts";
 import { mintToken } from "../lib/tokens.ts";
 import { freePort, startPostgres, startRedis } from "../test/harness/servers.ts";
 import { type ServiceProcess, spawnService } from "../test/support/process.ts";
@@ -74,7 +75,7 @@ try {
     const servicePort = await freePort();
     // As `npm start` runs it: compiled, plain node.
     await run("npm", ["run", "-s", "build"], { cwd: fileURLToPath(new URL("../", import.meta.url)) });
-    const service = spawnService("dist/scripts/start.js", {
+    const serviceEnv = {
       REDIS_URL: redisServer.url,
       DATABASE_URL: databaseUrl,
       JWT_SECRET: SECRET,
@@ -84,7 +85,10 @@ try {
       HOST: "127.0.0.1",
       PORT: String(servicePort),
       LOG_LEVEL: "warn",
-    });
+    };
+    const service = spawnService("dist/scripts/start.js", serviceEnv);
+    // What the service runs with (the default shard count): the staleness injector writes as its API would.
+    const { shards } = parseConfig(serviceEnv).sync;
     cleanups.push(() => service.stop("SIGKILL"));
     const serviceUrl = await waitUntilReady(service, `http://127.0.0.1:${servicePort}`);
     log(`bench: service at ${serviceUrl} (${workers} API workers)`);
@@ -98,7 +102,7 @@ try {
       results.staleness = [];
       for (const keys of ["recurring", "new"] as const) {
         log(`bench: staleness under load with ${STALENESS_KEYS_PER_CYCLE} ${keys} keys per cycle`);
-        results.staleness.push(await measureStaleness(redis, pool, serviceUrl, token, keys));
+        results.staleness.push(await measureStaleness(redis, pool, serviceUrl, token, keys, shards));
       }
     }
     await service.stop("SIGTERM");
@@ -238,9 +242,8 @@ async function measureStaleness(
   serviceUrl: string,
   token: string,
   keys: "recurring" | "new",
+  shards: number,
 ) {
-  // The service runs with the default SYNC_SHARDS=1.
-  const { dirty } = shardKeys("tally", 0);
   if (keys === "recurring") {
     // The counters exist already, as they do in the steady state.
     await pool.query(
@@ -257,12 +260,13 @@ async function measureStaleness(
       const names = Array.from({ length: STALENESS_KEYS_PER_CYCLE }, (_, i) =>
         keys === "new" ? `stale:${cycle}:${i}` : `stale:${i}`,
       );
-      await fillDirtyHash(
-        redis,
-        dirty,
-        names,
-        names.map(() => "1"),
-      );
+      // Each key into its own shard's dirty hash, as the API puts it.
+      const byShard = Array.from({ length: shards }, () => [] as string[]);
+      for (const name of names) byShard[shardOfKey(name, shards)]?.push(name);
+      for (const [shard, shardNames] of byShard.entries()) {
+        const deltas = shardNames.map(() => "1");
+        await fillDirtyHash(redis, shardKeys("tally", shard).dirty, shardNames, deltas);
+      }
       injected += STALENESS_KEYS_PER_CYCLE;
       await sleep(Math.max(0, 5_000 - (performance.now() - began)));
     }
@@ -294,7 +298,9 @@ async function measureStaleness(
     keysPerCycle: STALENESS_KEYS_PER_CYCLE,
     injectedKeys: injected,
     httpRequestsPerSecond: http.requestsPerSecond,
+    shards,
     maxS: await worstStalenessBeforeCommits(pool, warmupUntil, watchUntil),
+    longestApplyS: await longestSwapToCommit(pool, warmupUntil, watchUntil),
     p50S: samples[Math.floor(samples.length / 2)] ?? Number.NaN,
     warmupMaxS: warmupSamples.length > 0 ? Math.max(...warmupSamples) : Number.NaN,
   };
@@ -317,6 +323,16 @@ async function worstStalenessBeforeCommits(pool: pg.Pool, from: Date, until: Dat
                  FROM (SELECT max(swapped_at) AS last_swap FROM sync_batches WHERE committed_at < $2
                         GROUP BY shard) AS shards)
             )::float8 AS s`,
+    [from, until],
+  );
+  return rows[0]?.s ?? Number.NaN;
+}
+
+/** The longest time from a batch's swap to its commit, of the batches committed in the window. */
+async function longestSwapToCommit(pool: pg.Pool, from: Date, until: Date): Promise<number> {
+  const { rows } = await pool.query<{ s: number | null }>(
+    `SELECT max(extract(epoch FROM committed_at - swapped_at))::float8 AS s
+       FROM sync_batches WHERE committed_at >= $1 AND committed_at < $2`,
     [from, until],
   );
   return rows[0]?.s ?? Number.NaN;

@@ -92,7 +92,7 @@ const EnvSchema = v.object({
   STATS_LOG_INTERVAL_MS: integer(60_000, 0, 86_400_000),
 
   SYNC_INTERVAL_MS: integer(5_000, 50, 300_000),
-  SYNC_SHARDS: integer(1, 1, 1_024),
+  SYNC_SHARDS: integer(4, 1, 1_024),
   SYNC_SCAN_COUNT: integer(1_000, 10, 100_000),
   SYNC_LEASE_TTL_MS: integer(3_000, 100, 600_000),
   SYNC_FAULT_INJECTION: optionalText,

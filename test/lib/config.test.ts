@@ -42,7 +42,7 @@ describe("parseConfig", () => {
       idempotencyTtlSeconds: 86_400,
       sync: {
         intervalMs: 5_000,
-        shards: 1,
+        shards: 4,
         scanCount: 1_000,
         leaseTtlMs: 3_000,
         faultInjection: undefined,

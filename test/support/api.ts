@@ -39,6 +39,8 @@ export async function createTestApi(env: Record<string, string> = {}): Promise<T
     REDIS_KEY_PREFIX: prefix,
     DATABASE_URL: database.url,
     JWT_SECRET: TEST_SECRET,
+    // One shard unless a test asks for more, so that tests find every increment in the one dirty hash.
+    SYNC_SHARDS: "1",
     ...env,
   });
   const node = createApiNode(config, silentLogger);

@@ -80,6 +80,9 @@ export class Deployment {
         RATE_LIMIT_POINTS: "1000000",
         SYNC_INTERVAL_MS: "500",
         SYNC_LEASE_TTL_MS: "1500",
+        // One shard unless a test asks for more: a fault injected at a protocol step then hits the one batch
+        // the test looks at. The e2e test runs the default shard count; the cluster test runs eight.
+        SYNC_SHARDS: "1",
         HOST: "127.0.0.1",
         PORT: "0",
         // Each process takes a free metrics port and logs it (see metricsUrl).
@@ -131,7 +134,7 @@ export class Deployment {
 
   /** True when Redis holds nothing that Postgres lacks: no dirty and no flushing hash in any shard. */
   async isDrained(): Promise<boolean> {
-    const shards = allShardKeys(this.prefix, Number(this.env.SYNC_SHARDS ?? 1));
+    const shards = allShardKeys(this.prefix, Number(this.env.SYNC_SHARDS));
     // One key per call: in a Redis Cluster the shards live in different slots.
     const keys = shards.flatMap((shard) => [shard.dirty, shard.flushing]);
     const existing = await Promise.all(keys.map((key) => this.redis.exists(key)));
