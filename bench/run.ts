@@ -9,7 +9,7 @@ import { parseConfig } from "../lib/config.ts";
 import { migrate } from "../lib/postgres/migrate.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { connectRedis, createRedis, type RedisClient } from "../lib/redis/client.ts";
-import { shardKeys, shardOfKey } from "../lib/redis/keys.ts";
+import { allShardKeys, type ShardKeys, shardOfKey } from "../lib/redis/keys.ts";
 import { mintToken } from "../lib/tokens.ts";
 import { freePort, startPostgres, startRedis } from "../test/harness/servers.ts";
 import { type ServiceProcess, spawnService } from "../test/support/process.ts";
@@ -87,8 +87,10 @@ try {
       LOG_LEVEL: "warn",
     };
     const service = spawnService("dist/scripts/start.js", serviceEnv);
-    // What the service runs with (the default shard count): the staleness injector writes as its API would.
-    const { shards } = parseConfig(serviceEnv).sync;
+    // What the service runs with (default prefix and shard count): the staleness injector writes as its API
+    // would.
+    const config = parseConfig(serviceEnv);
+    const shardKeyList = allShardKeys(config.redis.keyPrefix, config.sync.shards);
     cleanups.push(() => service.stop("SIGKILL"));
     const serviceUrl = await waitUntilReady(service, `http://127.0.0.1:${servicePort}`);
     log(`bench: service at ${serviceUrl} (${workers} API workers)`);
@@ -102,7 +104,7 @@ try {
       results.staleness = [];
       for (const keys of ["recurring", "new"] as const) {
         log(`bench: staleness under load with ${STALENESS_KEYS_PER_CYCLE} ${keys} keys per cycle`);
-        results.staleness.push(await measureStaleness(redis, pool, serviceUrl, token, keys, shards));
+        results.staleness.push(await measureStaleness(redis, pool, serviceUrl, token, keys, shardKeyList));
       }
     }
     await service.stop("SIGTERM");
@@ -242,8 +244,9 @@ async function measureStaleness(
   serviceUrl: string,
   token: string,
   keys: "recurring" | "new",
-  shards: number,
+  shardKeyList: ShardKeys[],
 ) {
+  const shards = shardKeyList.length;
   if (keys === "recurring") {
     // The counters exist already, as they do in the steady state.
     await pool.query(
@@ -263,9 +266,14 @@ async function measureStaleness(
       // Each key into its own shard's dirty hash, as the API puts it.
       const byShard = Array.from({ length: shards }, () => [] as string[]);
       for (const name of names) byShard[shardOfKey(name, shards)]?.push(name);
-      for (const [shard, shardNames] of byShard.entries()) {
-        const deltas = shardNames.map(() => "1");
-        await fillDirtyHash(redis, shardKeys("tally", shard).dirty, shardNames, deltas);
+      for (const { shard, dirty } of shardKeyList) {
+        const shardNames = byShard[shard] ?? [];
+        await fillDirtyHash(
+          redis,
+          dirty,
+          shardNames,
+          shardNames.map(() => "1"),
+        );
       }
       injected += STALENESS_KEYS_PER_CYCLE;
       await sleep(Math.max(0, 5_000 - (performance.now() - began)));

@@ -78,7 +78,6 @@ export function createIncrementer(redis: RedisClient, options: IncrementerOption
     }
   };
   const collect = batchPerTurn<PendingIncrement>((pending) => {
-    if (shards === 1) return sendPerShard(0, pending);
     const byShard = new Map<number, PendingIncrement[]>();
     for (const increment of pending) {
       const shard = shardOfKey(increment.key, shards);
