@@ -41,12 +41,12 @@ export function newApp(deps: AppDependencies) {
     // A draining node asks clients not to reuse the connection, so they move to another node.
     if (deps.health.isDraining()) c.header("Connection", "close");
   });
-  app.onError((error, c) =>
-    problemResponse(
-      c,
-      toApiError(error, c.get("logger"), () => c.req.raw.signal.aborted),
-    ),
-  );
+  app.onError((error, c) => {
+    const problem = toApiError(error, c.get("logger"), () => c.req.raw.signal.aborted);
+    // Readiness turns at once, not at the next reading of Redis' memory.
+    if (problem.code === "redis_full") deps.health.redisMemory.noteOutOfMemory();
+    return problemResponse(c, problem);
+  });
   app.notFound((c) =>
     problemResponse(c, new ApiError("not_found", `no route for ${c.req.method} ${c.req.path}`)),
   );

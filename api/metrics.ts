@@ -15,7 +15,7 @@ const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIO
 // Hono reports middleware registered with app.use() (no path) as matching "/*".
 const EVERY_PATH = "/*";
 
-const REDIS_FAILURE_KINDS: readonly RedisFailureKind[] = ["unavailable", "timeout", "overflow"];
+const REDIS_FAILURE_KINDS: readonly RedisFailureKind[] = ["unavailable", "timeout", "overflow", "oom"];
 
 /** The API's metrics, in a registry of their own (each API node has one; the tests make many nodes). */
 export class ApiMetrics {
@@ -46,7 +46,7 @@ export class ApiMetrics {
   });
   readonly redisErrors = new Counter({
     name: "tally_redis_errors_total",
-    help: "Requests failed by Redis: unavailable (down, not connected), timeout (no answer within REDIS_COMMAND_TIMEOUT_MS), overflow (the pending total would leave 64 bits)",
+    help: "Requests failed by Redis: unavailable (down, not connected), timeout (no answer within REDIS_COMMAND_TIMEOUT_MS), overflow (the pending total would leave 64 bits), oom (Redis is at maxmemory and refused the write)",
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
@@ -81,7 +81,7 @@ export function httpMetrics(metrics: ApiMetrics): MiddlewareHandler<AppEnv> {
     if (problem === undefined) return;
     if (status < 500) metrics.rejected.inc({ code: problem });
     if (problem === "rate_limited") metrics.rateLimited.inc();
-    if (problem === "redis_unavailable" || problem === "counter_out_of_range") {
+    if (problem === "redis_unavailable" || problem === "redis_full" || problem === "counter_out_of_range") {
       const cause = c.error instanceof ApiError ? c.error.cause : c.error;
       metrics.redisErrors.inc({ kind: redisFailureKind(cause) });
     }

@@ -97,6 +97,9 @@ const ANSWERED_BY: Record<ProblemCode, readonly OperationId[] | "unrouted"> = {
   rate_limited: ["increment", "readCounter"],
   internal_error: ["increment", "readCounter", "readiness"],
   redis_unavailable: ["increment", "readCounter", "readiness"],
+  redis_full: ["increment", "readCounter", "readiness"],
+  redis_eviction_policy: ["readiness"],
+  idempotency_capacity: ["increment"],
   auth_unavailable: ["increment", "readCounter"],
   database_unavailable: ["readCounter"],
   shutting_down: ["readiness"],
@@ -122,6 +125,8 @@ const PROBLEM_HEADERS: Partial<Record<ProblemCode, readonly ResponseHeaderName[]
   method_not_allowed: ["Allow"],
   rate_limited: ["Retry-After", "RateLimit", "RateLimit-Policy"],
   redis_unavailable: ["Retry-After"],
+  redis_full: ["Retry-After"],
+  idempotency_capacity: ["Retry-After"],
   auth_unavailable: ["Retry-After"],
   database_unavailable: ["Retry-After"],
 };

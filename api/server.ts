@@ -6,11 +6,13 @@ import type pg from "pg";
 import type { Registry } from "prom-client";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 import type { Config } from "../lib/config.ts";
+import { exitForOperator } from "../lib/exit.ts";
 import type { Logger } from "../lib/logger.ts";
 import { collectProcessMetrics } from "../lib/metrics.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { createRedis, type RedisClient } from "../lib/redis/client.ts";
 import { rateLimitKeyPrefix } from "../lib/redis/keys.ts";
+import { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import { newApp } from "./app.ts";
 import { cacheVerifiedTokens } from "./auth/token-cache.ts";
@@ -27,6 +29,8 @@ const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 export interface ApiNode {
   app: ReturnType<typeof newApp>;
   redis: RedisClient;
+  /** Not started: startApi starts it (tests that build a node do not need it). */
+  redisMemory: RedisMemoryWatch;
   pool: pg.Pool;
   metrics: ApiMetrics;
   /** From now on /readyz answers 503, so load balancers stop sending new requests. */
@@ -53,6 +57,14 @@ export function createApiNode(config: Config, logger: Logger): ApiNode {
     onError: (error) => logger.warn({ err: error }, "postgres idle client error"),
   });
 
+  const redisMemory = new RedisMemoryWatch({
+    redis,
+    logger,
+    intervalMs: config.redis.checkIntervalMs,
+    allowEviction: config.redis.allowEviction,
+    onUnsafeAtStart: (message) => exitForOperator(logger, message),
+  });
+
   let draining = false;
   const metrics = new ApiMetrics();
   const app = newApp({
@@ -72,15 +84,17 @@ export function createApiNode(config: Config, logger: Logger): ApiNode {
       keyPrefix: config.redis.keyPrefix,
       shards: config.sync.shards,
       idempotencyTtlSeconds: config.idempotencyTtlSeconds,
+      idempotencyMaxRecords: config.idempotencyMaxRecords,
     }),
     readCounter: createCounterReader(redis, pool, config.redis.keyPrefix, config.sync.shards),
-    health: { redis, isDraining: () => draining },
+    health: { redis, redisMemory, isDraining: () => draining },
     maxKeyLength: config.maxKeyLength,
     bodyLimitBytes: config.http.bodyLimitBytes,
   });
   return {
     app,
     redis,
+    redisMemory,
     pool,
     metrics,
     startDraining: () => {
@@ -109,9 +123,12 @@ export async function startApi(config: Config, logger: Logger, shutdown: Shutdow
 
   const node = createApiNode(config, logger);
   collectProcessMetrics(node.metrics.registry);
+  node.redisMemory.register(node.metrics.registry);
   shutdown.add("redis", async () => {
     await node.redis.quit().catch(() => node.redis.disconnect());
   });
+  node.redisMemory.start();
+  shutdown.add("redis memory watch", () => node.redisMemory.stop());
   shutdown.add("postgres", () => node.pool.end());
   // Not awaited: the node serves (with 503s and a failing /readyz) until Redis is reachable.
   node.redis.connect().catch(() => {});

@@ -1,5 +1,6 @@
 import cluster, { type Worker } from "node:cluster";
 import { once } from "node:events";
+import { exitForOperator, exitForOperatorMessage } from "../lib/exit.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 
@@ -24,6 +25,13 @@ export function forkApiWorkers(count: number, logger: Logger, shutdown: Shutdown
   let stopping = false;
   const fork = () => {
     const worker = cluster.fork();
+    worker.on("message", (message: unknown) => {
+      const reason = exitForOperatorMessage(message);
+      if (reason === undefined) return;
+      // A replacement would meet the same setting: stop the node, with the worker's line printed once.
+      stopping = true;
+      exitForOperator(logger, reason);
+    });
     worker.on("exit", (code, signal) => {
       if (stopping) return;
       logger.error(

@@ -1,5 +1,6 @@
 import { availableParallelism } from "node:os";
 import * as v from "valibot";
+import { EX_CONFIG } from "./exit.ts";
 
 /**
  * Every setting tally reads, parsed once at start-up. A bad value stops the process with a message that
@@ -8,15 +9,25 @@ import * as v from "valibot";
 
 const DEV_JWT_SECRET = "tally-development-secret-do-not-use-in-production";
 
-function integer(fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) {
+/**
+ * The most UTF-8 bytes a counter key may have, whatever MAX_KEY_LENGTH says: a Postgres btree entry holds at
+ * most 2,704 bytes, and `counters.key` is one. A round figure below that, with room for the entry's header.
+ */
+export const MAX_KEY_BYTES = 2_048;
+
+function wholeNumber(min: number, max: number) {
   return v.pipe(
-    v.optional(v.string(), String(fallback)),
+    v.string(),
     v.trim(),
     v.regex(/^-?\d+$/, "must be a whole number"),
     v.transform(Number),
     v.minValue(min, `must be at least ${min}`),
     v.maxValue(max, `must be at most ${max}`),
   );
+}
+
+function integer(fallback: number, min: number, max = Number.MAX_SAFE_INTEGER) {
+  return v.optional(wholeNumber(min, max), String(fallback));
 }
 
 function flag(fallback: boolean) {
@@ -69,6 +80,8 @@ const EnvSchema = v.object({
     "tally",
   ),
   REDIS_COMMAND_TIMEOUT_MS: integer(1_000, 10, 60_000),
+  REDIS_ALLOW_EVICTION: flag(false),
+  REDIS_CHECK_INTERVAL_MS: integer(5_000, 100, 600_000),
 
   DATABASE_URL: url("postgres://postgres@127.0.0.1:5432/tally", ["postgres:", "postgresql:"]),
   DATABASE_POOL_SIZE: integer(4, 1, 100),
@@ -83,10 +96,14 @@ const EnvSchema = v.object({
 
   RATE_LIMIT_POINTS: integer(1_000, 1),
   RATE_LIMIT_DURATION_S: integer(1, 1, 86_400),
+  JWT_MAX_LIFETIME_S: v.optional(wholeNumber(1, 366 * 86_400)),
 
-  MAX_KEY_LENGTH: integer(256, 1, 10_000),
+  MAX_KEY_LENGTH: integer(256, 1, MAX_KEY_BYTES),
   IDEMPOTENCY_TTL_S: integer(86_400, 1, 30 * 86_400),
+  IDEMPOTENCY_MAX_RECORDS: integer(1_000_000, 1, 1_000_000_000),
   BODY_LIMIT_BYTES: integer(16_384, 64, 1_048_576),
+  HTTP_HEADERS_TIMEOUT_MS: integer(10_000, 1_000, 600_000),
+  HTTP_REQUEST_TIMEOUT_MS: integer(30_000, 1_000, 600_000),
   SHUTDOWN_TIMEOUT_MS: integer(10_000, 0, 600_000),
   SHUTDOWN_DRAIN_DELAY_MS: integer(0, 0, 600_000),
   STATS_LOG_INTERVAL_MS: integer(60_000, 0, 86_400_000),
@@ -115,9 +132,16 @@ const EnvSchema = v.object({
 
 type Env = v.InferOutput<typeof EnvSchema>;
 
+interface TokenRules {
+  issuer?: string;
+  audience?: string;
+  /** Longest a token may be valid for (exp minus iat, or minus now without iat), seconds; none when unset. */
+  maxLifetimeSeconds?: number;
+}
+
 export type AuthConfig =
-  | { mode: "hs256"; secret: string; issuer?: string; audience?: string; isDevelopmentSecret: boolean }
-  | { mode: "jwks"; jwksUrl: string; issuer?: string; audience?: string }
+  | ({ mode: "hs256"; secret: string; isDevelopmentSecret: boolean } & TokenRules)
+  | ({ mode: "jwks"; jwksUrl: string } & TokenRules)
   | { mode: "disabled" };
 
 export interface Config {
@@ -131,6 +155,9 @@ export interface Config {
     drainDelayMs: number;
     /** API processes (node:cluster workers) sharing the port. */
     workers: number;
+    /** How long a client may take to send a request's headers, and the whole request. */
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
   };
   logLevel: Env["LOG_LEVEL"];
   /** Period of the "process stats" log line (memory, event-loop delay); 0 turns it off. */
@@ -147,6 +174,10 @@ export interface Config {
     clusterNodes: { host: string; port: number }[] | undefined;
     keyPrefix: string;
     commandTimeoutMs: number;
+    /** Run even when maxmemory-policy may evict accepted increments (lib/redis/memory.ts). */
+    allowEviction: boolean;
+    /** How often maxmemory-policy and memory use are read. */
+    checkIntervalMs: number;
   };
   database: { url: string; poolSize: number };
   auth: AuthConfig;
@@ -154,6 +185,8 @@ export interface Config {
   maxKeyLength: number;
   /** How long an Idempotency-Key is remembered per client. */
   idempotencyTtlSeconds: number;
+  /** Most Idempotency-Key records held at once, over every shard; past it such requests get a 503. */
+  idempotencyMaxRecords: number;
   sync: {
     intervalMs: number;
     shards: number;
@@ -180,7 +213,11 @@ export class ConfigError extends Error {
 }
 
 function resolveAuth(env: Env): AuthConfig {
-  const claims = { issuer: env.JWT_ISSUER, audience: env.JWT_AUDIENCE };
+  const claims = {
+    issuer: env.JWT_ISSUER,
+    audience: env.JWT_AUDIENCE,
+    maxLifetimeSeconds: env.JWT_MAX_LIFETIME_S,
+  };
   if (env.AUTH_DISABLED) return { mode: "disabled" };
   if (env.JWT_SECRET && env.JWT_JWKS_URL) {
     throw new ConfigError("set either JWT_SECRET (HS256) or JWT_JWKS_URL (RS256/ES256), not both");
@@ -217,6 +254,8 @@ export function parseConfig(source: Record<string, string | undefined> = process
       shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
       drainDelayMs: env.SHUTDOWN_DRAIN_DELAY_MS,
       workers: env.API_WORKERS,
+      headersTimeoutMs: env.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: env.HTTP_REQUEST_TIMEOUT_MS,
     },
     logLevel: env.LOG_LEVEL,
     statsLogIntervalMs: env.STATS_LOG_INTERVAL_MS,
@@ -226,12 +265,15 @@ export function parseConfig(source: Record<string, string | undefined> = process
       clusterNodes: env.REDIS_CLUSTER_NODES,
       keyPrefix: env.REDIS_KEY_PREFIX,
       commandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,
+      allowEviction: env.REDIS_ALLOW_EVICTION,
+      checkIntervalMs: env.REDIS_CHECK_INTERVAL_MS,
     },
     database: { url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE },
     auth: resolveAuth(env),
     rateLimit: { points: env.RATE_LIMIT_POINTS, durationSeconds: env.RATE_LIMIT_DURATION_S },
     maxKeyLength: env.MAX_KEY_LENGTH,
     idempotencyTtlSeconds: env.IDEMPOTENCY_TTL_S,
+    idempotencyMaxRecords: env.IDEMPOTENCY_MAX_RECORDS,
     sync: {
       intervalMs: env.SYNC_INTERVAL_MS,
       shards: env.SYNC_SHARDS,
@@ -256,7 +298,7 @@ export function loadConfigOrExit(): Config {
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     process.stderr.write(`tally: ${error.message}\n`);
-    process.exit(78); // EX_CONFIG
+    process.exit(EX_CONFIG);
   }
 }
 

@@ -45,8 +45,8 @@ async function startPrimary(): Promise<void> {
   const { port, portSet } = config.metrics;
   const syncerLogger = createLogger({ level: config.logLevel, role: "syncer" });
   // Registered first so it stops last: the API drains before the syncer's final flush.
-  const { syncer, metrics } = await startSyncer(config, syncerLogger, shutdown);
-  const syncerMetrics = await serveSyncerMetrics(syncer, metrics, {
+  const running = await startSyncer(config, syncerLogger, shutdown);
+  const syncerMetrics = await serveSyncerMetrics(running, {
     host,
     port: portSet && port !== 0 ? port + 1 : 0,
     logger: syncerLogger,

@@ -14,6 +14,10 @@ export interface LeaseOptions {
    * so a dead leader is replaced within about TTL + this, not TTL + a third of it.
    */
   standbyPollMs?: number;
+  /** Told of every claim that Redis refused or did not answer (the lease itself goes on as before). */
+  onClaimError?: (error: unknown) => void;
+  /** Told of every claim Redis answered. */
+  onClaimAnswered?: () => void;
 }
 
 /**
@@ -26,7 +30,7 @@ export interface LeaseOptions {
  */
 export class LeaderLease extends EventEmitter<{ acquired: []; lost: [] }> {
   readonly holderId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
-  readonly #options: Required<LeaseOptions>;
+  readonly #options: Required<Omit<LeaseOptions, "onClaimError" | "onClaimAnswered">> & LeaseOptions;
   #heldUntil = 0;
   #timer: NodeJS.Timeout | undefined;
   #wasLeader = false;
@@ -68,8 +72,10 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [] }> {
       // Count the TTL from before the request: the key may have been set at any moment after it.
       if (generation === this.#generation)
         this.#heldUntil = held === 1 ? attemptedAt + this.#options.ttlMs : 0;
-    } catch {
+      this.#options.onClaimAnswered?.();
+    } catch (error) {
       // Keep what we had: the lease is still ours until #heldUntil, and lost after.
+      this.#options.onClaimError?.(error);
     }
     this.#emitTransitions();
     return this.isHeld();

@@ -11,8 +11,8 @@ const logger = createLogger({ level: config.logLevel, role: "syncer" });
 const shutdown = new Shutdown(logger, syncerShutdownTimeoutMs(config));
 shutdown.listen();
 shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
-const { syncer, metrics } = await startSyncer(config, logger, shutdown);
-await serveSyncerMetrics(syncer, metrics, {
+const running = await startSyncer(config, logger, shutdown);
+await serveSyncerMetrics(running, {
   host: config.http.host,
   port: config.metrics.port,
   logger,

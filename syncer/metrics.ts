@@ -6,6 +6,7 @@ import {
   scrapeRegistry,
   startMetricsServer,
 } from "../lib/metrics.ts";
+import type { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import type { Batch } from "./apply.ts";
 import { type CycleReport, STALENESS_WARNING_S, type Syncer } from "./syncer.ts";
@@ -47,6 +48,11 @@ export class SyncerMetrics {
   readonly #deltaMagnitude = new Counter({
     name: "tally_syncer_batch_delta_abs_total",
     help: "Sum of |delta| over the keys of every batch this syncer applied (quarantined deltas included)",
+    registers: [this.registry],
+  });
+  readonly #idempotencyRecords = new Gauge({
+    name: "tally_idempotency_records",
+    help: "Idempotency-Key records held in Redis over every shard, as of this syncer's last cycle (bound: IDEMPOTENCY_MAX_RECORDS)",
     registers: [this.registry],
   });
   readonly #quarantined = new Counter({
@@ -92,6 +98,7 @@ export class SyncerMetrics {
   #record(report: CycleReport): void {
     this.#cycleDuration.observe(report.durationMs / 1000);
     this.#cycles.inc({ result: report.failures.length > 0 ? "failed" : "ok" });
+    if (report.idempotencyRecords !== undefined) this.#idempotencyRecords.set(report.idempotencyRecords);
     for (const outcome of report.outcomes) {
       if (outcome.kind === "superseded") this.#batches.inc({ outcome: "superseded" });
       if (outcome.kind !== "batch") continue;
@@ -115,24 +122,27 @@ function leaderStalenessSeconds(syncer: Syncer): number {
   return syncer.isLeader ? syncer.stalenessMs() / 1000 : 0;
 }
 
-/** Not ready while the leader's Postgres is further behind than the SPEC allows. */
-export function syncerReadiness(syncer: Syncer): Readiness {
+/**
+ * Not ready while the leader's Postgres is further behind than the SPEC allows, or while Redis is full or
+ * may evict accepted increments.
+ */
+export function syncerReadiness(syncer: Syncer, redisMemory: Pick<RedisMemoryWatch, "problem">): Readiness {
   const stalenessSeconds = leaderStalenessSeconds(syncer);
+  const redis = redisMemory.problem()?.code;
   return {
-    ready: stalenessSeconds <= STALENESS_WARNING_S,
-    detail: { leader: syncer.isLeader, stalenessSeconds },
+    ready: stalenessSeconds <= STALENESS_WARNING_S && redis === undefined,
+    detail: { leader: syncer.isLeader, stalenessSeconds, ...(redis ? { redis } : {}) },
   };
 }
 
 /** The syncer's metrics port: /metrics, and /healthz and /readyz for an orchestrator or an alert. */
 export function serveSyncerMetrics(
-  syncer: Syncer,
-  metrics: SyncerMetrics,
+  { syncer, redisMemory, metrics }: { syncer: Syncer; redisMemory: RedisMemoryWatch; metrics: SyncerMetrics },
   options: { host: string; port: number; logger: Logger; shutdown: Shutdown },
 ): Promise<RunningMetricsServer> {
   return startMetricsServer({
     ...options,
     scrape: scrapeRegistry(metrics.registry),
-    readiness: () => syncerReadiness(syncer),
+    readiness: () => syncerReadiness(syncer, redisMemory),
   });
 }

@@ -1,9 +1,11 @@
 import type { Config } from "../lib/config.ts";
+import { exitForOperator } from "../lib/exit.ts";
 import type { Logger } from "../lib/logger.ts";
 import { collectProcessMetrics } from "../lib/metrics.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { connectRedis, createRedis } from "../lib/redis/client.ts";
 import { activityStreamKey } from "../lib/redis/keys.ts";
+import { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import { Activity } from "./activity.ts";
 import { faultHookFromConfig } from "./faults.ts";
@@ -14,6 +16,7 @@ import { WebhookSender } from "./webhook.ts";
 
 export interface RunningSyncer {
   syncer: Syncer;
+  redisMemory: RedisMemoryWatch;
   /** Process metrics included; the entry point serves them (serveSyncerMetrics). */
   metrics: SyncerMetrics;
 }
@@ -44,6 +47,15 @@ export async function startSyncer(
   shutdown.add("redis", async () => {
     await redis.quit().catch(() => redis.disconnect());
   });
+  const redisMemory = new RedisMemoryWatch({
+    redis,
+    logger,
+    intervalMs: config.redis.checkIntervalMs,
+    allowEviction: config.redis.allowEviction,
+    onUnsafeAtStart: (message) => exitForOperator(logger, message),
+  });
+  redisMemory.start();
+  shutdown.add("redis memory watch", () => redisMemory.stop());
   await connectRedis(redis, 30_000).catch((error) =>
     logger.warn({ err: error }, "redis not ready yet; retrying"),
   );
@@ -84,6 +96,7 @@ export async function startSyncer(
 
   const metrics = new SyncerMetrics();
   collectProcessMetrics(metrics.registry);
+  redisMemory.register(metrics.registry);
   const syncer = new Syncer({
     redis,
     pool,
@@ -105,5 +118,5 @@ export async function startSyncer(
   syncer.start();
   shutdown.add("syncer", () => syncer.stop());
   logger.info({ intervalMs: config.sync.intervalMs, shards: config.sync.shards }, "syncer started");
-  return { syncer, metrics };
+  return { syncer, redisMemory, metrics };
 }

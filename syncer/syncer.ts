@@ -1,10 +1,12 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
+import { FailureStreak } from "../lib/failure-streak.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { RedisClient } from "../lib/redis/client.ts";
 import { allShardKeys, leaseKey } from "../lib/redis/keys.ts";
 import { type Batch, pruneLedger, readSyncState } from "./apply.ts";
 import { type BatchOutcome, flushShardOnce, type StepHook } from "./flush-shard.ts";
+import { pruneIdempotencyIndexes } from "./idempotency-records.ts";
 import { LeaderLease } from "./lease.ts";
 
 export interface SyncerOptions {
@@ -46,6 +48,8 @@ export interface CycleReport {
   outcomes: BatchOutcome[];
   /** Shards whose flush failed this cycle; their batch stays in Redis and is retried next cycle. */
   failures: { shard: number; error: unknown }[];
+  /** Idempotency-Key records held over every shard; undefined when Redis could not be asked. */
+  idempotencyRecords: number | undefined;
 }
 
 /**
@@ -72,10 +76,13 @@ export class Syncer {
     this.#options = options;
     if (options.onCycle) this.#cycleListeners.push(options.onCycle);
     this.#shardKeys = allShardKeys(options.keyPrefix, options.shards);
+    const claimFailures = new FailureStreak(options.logger, "cannot claim or renew the leader lease");
     this.#lease = new LeaderLease({
       redis: options.redis,
       key: leaseKey(options.keyPrefix),
       ttlMs: options.leaseTtlMs,
+      onClaimError: (error) => claimFailures.failed(error),
+      onClaimAnswered: () => claimFailures.succeeded(),
     });
     this.#lease.on("acquired", () => {
       options.logger.info({ holder: this.#lease.holderId }, "became the leader");
@@ -152,7 +159,18 @@ export class Syncer {
     // After a cycle in which every shard synced, no unfinished batch older than this cycle exists, so no
     // ledger row older than the retention can still be needed to refuse a batch.
     if (failures.length === 0) await this.#pruneLedgerHourly();
-    const report = { startedAt, durationMs: performance.now() - began, outcomes, failures };
+    const idempotencyRecords = await pruneIdempotencyIndexes(
+      this.#options.redis,
+      this.#shardKeys,
+      Date.now(),
+    ).catch(() => undefined);
+    const report = {
+      startedAt,
+      durationMs: performance.now() - began,
+      outcomes,
+      failures,
+      idempotencyRecords,
+    };
     this.#lastReport = report;
     this.#log(report);
     for (const listener of this.#cycleListeners) {

@@ -3,6 +3,7 @@ import { RateLimiterRes } from "rate-limiter-flexible";
 import type { AppEnv } from "../context.ts";
 import { ApiError } from "../errors.ts";
 import type { PointSpender } from "../rate-limit/coalesce.ts";
+import { redisFailure } from "../store/redis-errors.ts";
 
 export interface RateLimitOptions {
   limiter: PointSpender;
@@ -42,11 +43,8 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> 
           },
         );
       }
-      // The limiter shares the counters' Redis: if it cannot answer, neither could the write.
-      throw new ApiError("redis_unavailable", "the counter store is unreachable", {
-        headers: { "Retry-After": "1" },
-        cause: rejection,
-      });
+      // The limiter shares the counters' Redis: if it cannot answer (down, or full), neither could the write.
+      throw redisFailure(rejection);
     }
     for (const [name, value] of Object.entries(stateHeaders(state))) c.header(name, value);
     await next();

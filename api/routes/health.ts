@@ -1,10 +1,14 @@
 import { Hono } from "hono";
 import type { RedisClient } from "../../lib/redis/client.ts";
+import type { RedisMemoryWatch } from "../../lib/redis/memory-watch.ts";
 import type { AppEnv } from "../context.ts";
 import { ApiError } from "../errors.ts";
+import { FULL_RETRY_AFTER_S } from "../store/redis-errors.ts";
 
 export interface HealthRouteOptions {
   redis: RedisClient;
+  /** Not ready while Redis is full or may evict accepted increments. */
+  redisMemory: Pick<RedisMemoryWatch, "problem" | "noteOutOfMemory">;
   /** True once shutdown began: the node reports not ready so the load balancer drains it. */
   isDraining: () => boolean;
 }
@@ -22,6 +26,13 @@ export function healthRoutes(options: HealthRouteOptions) {
           cause: error,
         });
       }
+      const memory = options.redisMemory.problem();
+      if (memory?.code === "redis_full") {
+        throw new ApiError("redis_full", memory.detail, {
+          headers: { "Retry-After": String(FULL_RETRY_AFTER_S) },
+        });
+      }
+      if (memory) throw new ApiError(memory.code, memory.detail);
       return c.json({ status: "ready" });
     });
 }

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { RedisClient } from "../../lib/redis/client.ts";
-import { allShardKeys, idempotencyRecordKey, shardOfKey } from "../../lib/redis/keys.ts";
+import { allShardKeys, idempotencyRecordKey, type ShardKeys, shardOfKey } from "../../lib/redis/keys.ts";
 import { batchPerTurn } from "../../lib/turn-batch.ts";
 import { ApiError } from "../errors.ts";
 import { redisFailure } from "./redis-errors.ts";
@@ -25,11 +25,16 @@ export interface IncrementerOptions {
   shards: number;
   /** How long an Idempotency-Key is remembered. */
   idempotencyTtlSeconds: number;
+  /** Most Idempotency-Key records held at once, over every shard. */
+  idempotencyMaxRecords: number;
 }
 
 // A turn's increments go to Redis in scripts of at most this many, so that one burst cannot make a script
 // that holds Redis up for long.
 const MAX_INCREMENTS_PER_SCRIPT = 1_000;
+
+// Records expire all the time, so room comes back soon: the syncer drops expired ones every cycle.
+const CAPACITY_RETRY_AFTER_S = 5;
 
 interface PendingIncrement {
   key: string;
@@ -52,9 +57,12 @@ interface PendingIncrement {
  */
 export function createIncrementer(redis: RedisClient, options: IncrementerOptions): Incrementer {
   const { keyPrefix, shards, idempotencyTtlSeconds } = options;
-  const dirtyHashes = allShardKeys(keyPrefix, shards).map((keys) => keys.dirty);
+  const allKeys = allShardKeys(keyPrefix, shards);
   // The index is below the length by construction, and there is at least one shard.
-  const dirtyHash = (shard: number) => dirtyHashes[shard] as string;
+  const keysOf = (shard: number) => allKeys[shard] as ShardKeys;
+  const dirtyHash = (shard: number) => keysOf(shard).dirty;
+  // Records spread evenly over the shards (by digest), so each holds its share of the bound.
+  const maxRecordsPerShard = Math.ceil(options.idempotencyMaxRecords / shards);
 
   const applyBatch = async (shard: number, batch: PendingIncrement[]) => {
     const pairs: (string | number)[] = [];
@@ -96,14 +104,26 @@ export function createIncrementer(redis: RedisClient, options: IncrementerOption
       }
       const digest = sha256(`${idempotency.clientId}\n${idempotency.key}`);
       const shard = digest.readUInt32BE(0) % shards;
+      const recordDigest = digest.toString("base64url");
       const result = await redis.tallyIncrementOnce(
         dirtyHash(shard),
-        idempotencyRecordKey(keyPrefix, shard, digest.toString("base64url")),
+        idempotencyRecordKey(keyPrefix, shard, recordDigest),
+        keysOf(shard).idempotencyIndex,
         key,
         value,
         sha256(JSON.stringify([key, value])).toString("base64url"),
         idempotencyTtlSeconds,
+        Date.now(),
+        maxRecordsPerShard,
+        recordDigest,
       );
+      if (result === -2) {
+        throw new ApiError(
+          "idempotency_capacity",
+          "the service holds as many Idempotency-Key records as IDEMPOTENCY_MAX_RECORDS allows; the increment was not counted. Retry later, or send it without an Idempotency-Key",
+          { headers: { "Retry-After": String(CAPACITY_RETRY_AFTER_S) } },
+        );
+      }
       if (result === -1) {
         throw new ApiError(
           "idempotency_key_reused",

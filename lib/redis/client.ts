@@ -11,7 +11,7 @@ const SCRIPTS = {
   tallyPending: { file: "pending.lua", keys: 4 },
   tallyLeaseClaim: { file: "lease-claim.lua", keys: 1 },
   tallyLeaseRelease: { file: "lease-release.lua", keys: 1 },
-  tallyIncrementOnce: { file: "increment-once.lua", keys: 2 },
+  tallyIncrementOnce: { file: "increment-once.lua", keys: 3 },
   tallyIncrementBatch: { file: "increment-batch.lua", keys: 1 },
 } as const;
 
@@ -46,11 +46,15 @@ declare module "ioredis" {
     tallyIncrementOnce(
       dirty: Key,
       idempotencyRecord: Key,
+      idempotencyIndex: Key,
       counterKey: string,
       value: number,
       fingerprint: string,
       ttlSeconds: number,
-    ): Result<1 | 0 | -1, Context>;
+      nowMs: number,
+      maxRecords: number,
+      recordDigest: string,
+    ): Result<1 | 0 | -1 | -2, Context>;
     /** `pairs`: counter key, value, counter key, value, ... */
     tallyIncrementBatch(dirty: Key, ...pairs: (string | number)[]): Result<(1 | string)[], Context>;
   }

@@ -12,6 +12,8 @@ export interface ShardKeys {
   flushingMeta: string;
   /** Per-shard batch sequence counter. */
   seq: string;
+  /** The shard's Idempotency-Key records by expiry (sorted set), to bound and count them. */
+  idempotencyIndex: string;
 }
 
 export function shardKeys(prefix: string, shard: number): ShardKeys {
@@ -22,6 +24,7 @@ export function shardKeys(prefix: string, shard: number): ShardKeys {
     flushing: `${tag}:flushing`,
     flushingMeta: `${tag}:flushing:meta`,
     seq: `${tag}:seq`,
+    idempotencyIndex: `${tag}:idem-index`,
   };
 }
 

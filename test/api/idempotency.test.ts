@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApiError } from "../../api/errors.ts";
@@ -17,12 +18,14 @@ beforeAll(async () => {
 afterAll(() => api.close());
 
 /** The key's total over every shard's dirty hash. */
-async function pending(target: TestApi, key: string): Promise<number> {
+async function pendingIn(target: TestApi, shards: number, key: string): Promise<number> {
   const values = await Promise.all(
-    allShardKeys(target.prefix, 4).map((keys) => target.node.redis.hget(keys.dirty, key)),
+    allShardKeys(target.prefix, shards).map((keys) => target.node.redis.hget(keys.dirty, key)),
   );
   return values.reduce((sum, value) => sum + Number(value ?? 0), 0);
 }
+
+const pending = (target: TestApi, key: string) => pendingIn(target, 4, key);
 
 describe("Idempotency-Key", () => {
   it("applies a retried request once and marks the replay", async () => {
@@ -90,6 +93,54 @@ describe("Idempotency-Key", () => {
   });
 });
 
+describe("IDEMPOTENCY_MAX_RECORDS", () => {
+  let bounded: TestApi;
+  beforeAll(async () => {
+    bounded = await createTestApi({ SYNC_SHARDS: "2", IDEMPOTENCY_MAX_RECORDS: "4", IDEMPOTENCY_TTL_S: "2" });
+  });
+  afterAll(() => bounded.close());
+
+  it("past the bound answers 503 idempotency_capacity and counts nothing; replays still answer; expired records make room", async () => {
+    const token = await bounded.token({ subject: "bounded" });
+    // Two shards of two records each: send keys until one lands in a full shard.
+    const accepted: string[] = [];
+    let refused: Response | undefined;
+    for (let i = 0; i < 50 && refused === undefined; i++) {
+      const response = await bounded.increment({ key: `bounded-${i}`, value: 1 }, token, {
+        "idempotency-key": `bound-${i}`,
+      });
+      if (response.status === 202) accepted.push(`bound-${i}`);
+      else refused = response;
+    }
+    if (refused === undefined) throw new Error("the bound never refused a record");
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("5");
+    const problem = await readProblem(refused);
+    expect(problem.code).toBe("idempotency_capacity");
+    expect(problem.detail).toContain("IDEMPOTENCY_MAX_RECORDS");
+    expect(accepted.length).toBeGreaterThanOrEqual(2);
+    expect(accepted.length).toBeLessThanOrEqual(4);
+    const refusedKey = `bounded-${accepted.length}`;
+    expect(await pendingIn(bounded, 2, refusedKey)).toBe(0);
+
+    // A retry of a recorded request is still recognised, not refused.
+    const firstKey = accepted[0] as string;
+    const replay = await bounded.increment({ key: "bounded-0", value: 1 }, token, {
+      "idempotency-key": firstKey,
+    });
+    expect(replay.status).toBe(202);
+    expect(replay.headers.get("idempotent-replayed")).toBe("true");
+
+    // The records expire (TTL 2 s): the index drops them when it is full, and the refused request fits.
+    await sleep(2_100);
+    const retried = await bounded.increment({ key: refusedKey, value: 1 }, token, {
+      "idempotency-key": `bound-${accepted.length}`,
+    });
+    expect(retried.status).toBe(202);
+    expect(await pendingIn(bounded, 2, refusedKey)).toBe(1);
+  });
+});
+
 describe("a retry after a timeout that Redis applied anyway", () => {
   let redisServer: RedisServer;
   let redis: RedisClient;
@@ -107,7 +158,12 @@ describe("a retry after a timeout that Redis applied anyway", () => {
   // Through the HTTP API the rate limiter's own Redis call would time out first; the store is where the
   // increment itself can time out after being sent, so that is where this is tested.
   it("is counted once", async () => {
-    const increment = createIncrementer(redis, { keyPrefix: "retry", shards: 1, idempotencyTtlSeconds: 60 });
+    const increment = createIncrementer(redis, {
+      keyPrefix: "retry",
+      shards: 1,
+      idempotencyTtlSeconds: 60,
+      idempotencyMaxRecords: 1_000,
+    });
     const client = { clientId: "c", key: "retry-me" };
     // Load the script first: after a NOSCRIPT reply ioredis resends a script only while the command is
     // live, and the point here is a command Redis holds and then runs.

@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
 import { describe, expect, it } from "vitest";
-import { ConfigError, DEV_JWT_SECRET, parseConfig } from "../../lib/config.ts";
+import { ConfigError, DEV_JWT_SECRET, MAX_KEY_BYTES, parseConfig } from "../../lib/config.ts";
 
 // Pure parsing: always an explicit environment object, never process.env, so the machine's own variables
 // cannot leak in.
@@ -30,16 +30,25 @@ describe("parseConfig", () => {
         shutdownTimeoutMs: 10_000,
         drainDelayMs: 0,
         workers: availableParallelism(),
+        headersTimeoutMs: 10_000,
+        requestTimeoutMs: 30_000,
       },
       logLevel: "info",
       statsLogIntervalMs: 60_000,
       metrics: { port: 9464, portSet: false },
-      redis: { url: "redis://127.0.0.1:6379", keyPrefix: "tally", commandTimeoutMs: 1_000 },
+      redis: {
+        url: "redis://127.0.0.1:6379",
+        keyPrefix: "tally",
+        commandTimeoutMs: 1_000,
+        allowEviction: false,
+        checkIntervalMs: 5_000,
+      },
       database: { url: "postgres://postgres@127.0.0.1:5432/tally", poolSize: 4 },
       auth: { mode: "hs256", secret: DEV_JWT_SECRET, isDevelopmentSecret: true },
       rateLimit: { points: 1_000, durationSeconds: 1 },
       maxKeyLength: 256,
       idempotencyTtlSeconds: 86_400,
+      idempotencyMaxRecords: 1_000_000,
       sync: {
         intervalMs: 5_000,
         shards: 4,
@@ -86,10 +95,31 @@ describe("parseConfig", () => {
     { name: "AUTH_DISABLED", value: "maybe" },
     { name: "NODE_ENV", value: "staging" },
     { name: "LOG_LEVEL", value: "verbose" },
+    { name: "MAX_KEY_LENGTH", value: "2049" },
+    { name: "IDEMPOTENCY_MAX_RECORDS", value: "0" },
+    { name: "JWT_MAX_LIFETIME_S", value: "0" },
+    { name: "REDIS_ALLOW_EVICTION", value: "sometimes" },
+    { name: "HTTP_REQUEST_TIMEOUT_MS", value: "10" },
   ])("rejects $name=$value with a ConfigError naming the variable", ({ name, value }) => {
     const error = configError({ [name]: value });
 
     expect(error.message).toContain(`  ${name}: `);
+  });
+
+  it("bounds MAX_KEY_LENGTH by what a Postgres index entry holds", () => {
+    expect(parseConfig({ MAX_KEY_LENGTH: String(MAX_KEY_BYTES) }).maxKeyLength).toBe(MAX_KEY_BYTES);
+    expect(configError({ MAX_KEY_LENGTH: "10000" }).message).toContain(
+      `MAX_KEY_LENGTH: must be at most ${MAX_KEY_BYTES}`,
+    );
+  });
+
+  it("reads JWT_MAX_LIFETIME_S into the token rules, and none when unset", () => {
+    expect(parseConfig({ JWT_SECRET: SECRET, JWT_MAX_LIFETIME_S: "3600" }).auth).toMatchObject({
+      mode: "hs256",
+      maxLifetimeSeconds: 3600,
+    });
+    const unset = parseConfig({ JWT_SECRET: SECRET }).auth;
+    expect(unset.mode === "hs256" ? unset.maxLifetimeSeconds : "not hs256").toBeUndefined();
   });
 
   it("tells a METRICS_PORT that was set, 0 included, from the default", () => {

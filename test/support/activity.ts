@@ -1,30 +1,13 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type pg from "pg";
-import { createLogger, type Logger } from "../../lib/logger.ts";
 import type { RedisClient } from "../../lib/redis/client.ts";
 import { activityStreamKey } from "../../lib/redis/keys.ts";
 import { Activity } from "../../syncer/activity.ts";
 import type { Batch } from "../../syncer/apply.ts";
 import { type CycleReport, Syncer } from "../../syncer/syncer.ts";
 import { WebhookSender } from "../../syncer/webhook.ts";
-
-export interface LogLine {
-  level: string;
-  msg: string;
-  [field: string]: unknown;
-}
-
-/** A real pino logger (tally's own configuration) whose JSON lines the test can read back. */
-export function captureLogger(level = "info"): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const destination = {
-    write(chunk: string) {
-      for (const line of chunk.split("\n")) if (line.trim() !== "") lines.push(JSON.parse(line) as LogLine);
-    },
-  };
-  return { logger: createLogger({ level, role: "test", destination }), lines };
-}
+import { captureLogger, type LogLine } from "./logger.ts";
 
 export interface Receiver {
   url: string;

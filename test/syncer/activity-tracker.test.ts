@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { type ActivityReport, ActivityTracker, type CycleData, sumDeltas } from "../../syncer/activity.ts";
-import { captureLogger } from "../support/activity.ts";
+import { captureLogger } from "../support/logger.ts";
 
 // The accounting alone, on a fake clock: batches and cycle reports shaped exactly as the syncer produces
 // them, at times the test chooses, so minute edges, failovers and outages can be placed to the millisecond.

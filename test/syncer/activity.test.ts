@@ -4,7 +4,8 @@ import { activityStreamKey } from "../../lib/redis/keys.ts";
 import { Activity } from "../../syncer/activity.ts";
 import { Syncer } from "../../syncer/syncer.ts";
 import { waitFor } from "../harness/fixtures.ts";
-import { ActivityFixtures, captureLogger, readStream } from "../support/activity.ts";
+import { ActivityFixtures, readStream } from "../support/activity.ts";
+import { captureLogger } from "../support/logger.ts";
 import {
   addDeltas,
   expectDelta,

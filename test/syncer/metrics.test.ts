@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
+import { shardKeys } from "../../lib/redis/keys.ts";
 import type { SyncStep } from "../../syncer/flush-shard.ts";
 import { SyncerMetrics, syncerReadiness } from "../../syncer/metrics.ts";
 import { Syncer } from "../../syncer/syncer.ts";
@@ -11,6 +12,9 @@ import { addDeltas, silentLogger, useSyncerEnv } from "../support/syncer.ts";
 // Redis and this file's own database.
 
 const INT64_MAX = 2n ** 63n - 1n;
+
+/** Redis as readiness sees it when its memory is fine (the process-level tests cover the other cases). */
+const NO_MEMORY_PROBLEM = { problem: () => undefined };
 
 const env = useSyncerEnv();
 
@@ -83,6 +87,18 @@ describe("syncer metrics", () => {
     expect(seconds).toBeLessThan(10);
   });
 
+  it("count the Idempotency-Key records each cycle, dropping the expired ones from the index", async () => {
+    const prefix = env.newPrefix();
+    const { syncer, scrape } = await syncerWithMetrics(prefix);
+    const index = shardKeys(prefix, 0).idempotencyIndex;
+    const now = Date.now();
+    await env.redis.zadd(index, now - 1_000, "expired", now + 60_000, "live-1", now + 60_000, "live-2");
+
+    expect((await syncer.runCycle()).idempotencyRecords).toBe(2);
+    expect(sampleValue(await scrape(), "tally_idempotency_records")).toBe(2);
+    expect(await env.redis.zrange(index, 0, -1)).toEqual(["live-1", "live-2"]);
+  });
+
   it("count a failed cycle, and a batch the ledger already had as already_applied", async () => {
     const prefix = env.newPrefix();
     await addDeltas(env.redis, prefix, [["a", 1]]);
@@ -131,10 +147,13 @@ describe("syncer metrics", () => {
     const after = await staleness(first);
     expect(before).toBeLessThan(5);
     expect(after - before).toBeGreaterThanOrEqual(0.25);
-    expect(syncerReadiness(first.syncer)).toMatchObject({ ready: true, detail: { leader: true } });
+    expect(syncerReadiness(first.syncer, NO_MEMORY_PROBLEM)).toMatchObject({
+      ready: true,
+      detail: { leader: true },
+    });
     // A standby reports no staleness of its own, and is ready.
     expect(await staleness(second)).toBe(0);
-    expect(syncerReadiness(second.syncer)).toEqual({
+    expect(syncerReadiness(second.syncer, NO_MEMORY_PROBLEM)).toEqual({
       ready: true,
       detail: { leader: false, stalenessSeconds: 0 },
     });

@@ -1,5 +1,8 @@
+#!lua flags=allow-oom
 --[[
   Takes the syncer leader lease, or extends it when the caller already holds it.
+  Runs under a full Redis (allow-oom): a syncer must be able to lead exactly when Redis is full, since
+  only its sync frees memory.
 
   KEYS[1]  lease key
 

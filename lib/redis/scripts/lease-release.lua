@@ -1,5 +1,7 @@
+#!lua flags=allow-oom
 --[[
   Gives up the syncer leader lease so that a standby takes over at once instead of after the TTL.
+  Runs under a full Redis (allow-oom), like the claim.
 
   KEYS[1]  lease key
 

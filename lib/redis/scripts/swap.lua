@@ -1,7 +1,9 @@
+#!lua flags=allow-oom
 --[[
   Starts a batch for one shard: moves the dirty hash to the flushing hash under a new batch id.
   A flushing hash that is still there belongs to a batch nobody finished (a crashed or slower syncer);
   it is never overwritten: its batch is returned instead, to be finished first.
+  Runs under a full Redis (allow-oom): the swap is what lets the syncer empty Redis.
 
   KEYS[1]  dirty hash          (the API's HINCRBY target)
   KEYS[2]  flushing hash       (the batch being written to Postgres)

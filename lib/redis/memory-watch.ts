@@ -1,0 +1,204 @@
+import { Gauge, type Registry } from "prom-client";
+import type { Logger } from "../logger.ts";
+import type { RedisClient } from "./client.ts";
+import { evictionRisk, isFull, type RedisMemory, readRedisMemory } from "./memory.ts";
+
+export interface RedisMemoryWatchOptions {
+  redis: RedisClient;
+  logger: Logger;
+  intervalMs: number;
+  /** REDIS_ALLOW_EVICTION: the operator accepts that an evicting policy may lose counts. */
+  allowEviction: boolean;
+  /**
+   * Called once, when the first reading finds a policy that may evict counts and the operator did not allow
+   * it: the process must not start. Later changes only make the process not ready.
+   */
+  onUnsafeAtStart: (message: string) => void;
+}
+
+/** Why Redis cannot be trusted with new writes right now; undefined while it can. */
+export type RedisMemoryProblem =
+  | { code: "redis_eviction_policy"; detail: string }
+  | { code: "redis_full"; detail: string };
+
+const RISK_LEVEL = { none: 0, volatile: 1, any: 2 } as const;
+
+/**
+ * Reads every Redis master's maxmemory-policy and memory use (INFO memory) when the client connects and
+ * every `intervalMs` after, and tells readiness what it found: a policy that may evict accepted increments,
+ * or a Redis too full to take writes. A write refused for memory (`noteOutOfMemory`) counts as full at
+ * once, until a reading shows room again.
+ */
+export class RedisMemoryWatch {
+  readonly #options: RedisMemoryWatchOptions;
+  #readings: RedisMemory[] = [];
+  #checked = false;
+  #refusedWrite = false;
+  #loggedUnsafe = new Set<string>();
+  #loggedFull = false;
+  #loggedReadError = false;
+  #timer: NodeJS.Timeout | undefined;
+  readonly #onReady = () => void this.check();
+
+  constructor(options: RedisMemoryWatchOptions) {
+    this.#options = options;
+  }
+
+  start(): void {
+    this.#options.redis.on("ready", this.#onReady);
+    if (this.#options.redis.status === "ready") void this.check();
+    this.#timer = setInterval(() => void this.check(), this.#options.intervalMs);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#options.redis.off("ready", this.#onReady);
+  }
+
+  /** A write was refused with OOM: Redis is full now, whatever the last reading said. */
+  noteOutOfMemory(): void {
+    this.#refusedWrite = true;
+    this.#logFull(true);
+  }
+
+  problem(): RedisMemoryProblem | undefined {
+    const unsafe = this.#readings.filter((reading) => this.#refusesPolicy(reading));
+    if (unsafe.length > 0) {
+      return { code: "redis_eviction_policy", detail: unsafePolicyMessage(unsafe) };
+    }
+    if (this.#isFull()) {
+      return {
+        code: "redis_full",
+        detail: "Redis is at maxmemory and refuses writes until the syncer has moved a batch to Postgres",
+      };
+    }
+    return undefined;
+  }
+
+  /** Reads every master now; a failed read keeps the last readings (Redis being down is reported elsewhere). */
+  async check(): Promise<void> {
+    let readings: RedisMemory[];
+    try {
+      readings = await readRedisMemory(this.#options.redis);
+    } catch (error) {
+      this.#logReadError(error);
+      return;
+    }
+    this.#readings = readings;
+    if (!readings.some(isFull)) this.#refusedWrite = false;
+    const firstReading = !this.#checked;
+    this.#checked = true;
+    this.#logPolicies(firstReading);
+    this.#logFull(this.#isFull());
+  }
+
+  /** Exports the readings: per master, memory used and its limit, and the risk of its eviction policy. */
+  register(registry: Registry): void {
+    const readings = () => this.#readings;
+    // "max", not the default sum, when the primary of an API node adds up its workers' readings of one Redis.
+    new Gauge({
+      name: "tally_redis_memory_used_bytes",
+      help: "Memory a Redis master weighs against its maxmemory, as last read (INFO memory)",
+      labelNames: ["node"] as const,
+      aggregator: "max",
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const reading of readings()) this.set({ node: reading.node }, reading.usedBytes);
+      },
+    });
+    new Gauge({
+      name: "tally_redis_memory_max_bytes",
+      help: "maxmemory of a Redis master (0: no limit)",
+      labelNames: ["node"] as const,
+      aggregator: "max",
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const reading of readings()) this.set({ node: reading.node }, reading.maxBytes);
+      },
+    });
+    new Gauge({
+      name: "tally_redis_eviction_risk",
+      help: "What a Redis master's maxmemory-policy may evict: 0 nothing (noeviction), 1 keys with a TTL (volatile-*: Idempotency-Key records), 2 any key, accepted increments included",
+      labelNames: ["node", "policy"] as const,
+      aggregator: "max",
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { node, policy } of readings())
+          this.set({ node, policy }, RISK_LEVEL[evictionRisk(policy)]);
+      },
+    });
+  }
+
+  #refusesPolicy(reading: RedisMemory): boolean {
+    return evictionRisk(reading.policy) === "any" && !this.#options.allowEviction;
+  }
+
+  #isFull(): boolean {
+    return this.#refusedWrite || this.#readings.some(isFull);
+  }
+
+  #logPolicies(firstReading: boolean): void {
+    const { logger } = this.#options;
+    const unsafe = this.#readings.filter((reading) => this.#refusesPolicy(reading));
+    if (firstReading && unsafe.length > 0) {
+      this.#options.onUnsafeAtStart(unsafePolicyMessage(unsafe));
+      return;
+    }
+    // One line per node and policy it changes to, not one per reading.
+    const current = new Set<string>();
+    for (const reading of this.#readings) {
+      const risk = evictionRisk(reading.policy);
+      if (risk === "none") continue;
+      const seen = `${reading.node} ${reading.policy}`;
+      current.add(seen);
+      if (this.#loggedUnsafe.has(seen)) continue;
+      const context = { node: reading.node, policy: reading.policy };
+      if (this.#refusesPolicy(reading)) {
+        logger.error(context, `${unsafePolicyMessage([reading])}; not ready until it is changed`);
+      } else if (risk === "any") {
+        logger.warn(context, "REDIS_ALLOW_EVICTION=true: Redis may evict accepted increments, losing them");
+      } else {
+        logger.warn(
+          context,
+          "Redis may evict Idempotency-Key records under memory pressure: a retry whose record was evicted counts twice; noeviction keeps them",
+        );
+      }
+    }
+    this.#loggedUnsafe = current;
+  }
+
+  #logFull(full: boolean): void {
+    if (full === this.#loggedFull) return;
+    this.#loggedFull = full;
+    if (full) {
+      this.#options.logger.warn(
+        "Redis is out of memory: new writes are refused (503 redis_full) until the syncer frees it",
+      );
+    } else {
+      this.#options.logger.info("Redis has room again");
+    }
+  }
+
+  #logReadError(error: unknown): void {
+    // A connection error is Redis being down, which the client and readiness report already.
+    if (!(error instanceof Error) || error.name !== "ReplyError" || this.#loggedReadError) return;
+    this.#loggedReadError = true;
+    this.#options.logger.warn(
+      { err: error },
+      "cannot read Redis INFO memory: its eviction policy and memory use go unchecked",
+    );
+  }
+}
+
+function unsafePolicyMessage(readings: RedisMemory[]): string {
+  const nodes = readings.map((reading) => `${reading.policy} on ${reading.node}`).join(", ");
+  return (
+    `Redis maxmemory-policy is ${nodes}: at maxmemory Redis may evict the hashes that hold accepted ` +
+    "increments, losing them. Set maxmemory-policy to noeviction (or a volatile-* policy), or set " +
+    "REDIS_ALLOW_EVICTION=true to run anyway"
+  );
+}

@@ -1,0 +1,67 @@
+import { Cluster } from "ioredis";
+import type { RedisClient } from "./client.ts";
+
+/**
+ * What Redis may throw away when it reaches `maxmemory`:
+ * - "none": nothing (noeviction). A full Redis refuses writes; tally answers 503 and loses nothing.
+ * - "volatile": keys with a TTL (volatile-*): Idempotency-Key records, rate-limit windows and the syncer's
+ *   lease. Counts are safe (the hashes have no TTL), but a retry whose record was evicted counts twice.
+ * - "any": any key (allkeys-*, or a policy this code does not know), the hashes of accepted increments
+ *   included: acknowledged counts vanish without a trace.
+ */
+export type EvictionRisk = "none" | "volatile" | "any";
+
+export function evictionRisk(policy: string): EvictionRisk {
+  if (policy === "noeviction") return "none";
+  if (policy.startsWith("volatile-")) return "volatile";
+  return "any";
+}
+
+/** One Redis master's memory settings and use, from INFO memory. */
+export interface RedisMemory {
+  /** host:port of the master. */
+  node: string;
+  policy: string;
+  /** Memory Redis weighs against maxmemory (used_memory less what it does not count for eviction). */
+  usedBytes: number;
+  /** maxmemory; 0 means no limit. */
+  maxBytes: number;
+}
+
+/**
+ * Parses INFO memory. INFO, not CONFIG GET: managed services often disable CONFIG, and INFO carries the
+ * policy and the limit too.
+ */
+export function parseInfoMemory(node: string, info: string): RedisMemory {
+  const fields = new Map<string, string>();
+  for (const line of info.split("\r\n")) {
+    const colon = line.indexOf(":");
+    if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1));
+  }
+  const number = (name: string) => {
+    const value = Number(fields.get(name));
+    return Number.isFinite(value) ? value : undefined;
+  };
+  const policy = fields.get("maxmemory_policy");
+  const used = number("used_memory");
+  const max = number("maxmemory");
+  if (policy === undefined || used === undefined || max === undefined) {
+    throw new Error(`INFO memory from ${node} lacks maxmemory_policy, used_memory or maxmemory`);
+  }
+  return { node, policy, usedBytes: used - (number("mem_not_counted_for_evict") ?? 0), maxBytes: max };
+}
+
+/** True when Redis refuses writes that need memory: at or over a set maxmemory. */
+export function isFull(memory: RedisMemory): boolean {
+  return memory.maxBytes > 0 && memory.usedBytes >= memory.maxBytes;
+}
+
+/** Reads every master: on a Redis Cluster each one has its own settings and its own share of the keys. */
+export async function readRedisMemory(redis: RedisClient): Promise<RedisMemory[]> {
+  const masters = redis instanceof Cluster ? redis.nodes("master") : [redis];
+  return Promise.all(
+    masters.map(async (master) =>
+      parseInfoMemory(`${master.options.host}:${master.options.port}`, await master.info("memory")),
+    ),
+  );
+}
