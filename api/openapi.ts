@@ -1,5 +1,6 @@
 import { type JsonSchema, type OverrideActionContext, toJsonSchema } from "@valibot/to-json-schema";
 import * as v from "valibot";
+import { MAX_KEY_BYTES } from "../lib/config.ts";
 import { PROBLEMS, type Problem, type ProblemCode } from "./errors.ts";
 import {
   counterKeySchema,
@@ -279,6 +280,14 @@ function stateInJsonSchema({ valibotAction, jsonSchema }: OverrideActionContext)
   ) {
     return { ...jsonSchema, maxLength: valibotAction.requirement };
   }
+  // JSON Schema counts characters, never bytes: say it in words (describeProperties may say more).
+  if (
+    valibotAction.type === "max_bytes" &&
+    "requirement" in valibotAction &&
+    typeof valibotAction.requirement === "number"
+  ) {
+    return { ...jsonSchema, description: `At most ${valibotAction.requirement} bytes in UTF-8.` };
+  }
   // Anything else is the converter's: what it cannot state throws (errorMode stays "throw"), so a rule added
   // to a schema cannot silently go undocumented.
   return undefined;
@@ -306,7 +315,7 @@ function describeProperties(schema: JsonSchema, descriptions: Record<string, str
 
 export function buildOpenApiDocument(options: OpenApiOptions): OpenApiDocument {
   const { maxKeyLength, bodyLimitBytes } = options;
-  const keyRules = `A non-empty string of at most ${maxKeyLength} characters (Unicode code points, MAX_KEY_LENGTH), stored byte-exact. NUL and lone surrogates are rejected: Postgres text cannot hold the first, and neither store can hold the second as sent.`;
+  const keyRules = `A non-empty string of at most ${maxKeyLength} characters (Unicode code points, MAX_KEY_LENGTH) and at most ${MAX_KEY_BYTES} bytes in UTF-8 (what a Postgres index entry holds), stored byte-exact. NUL and lone surrogates are rejected: Postgres text cannot hold the first, and neither store can hold the second as sent.`;
   const incrementBody = describeProperties(
     jsonSchemaOf(
       incrementBodySchema(maxKeyLength),

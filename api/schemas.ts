@@ -1,4 +1,5 @@
 import * as v from "valibot";
+import { MAX_KEY_BYTES } from "../lib/config.ts";
 
 // Named, so that the OpenAPI generator (api/openapi.ts) can recognise these opaque checks and state them
 // in JSON Schema; a check it does not recognise makes the document fail to build.
@@ -14,13 +15,14 @@ export const keyHasNoNul = v.check(
 /**
  * A counter key: what Postgres `text` and a Redis hash field both store byte-exact. That rules out NUL
  * (Postgres text cannot hold it) and lone surrogates (they have no UTF-8 form, so the stored bytes would
- * not be the key the client sent).
+ * not be the key the client sent), and bounds its bytes by what the primary key's index entry can hold.
  */
 export function counterKeySchema(maxLength: number) {
   return v.pipe(
     v.string((issue) => (issue.input === undefined ? "key is required" : "key must be a string")),
     v.nonEmpty("key must not be empty"),
     v.maxCodePoints(maxLength, `key must be at most ${maxLength} characters`),
+    v.maxBytes(MAX_KEY_BYTES, `key must be at most ${MAX_KEY_BYTES} bytes in UTF-8`),
     keyIsWellFormed,
     keyHasNoNul,
   );

@@ -14,6 +14,8 @@ export interface Batch {
 export interface QuarantinedDelta {
   key: string;
   delta: string;
+  /** Postgres' error for the row, with its SQLSTATE. */
+  reason: string;
 }
 
 /** What identifies a batch in the ledger. */
@@ -38,28 +40,19 @@ const UPSERT_SQL = `
   SELECT key, delta, now() FROM unnest($1::text[], $2::bigint[]) AS t(key, delta) ORDER BY key COLLATE "C"
   ON CONFLICT (key) DO UPDATE SET value = c.value + excluded.value, updated_at = excluded.updated_at`;
 
-// The same, for a batch in which some total would leave bigint (the plain upsert failed with 22003): such
-// a key is set aside with its delta in quarantined_deltas instead of failing the statement (and with it,
-// every other key of the batch). Slower (a join and numeric arithmetic per row), so only used then.
-const CHECKED_UPSERT_SQL = `
-  WITH checked AS (
-    SELECT t.key, t.delta,
-           coalesce(c.value, 0)::numeric + t.delta
-             NOT BETWEEN -9223372036854775808 AND 9223372036854775807 AS out_of_range
-      FROM unnest($1::text[], $2::bigint[]) AS t(key, delta) LEFT JOIN counters c ON c.key = t.key
-  ), set_aside AS (
-    INSERT INTO quarantined_deltas (batch_id, key, delta, reason)
-    SELECT $3, key, delta, 'total would leave the bigint range' FROM checked WHERE out_of_range
-    RETURNING key, delta
-  ), upserted AS (
-    INSERT INTO counters AS c (key, value, updated_at)
-    SELECT key, delta, now() FROM checked WHERE NOT out_of_range ORDER BY key COLLATE "C"
-    ON CONFLICT (key) DO UPDATE SET value = c.value + excluded.value, updated_at = excluded.updated_at
-  )
-  SELECT key, delta::text AS delta FROM set_aside`;
+// A row Postgres refuses for what it holds, not for the state of the server: a total that would leave bigint
+// (22003), a key too long for the primary key's index (54000), any other data exception (class 22) or
+// constraint (class 23). Connection loss, timeouts, a full disk or too little memory are none of these: the
+// batch is then retried whole, later.
+const ROW_DATA_ERROR_CLASSES = new Set(["22", "23", "54"]);
 
-/** The SQLSTATE of a plain upsert whose total would leave bigint: retry the batch with `checkRange`. */
-export const NUMERIC_VALUE_OUT_OF_RANGE = "22003";
+/** True when a statement failed over the data of some row: retry the batch with `isolateRows`. */
+export function isRowDataError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && ROW_DATA_ERROR_CLASSES.has(code.slice(0, 2));
+}
+
+const SET_ASIDE_SQL = "INSERT INTO quarantined_deltas (batch_id, key, delta, reason) VALUES ($1, $2, $3, $4)";
 
 // One round trip: the ledger row gets the batch's totals and the time of its commit, and the shard's sync
 // state moves forward. clock_timestamp(), not the column's default now(): that is when the transaction
@@ -75,8 +68,13 @@ const FINISH_BATCH_SQL = `
         last_seq = greatest(s.last_seq, excluded.last_seq)`;
 
 export interface BatchTransactionOptions {
-  /** Upsert with the checked statement, which sets aside totals that would leave bigint. */
-  checkRange: boolean;
+  /**
+   * Run each statement under a savepoint and, when Postgres refuses a row of it, split it until the
+   * refused rows stand alone: those are set aside in quarantined_deltas, every other row is applied.
+   * Slower (more round trips, and rows of a failed half sent again), so used only for a batch whose plain
+   * apply failed with a row data error.
+   */
+  isolateRows: boolean;
 }
 
 /**
@@ -88,14 +86,14 @@ export interface BatchTransactionOptions {
 export class BatchTransaction {
   readonly #client: pg.PoolClient;
   readonly #header: BatchHeader;
-  readonly #checkRange: boolean;
+  readonly #isolateRows: boolean;
   readonly #quarantined: QuarantinedDelta[] = [];
   #ended = false;
 
-  private constructor(client: pg.PoolClient, header: BatchHeader, checkRange: boolean) {
+  private constructor(client: pg.PoolClient, header: BatchHeader, isolateRows: boolean) {
     this.#client = client;
     this.#header = header;
-    this.#checkRange = checkRange;
+    this.#isolateRows = isolateRows;
   }
 
   /** Opens the transaction and records the batch; null when the ledger already holds it (nothing done). */
@@ -109,7 +107,7 @@ export class BatchTransaction {
     // that arrives between two of our queries (Postgres shutting down, our backend terminated) would be an
     // uncaught exception that kills the syncer; with it, the error surfaces through the next query.
     client.on("error", ignoreConnectionError);
-    const transaction = new BatchTransaction(client, header, options.checkRange);
+    const transaction = new BatchTransaction(client, header, options.isolateRows);
     try {
       await client.query(BEGIN_AND_LOCK_SQL);
       const recorded = await client.query(RECORD_BATCH_SQL, [
@@ -131,16 +129,34 @@ export class BatchTransaction {
 
   /** Upserts one statement's rows: keys not seen before in this batch, non-zero deltas. */
   async upsert(keys: string[], deltas: string[]): Promise<void> {
-    const arrays = [textArrayLiteral(keys), textArrayLiteral(deltas)];
-    if (this.#checkRange) {
-      const { rows: setAside } = await this.#client.query<QuarantinedDelta>(CHECKED_UPSERT_SQL, [
-        ...arrays,
-        this.#header.id,
-      ]);
-      this.#quarantined.push(...setAside);
-    } else {
-      await this.#client.query(UPSERT_SQL, arrays);
+    if (this.#isolateRows) await this.#upsertIsolatingRows(keys, deltas);
+    else await this.#client.query(UPSERT_SQL, [textArrayLiteral(keys), textArrayLiteral(deltas)]);
+  }
+
+  async #upsertIsolatingRows(keys: string[], deltas: string[]): Promise<void> {
+    let refusal: unknown;
+    await this.#client.query("SAVEPOINT statement");
+    try {
+      await this.#client.query(UPSERT_SQL, [textArrayLiteral(keys), textArrayLiteral(deltas)]);
+    } catch (error) {
+      if (!isRowDataError(error)) throw error;
+      refusal = error;
+      await this.#client.query("ROLLBACK TO SAVEPOINT statement");
     }
+    await this.#client.query("RELEASE SAVEPOINT statement");
+    if (refusal === undefined) return;
+    const [key] = keys;
+    const [delta] = deltas;
+    if (keys.length === 1 && key !== undefined && delta !== undefined) {
+      const { message, code } = refusal as { message: string; code: string };
+      const setAside = { key, delta, reason: `${message} (SQLSTATE ${code})` };
+      await this.#client.query(SET_ASIDE_SQL, [this.#header.id, key, delta, setAside.reason]);
+      this.#quarantined.push(setAside);
+      return;
+    }
+    const half = Math.ceil(keys.length / 2);
+    await this.#upsertIsolatingRows(keys.slice(0, half), deltas.slice(0, half));
+    await this.#upsertIsolatingRows(keys.slice(half), deltas.slice(half));
   }
 
   /** Records the batch's totals, advances the shard's sync state and commits; returns what was set aside. */

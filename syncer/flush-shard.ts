@@ -6,8 +6,8 @@ import {
   type Batch,
   type BatchHeader,
   BatchTransaction,
+  isRowDataError,
   markShardIdle,
-  NUMERIC_VALUE_OUT_OF_RANGE,
   type QuarantinedDelta,
 } from "./apply.ts";
 import { BatchBuilder, type Statement } from "./batch-builder.ts";
@@ -100,9 +100,10 @@ export async function flushShardOnce(ctx: FlushContext, keys: ShardKeys): Promis
   try {
     result = await applyFlushingHash(ctx, keys, header, false);
   } catch (error) {
-    // Some total would leave bigint. Rare, so the common path runs the plain upsert and only this retry,
-    // which reads the batch again, pays for the checked one that sets such keys aside.
-    if ((error as { code?: string }).code !== NUMERIC_VALUE_OUT_OF_RANGE) throw error;
+    // Postgres refused some row (a total that would leave bigint, a key it cannot index). Rare, so the
+    // common path runs plain statements and only this retry, which reads the batch again, pays for finding
+    // the refused rows and setting them aside: one bad key never blocks its shard.
+    if (!isRowDataError(error)) throw error;
     result = await applyFlushingHash(ctx, keys, header, true);
   }
   if (result.kind === "superseded") return { kind: "superseded", shard, batchId };
@@ -136,13 +137,13 @@ async function applyFlushingHash(
   ctx: FlushContext,
   keys: ShardKeys,
   header: BatchHeader,
-  checkRange: boolean,
+  isolateRows: boolean,
 ): Promise<ApplyResult> {
   const { redis } = ctx;
   const scan = (cursor: string) => redis.hscan(keys.flushing, cursor, "COUNT", ctx.scanCount);
   // The first page is read while the transaction opens. If the read fails, the transaction that opened
   // meanwhile is rolled back: left open, it would hold the apply lock and stop every later batch.
-  const opening = BatchTransaction.begin(ctx.pool, header, { checkRange });
+  const opening = BatchTransaction.begin(ctx.pool, header, { isolateRows });
   // Handled here so that a failure to open (Postgres down) is not an unhandled rejection while the read
   // is awaited; it is thrown below, where `opening` is awaited.
   opening.catch(() => {});

@@ -57,7 +57,7 @@ export class SyncerMetrics {
   });
   readonly #quarantined = new Counter({
     name: "tally_syncer_quarantined_deltas_total",
-    help: "Deltas set aside in quarantined_deltas because the total would leave bigint",
+    help: "Deltas set aside in quarantined_deltas because Postgres refused their row (a total that would leave bigint, a key it cannot index)",
     registers: [this.registry],
   });
   constructor() {

@@ -256,7 +256,7 @@ export class Syncer {
       for (const item of outcome.quarantined) {
         logger.error(
           { shard: outcome.shard, batchId: outcome.batchId, ...item },
-          "delta set aside: total would leave bigint",
+          "delta set aside: Postgres refused its row",
         );
       }
       logger.debug(

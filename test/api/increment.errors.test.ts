@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MAX_KEY_BYTES } from "../../lib/config.ts";
 import { shardKeys } from "../../lib/redis/keys.ts";
 import { createTestApi, readProblem, type TestApi } from "../support/api.ts";
 
@@ -67,6 +68,30 @@ describe("POST /increment: rejected bodies are 400 and store nothing", () => {
   it("counts characters, not UTF-16 units or bytes, against the key limit", async () => {
     expect((await api.increment({ key: "🦄".repeat(256), value: 1 }, token)).status).toBe(202);
     await expectProblem(await api.increment({ key: "🦄".repeat(257), value: 1 }, token), 400, "invalid_body");
+  });
+});
+
+describe("POST /increment at MAX_KEY_LENGTH's documented maximum", () => {
+  let widest: TestApi;
+  beforeAll(async () => {
+    widest = await createTestApi({ MAX_KEY_LENGTH: String(MAX_KEY_BYTES), BODY_LIMIT_BYTES: "65536" });
+  });
+  afterAll(() => widest.close());
+
+  it("refuses a key over 2048 bytes in UTF-8 even when it has fewer characters than the limit", async () => {
+    const widestToken = await widest.token();
+    expect((await widest.increment({ key: "k".repeat(MAX_KEY_BYTES), value: 1 }, widestToken)).status).toBe(
+      202,
+    );
+    // 1,025 characters, 2,050 bytes: the index limit, not the character limit, refuses it.
+    const problem = await expectProblem(
+      await widest.increment({ key: "é".repeat(1_025), value: 1 }, widestToken),
+      400,
+      "invalid_body",
+    );
+    expect(problem.errors).toEqual([
+      { pointer: "/key", detail: `key must be at most ${MAX_KEY_BYTES} bytes in UTF-8` },
+    ]);
   });
 });
 

@@ -7,7 +7,7 @@ import { readCounters, readLedger, useSyncerEnv } from "../support/syncer.ts";
 const env = useSyncerEnv();
 
 const header = (shard: number) => ({ id: randomUUID(), shard, seq: 1n, swappedAt: new Date() });
-const plain = { checkRange: false };
+const plain = { isolateRows: false };
 
 describe("BatchTransaction", () => {
   it("takes turns: a second batch waits until the first has committed, so statements cannot deadlock", async () => {

@@ -1,5 +1,7 @@
+import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, vi } from "vitest";
+import { MAX_KEY_BYTES } from "../../lib/config.ts";
 import { shardKeys } from "../../lib/redis/keys.ts";
 import { BatchTransaction } from "../../syncer/apply.ts";
 import { type FlushContext, flushShardOnce } from "../../syncer/flush-shard.ts";
@@ -209,7 +211,7 @@ describe("flushShardOnce", () => {
     expect(outcome).toMatchObject({
       kind: "batch",
       applied: true,
-      quarantined: [{ key: "edge", delta: "2" }],
+      quarantined: [{ key: "edge", delta: "2", reason: "bigint out of range (SQLSTATE 22003)" }],
     });
     const rows = await readCounters(env.pool);
     expect(rows.get("edge")).toBe(INT64_MAX - 1n);
@@ -235,8 +237,8 @@ describe("flushShardOnce", () => {
     if (outcome.kind !== "batch") throw new Error("expected a batch");
     expect(outcome.applied).toBe(true);
     expect([...outcome.quarantined].sort((a, b) => a.key.localeCompare(b.key))).toEqual([
-      { key: "near-max", delta: "10" },
-      { key: "near-min", delta: "-6" },
+      { key: "near-max", delta: "10", reason: "bigint out of range (SQLSTATE 22003)" },
+      { key: "near-min", delta: "-6", reason: "bigint out of range (SQLSTATE 22003)" },
     ]);
     expect(await readCounters(env.pool)).toEqual(
       new Map([
@@ -256,6 +258,38 @@ describe("flushShardOnce", () => {
     expect(await isDrained(env.redis, prefix)).toBe(true);
     // Set aside, not lost: the ledger's delta_sum still accounts for every delta of the batch.
     expect(await readLedger(env.pool)).toMatchObject([{ key_count: 4, delta_sum: "45" }]);
+  });
+});
+
+describe("flushShardOnce: keys Postgres cannot index", () => {
+  it("applies a key at MAX_KEY_BYTES, and sets aside a longer one with its delta while the rest of the batch is applied", async () => {
+    const prefix = env.newPrefix();
+    // Random bytes do not compress, so the index entry is as long as the key (a repeated letter would fit).
+    const noise = (bytes: number) => randomBytes(bytes / 2).toString("hex");
+    const widest = noise(MAX_KEY_BYTES);
+    const tooLong = noise(3_006);
+    const writes: [string, number][] = Array.from({ length: 55 }, (_, i) => [`neighbour:${i}`, 1]);
+    writes.push([widest, 3], [tooLong, 7]);
+    await addDeltas(env.redis, prefix, writes);
+
+    const outcome = await flushShardOnce(flushContext(), shardKeys(prefix, 0));
+
+    if (outcome.kind !== "batch") throw new Error("expected a batch");
+    expect(outcome.quarantined).toEqual([
+      { key: tooLong, delta: "7", reason: expect.stringContaining("SQLSTATE 54000") },
+    ]);
+    const rows = await readCounters(env.pool);
+    expect(rows.get(widest)).toBe(3n);
+    expect(rows.has(tooLong)).toBe(false);
+    expect([...rows.keys()].filter((key) => key.startsWith("neighbour:"))).toHaveLength(55);
+    const { rows: setAside } = await env.pool.query<{ key: string; delta: bigint; reason: string }>(
+      "SELECT key, delta, reason FROM quarantined_deltas WHERE key = $1",
+      [tooLong],
+    );
+    expect(setAside).toEqual([
+      { key: tooLong, delta: 7n, reason: expect.stringContaining("index row size") },
+    ]);
+    expect(await isDrained(env.redis, prefix)).toBe(true);
   });
 });
 
