@@ -25,6 +25,7 @@ import { createCounterReader } from "./store/read-counter.ts";
 // Longer than the idle timeout of common load balancers (nginx 60 s upstream keepalive_timeout, AWS ALB
 // 60 s), so the balancer, not the API, closes idle connections and never races a request onto a closing one.
 const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
 
 export interface ApiNode {
   app: ReturnType<typeof newApp>;
@@ -133,9 +134,18 @@ export async function startApi(config: Config, logger: Logger, shutdown: Shutdow
   // Not awaited: the node serves (with 503s and a failing /readyz) until Redis is reachable.
   node.redis.connect().catch(() => {});
 
-  const server = createAdaptorServer({ fetch: node.app.fetch }) as Server;
-  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
-  server.headersTimeout = KEEP_ALIVE_TIMEOUT_MS + 1_000;
+  const server = createAdaptorServer({
+    fetch: node.app.fetch,
+    serverOptions: {
+      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+      // A client that holds a request open (slowloris) is cut off after these, also when the API is exposed
+      // without a proxy; Node's own defaults hold a request for five minutes.
+      headersTimeout: config.http.headersTimeoutMs,
+      requestTimeout: config.http.requestTimeoutMs,
+      // How often Node looks for requests past those timeouts (its default is 30 s, longer than both).
+      connectionsCheckingInterval: Math.min(config.http.headersTimeoutMs, TIMEOUT_CHECK_INTERVAL_MS),
+    },
+  }) as Server;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(config.http.port, config.http.host, () => resolve());

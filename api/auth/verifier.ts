@@ -23,12 +23,31 @@ export class KeySourceUnavailableError extends Error {
 // Leeway for clocks that disagree by a few seconds between token issuer and API node.
 const CLOCK_TOLERANCE_S = 5;
 
+// The subject becomes the client id, a log field and part of Redis keys: bounded, and nothing that could
+// split a log line or a header (visible ASCII only).
+const SUBJECT = /^[\x21-\x7E]{1,255}$/;
+
+// RFC 7519's JWT and RFC 9068's access-token type; another typ (an ID token, a logout token, a DPoP proof)
+// is a token meant for something else, however valid its signature.
+const ACCEPTED_TYPES = new Set(["jwt", "at+jwt"]);
+
+/** How long the JWKS is used before it is fetched again, so a withdrawn key stops verifying. */
+const JWKS_MAX_AGE_MS = 60_000;
+
+export interface TokenVerifierOptions {
+  /** Overrides JWKS_MAX_AGE_MS (tests). */
+  jwksMaxAgeMs?: number;
+}
+
 /**
  * Verifies a bearer token against the configured key: HS256 with a shared secret, or RS256/ES256 with keys
  * fetched (and cached, and re-fetched on an unknown `kid`) from a JWKS URL. Algorithms are pinned per mode,
  * so `alg: none` and key-confusion tokens are rejected by jose before any claim is read.
  */
-export function createTokenVerifier(auth: Exclude<AuthConfig, { mode: "disabled" }>): TokenVerifier {
+export function createTokenVerifier(
+  auth: Exclude<AuthConfig, { mode: "disabled" }>,
+  verifierOptions: TokenVerifierOptions = {},
+): TokenVerifier {
   const options: JWTVerifyOptions = {
     algorithms: auth.mode === "hs256" ? ["HS256"] : ["RS256", "ES256"],
     issuer: auth.issuer,
@@ -41,13 +60,19 @@ export function createTokenVerifier(auth: Exclude<AuthConfig, { mode: "disabled"
       const secret = new TextEncoder().encode(auth.secret);
       return (token: string) => jwtVerify(token, secret, options);
     }
-    const keySet = createRemoteJWKSet(new URL(auth.jwksUrl));
+    const keySet = createRemoteJWKSet(new URL(auth.jwksUrl), {
+      cacheMaxAge: verifierOptions.jwksMaxAgeMs ?? JWKS_MAX_AGE_MS,
+    });
     return (token: string) => jwtVerify(token, keySet, options);
   })();
 
   return async function verifyToken(token) {
     try {
-      const { payload } = await verifySignature(token);
+      const { payload, protectedHeader } = await verifySignature(token);
+      const { typ } = protectedHeader;
+      if (typ !== undefined && !ACCEPTED_TYPES.has(typ.toLowerCase().replace(/^application\//, ""))) {
+        throw new InvalidTokenError("the token's typ header is not JWT or at+jwt");
+      }
       const scope = payload.scope;
       if (scope !== undefined && typeof scope !== "string") {
         throw new InvalidTokenError("the scope claim must be a space-separated string");
@@ -55,10 +80,24 @@ export function createTokenVerifier(auth: Exclude<AuthConfig, { mode: "disabled"
       // requiredClaims guarantees sub is present, but jose checks its type only when told the expected subject:
       // a sub of [], ["a"] or 5 would become a client id that String() merges with another client's.
       const subject: unknown = payload.sub;
-      if (typeof subject !== "string" || subject === "")
-        throw new InvalidTokenError("the sub claim must be a non-empty string");
-      // requiredClaims guarantees exp, and jose checked it is a number in the future.
+      if (typeof subject !== "string" || !SUBJECT.test(subject))
+        throw new InvalidTokenError("the sub claim must be 1 to 255 visible ASCII characters");
+      // requiredClaims guarantees exp, and jose checked it is a number in the future; jose checks that iat
+      // is a number when present, but not that it is in the past.
       const expiresAt = (payload.exp as number) * 1000;
+      const nowSeconds = Date.now() / 1000;
+      if (payload.iat !== undefined && payload.iat > nowSeconds + CLOCK_TOLERANCE_S) {
+        throw new InvalidTokenError("the token was issued in the future (iat)");
+      }
+      const lifetimeSeconds = (payload.exp as number) - Math.min(payload.iat ?? nowSeconds, nowSeconds);
+      if (
+        auth.maxLifetimeSeconds !== undefined &&
+        lifetimeSeconds > auth.maxLifetimeSeconds + CLOCK_TOLERANCE_S
+      ) {
+        throw new InvalidTokenError(
+          `the token is valid for longer than the ${auth.maxLifetimeSeconds} s this service accepts (exp - iat)`,
+        );
+      }
       return { subject, scopes: new Set(scope?.split(" ").filter(Boolean)), expiresAt };
     } catch (error) {
       if (error instanceof InvalidTokenError) throw error;

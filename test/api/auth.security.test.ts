@@ -1,7 +1,10 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { exportJWK, generateKeyPair, SignJWT, UnsecuredJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cacheVerifiedTokens } from "../../api/auth/token-cache.ts";
+import { createTokenVerifier, InvalidTokenError } from "../../api/auth/verifier.ts";
 import { shardKeys } from "../../lib/redis/keys.ts";
 import { freePort } from "../harness/servers.ts";
 import { createTestApi, readProblem, TEST_SECRET, type TestApi } from "../support/api.ts";
@@ -113,6 +116,103 @@ describe("HS256 tokens", () => {
   });
 });
 
+describe("claims checked beyond the signature: sub, iat, typ", () => {
+  let api: TestApi;
+  beforeAll(async () => {
+    api = await createTestApi();
+  });
+  afterAll(() => api.close());
+
+  const send = (authorization: string) =>
+    api.node.app.request("/increment", {
+      method: "POST",
+      headers: { authorization },
+      body: JSON.stringify({ key: "claims", value: 1 }),
+    });
+
+  it.each([
+    ["too long", "s".repeat(256)],
+    ["with CRLF", "client\r\nX-Injected: 1"],
+    ["with a space", "two words"],
+    ["not ASCII", "clïent"],
+  ])("rejects a sub that is %s", async (_name, sub) => {
+    const response = await send(`Bearer ${await hs256({ sub, scope: "counters:write", exp: now() + 60 })}`);
+    await expectUnauthorized(response, "invalid_token");
+    expect((await readProblem(response)).detail).toBe(
+      "the sub claim must be 1 to 255 visible ASCII characters",
+    );
+  });
+
+  it("accepts a sub of 255 visible ASCII characters", async () => {
+    const sub = "!~".repeat(127).concat("x");
+    expect(
+      (await send(`Bearer ${await hs256({ sub, scope: "counters:write", exp: now() + 60 })}`)).status,
+    ).toBe(202);
+  });
+
+  it("rejects a token issued in the future beyond the clock leeway, and accepts one within it", async () => {
+    const future = await send(
+      `Bearer ${await hs256({ sub: "a", scope: "counters:write", iat: now() + 3_600, exp: now() + 7_200 })}`,
+    );
+    await expectUnauthorized(future, "invalid_token");
+    expect((await readProblem(future)).detail).toBe("the token was issued in the future (iat)");
+    const skewed = await send(
+      `Bearer ${await hs256({ sub: "a", scope: "counters:write", iat: now() + 2, exp: now() + 60 })}`,
+    );
+    expect(skewed.status).toBe(202);
+  });
+
+  it.each(["JWT", "at+jwt", "application/at+JWT"])("accepts typ %s", async (typ) => {
+    const token = await new SignJWT({ sub: "a", scope: "counters:write", exp: now() + 60 })
+      .setProtectedHeader({ alg: "HS256", typ })
+      .sign(encoder.encode(TEST_SECRET));
+    expect((await send(`Bearer ${token}`)).status).toBe(202);
+  });
+
+  it.each(["dpop+jwt", "logout+jwt", "JWS"])(
+    "rejects typ %s: a token meant for something else",
+    async (typ) => {
+      const token = await new SignJWT({ sub: "a", scope: "counters:write", exp: now() + 60 })
+        .setProtectedHeader({ alg: "HS256", typ })
+        .sign(encoder.encode(TEST_SECRET));
+      const response = await send(`Bearer ${token}`);
+      await expectUnauthorized(response, "invalid_token");
+      expect((await readProblem(response)).detail).toBe("the token's typ header is not JWT or at+jwt");
+    },
+  );
+});
+
+describe("JWT_MAX_LIFETIME_S", () => {
+  let api: TestApi;
+  beforeAll(async () => {
+    api = await createTestApi({ JWT_MAX_LIFETIME_S: "3600" });
+  });
+  afterAll(() => api.close());
+
+  const send = async (claims: Record<string, unknown>) =>
+    api.increment(
+      { key: "lifetime", value: 1 },
+      await hs256({ sub: "a", scope: "counters:write", ...claims }),
+    );
+
+  it("accepts a token valid for at most the limit", async () => {
+    expect((await send({ iat: now(), exp: now() + 3_600 })).status).toBe(202);
+    expect((await send({ exp: now() + 1_800 })).status).toBe(202);
+  });
+
+  it("rejects one valid for longer, counted from iat, or from now without iat", async () => {
+    for (const claims of [
+      { iat: now(), exp: now() + 7_200 },
+      { iat: now() - 7_200, exp: now() + 60 },
+      { exp: now() + 7_200 },
+    ]) {
+      const response = await send(claims);
+      await expectUnauthorized(response, "invalid_token");
+      expect((await readProblem(response)).detail).toContain("longer than the 3600 s");
+    }
+  });
+});
+
 describe("issuer and audience", () => {
   let api: TestApi;
   beforeAll(async () => {
@@ -221,6 +321,39 @@ describe("JWKS (RS256 / ES256)", () => {
     } finally {
       await failing.close();
       await new Promise((resolve) => broken.close(resolve));
+    }
+  });
+});
+
+describe("a signing key withdrawn from the JWKS", () => {
+  it("stops verifying its cached tokens once the token cache and the JWKS have aged out", async () => {
+    const key = await generateKeyPair("ES256", { extractable: true });
+    let published = [{ ...(await exportJWK(key.publicKey)), kid: "old", alg: "ES256", use: "sig" }];
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ keys: published }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const verify = cacheVerifiedTokens(
+        createTokenVerifier(
+          { mode: "jwks", jwksUrl: `http://127.0.0.1:${port}/jwks` },
+          { jwksMaxAgeMs: 200 },
+        ),
+        { maxAgeMs: 200 },
+      );
+      const token = await new SignJWT({ sub: "rotated", scope: "counters:write" })
+        .setProtectedHeader({ alg: "ES256", kid: "old" })
+        .setExpirationTime("1h")
+        .sign(key.privateKey);
+      expect((await verify(token)).subject).toBe("rotated");
+
+      published = [];
+      // Both ages have run out: the token is verified again, against a JWKS fetched again.
+      await sleep(450);
+      await expect(verify(token)).rejects.toThrow(InvalidTokenError);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
     }
   });
 });
