@@ -28,8 +28,11 @@ export function forkApiWorkers(count: number, logger: Logger, shutdown: Shutdown
     worker.on("message", (message: unknown) => {
       const reason = exitForOperatorMessage(message);
       if (reason === undefined) return;
-      // A replacement would meet the same setting: stop the node, with the worker's line printed once.
+      // A replacement would meet the same setting: stop the node, with the worker's line printed once. The
+      // other workers are still starting (their IPC to this process would break mid-listen, with a stack):
+      // whatever they acknowledged is in Redis already.
       stopping = true;
+      for (const other of Object.values(cluster.workers ?? {})) other?.process.kill("SIGKILL");
       exitForOperator(logger, reason);
     });
     worker.on("exit", (code, signal) => {

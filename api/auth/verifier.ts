@@ -69,8 +69,12 @@ export function createTokenVerifier(
   return async function verifyToken(token) {
     try {
       const { payload, protectedHeader } = await verifySignature(token);
-      const { typ } = protectedHeader;
-      if (typ !== undefined && !ACCEPTED_TYPES.has(typ.toLowerCase().replace(/^application\//, ""))) {
+      // Typed as a string by jose, but it is whatever JSON the token's header holds.
+      const typ: unknown = protectedHeader.typ;
+      if (
+        typ !== undefined &&
+        (typeof typ !== "string" || !ACCEPTED_TYPES.has(typ.toLowerCase().replace(/^application\//, "")))
+      ) {
         throw new InvalidTokenError("the token's typ header is not JWT or at+jwt");
       }
       const scope = payload.scope;

@@ -447,7 +447,7 @@ function grantsWrite(tokenClaims: Record<string, unknown>): boolean {
   const { sub, scope, exp } = tokenClaims;
   return (
     typeof sub === "string" &&
-    sub !== "" &&
+    /^[\x21-\x7E]{1,255}$/.test(sub) &&
     typeof scope === "string" &&
     scope.split(" ").includes("counters:write") &&
     typeof exp === "number" &&

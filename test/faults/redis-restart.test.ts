@@ -76,6 +76,15 @@ describe("Redis down and back under load", () => {
         expect(process.child.signalCode).toBeNull();
       }
       expect(d.processes).toHaveLength(2);
+      // The syncer said it could not hold its lease, once (a 3 s outage is within one reminder period), and
+      // that it recovered; not a line per attempt.
+      const leaseLines = syncer.logs.filter((line) =>
+        String(line.msg).startsWith("cannot claim or renew the leader lease"),
+      );
+      expect(leaseLines.map((line) => [line.level, line.msg])).toEqual([
+        ["warn", "cannot claim or renew the leader lease"],
+        ["info", "cannot claim or renew the leader lease: recovered"],
+      ]);
 
       expect(exactlyOnceViolations(load.sent, await d.counters())).toEqual([]);
       expect(load.count("rejected")).toBe(0);
