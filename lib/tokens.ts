@@ -1,5 +1,11 @@
 import { SignJWT } from "jose";
 
+/**
+ * What a token's `sub` may be: it becomes the client id, a log field and part of Redis keys, so it is
+ * bounded and holds nothing that could split a log line or a header (visible ASCII only).
+ */
+export const SUBJECT_PATTERN = /^[\x21-\x7E]{1,255}$/;
+
 export interface MintOptions {
   secret: string;
   subject: string;

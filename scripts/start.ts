@@ -14,20 +14,17 @@ import { startSyncer, syncerShutdownTimeoutMs } from "../syncer/server.ts";
 // Production runs the roles separately: `npm run start:api` (N) and `npm run start:syncer` (2+).
 const config = loadConfigOrExit();
 const apiLogger = createLogger({ level: config.logLevel, role: "api" });
-const logger = createLogger({ level: config.logLevel, role: "migrate" });
+// The primary's own lines (migrations, process stats, shutdown) are the "main" role's; its API workers'
+// lines, shutdown included, are the API's.
+const logger = isApiWorker() ? apiLogger : createLogger({ level: config.logLevel, role: "main" });
 const shutdown = new Shutdown(logger, syncerShutdownTimeoutMs(config));
 shutdown.listen();
+shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
 
-if (isApiWorker()) {
-  shutdown.add("process stats", logProcessStats(apiLogger, config.statsLogIntervalMs));
-  await startApiWorker(config, apiLogger, shutdown);
-} else {
-  await startPrimary();
-}
+if (isApiWorker()) await startApiWorker(config, apiLogger, shutdown);
+else await startPrimary();
 
 async function startPrimary(): Promise<void> {
-  shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
-
   await ensureDatabase(config.database.url);
   const pool = createPool({
     connectionString: config.database.url,

@@ -1,16 +1,35 @@
 import { parseArgs } from "node:util";
 import { loadConfigOrExit } from "../lib/config.ts";
-import { mintToken } from "../lib/tokens.ts";
+import { mintToken, SUBJECT_PATTERN } from "../lib/tokens.ts";
 
 // `npm run token -- --sub <client> [--scope "counters:write counters:read"] [--ttl 3600]`
 // Prints a token signed with the service's JWT_SECRET (or the development secret when none is set).
-const { values } = parseArgs({
-  options: {
-    sub: { type: "string" },
-    scope: { type: "string", default: "counters:write counters:read" },
-    ttl: { type: "string", default: "3600" },
-  },
-});
+const USAGE =
+  'usage: npm run token -- --sub <client> [--scope "counters:write counters:read"] [--ttl seconds]\n' +
+  "  <client>: 1 to 255 visible ASCII characters; seconds: a whole number above 0\n";
+
+function parseArguments() {
+  try {
+    return parseArgs({
+      options: {
+        sub: { type: "string" },
+        scope: { type: "string", default: "counters:write counters:read" },
+        ttl: { type: "string", default: "3600" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }).values;
+  } catch (error) {
+    // An unknown option or a missing value: parseArgs' own message, then the usage; no stack.
+    process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
+    process.exit(64);
+  }
+}
+
+const values = parseArguments();
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
 const config = loadConfigOrExit();
 if (config.auth.mode !== "hs256") {
   process.stderr.write(
@@ -19,10 +38,8 @@ if (config.auth.mode !== "hs256") {
   process.exit(64);
 }
 const ttlSeconds = Number(values.ttl);
-if (!values.sub || !Number.isInteger(ttlSeconds) || ttlSeconds <= 0) {
-  process.stderr.write(
-    'usage: npm run token -- --sub <client> [--scope "counters:write counters:read"] [--ttl seconds]\n',
-  );
+if (!values.sub || !SUBJECT_PATTERN.test(values.sub) || !Number.isInteger(ttlSeconds) || ttlSeconds <= 0) {
+  process.stderr.write(USAGE);
   process.exit(64);
 }
 const token = await mintToken({

@@ -1,5 +1,6 @@
 import { createRemoteJWKSet, errors, type JWTVerifyOptions, jwtVerify } from "jose";
 import type { AuthConfig } from "../../lib/config.ts";
+import { SUBJECT_PATTERN } from "../../lib/tokens.ts";
 
 export interface VerifiedToken {
   subject: string;
@@ -22,10 +23,6 @@ export class KeySourceUnavailableError extends Error {
 
 // Leeway for clocks that disagree by a few seconds between token issuer and API node.
 const CLOCK_TOLERANCE_S = 5;
-
-// The subject becomes the client id, a log field and part of Redis keys: bounded, and nothing that could
-// split a log line or a header (visible ASCII only).
-const SUBJECT = /^[\x21-\x7E]{1,255}$/;
 
 // RFC 7519's JWT and RFC 9068's access-token type; another typ (an ID token, a logout token, a DPoP proof)
 // is a token meant for something else, however valid its signature.
@@ -84,7 +81,7 @@ export function createTokenVerifier(
       // requiredClaims guarantees sub is present, but jose checks its type only when told the expected subject:
       // a sub of [], ["a"] or 5 would become a client id that String() merges with another client's.
       const subject: unknown = payload.sub;
-      if (typeof subject !== "string" || !SUBJECT.test(subject))
+      if (typeof subject !== "string" || !SUBJECT_PATTERN.test(subject))
         throw new InvalidTokenError("the sub claim must be 1 to 255 visible ASCII characters");
       // requiredClaims guarantees exp, and jose checked it is a number in the future; jose checks that iat
       // is a number when present, but not that it is in the past.

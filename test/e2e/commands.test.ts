@@ -39,6 +39,23 @@ describe("npm run token", () => {
     expect(payload.exp).toBeGreaterThan(Date.now() / 1000);
   });
 
+  it.each([["--help"], ["-h"]])("prints its usage for %s and exits 0", async (flag) => {
+    const { code, stdout, stderr } = await runEntry("scripts/token.ts", [flag], {});
+    expect(code).toBe(0);
+    expect(stdout).toContain("usage: npm run token -- --sub <client>");
+    expect(stderr).toBe("");
+  });
+
+  it("names an unknown option, with the usage and no stack", async () => {
+    const { code, stderr } = await runEntry("scripts/token.ts", ["--subject", "x"], {
+      JWT_SECRET: TEST_SECRET,
+    });
+    expect(code).toBe(64);
+    expect(stderr).toContain("--subject");
+    expect(stderr).toContain("usage: npm run token");
+    expect(stderr).not.toMatch(/^\s+at /m);
+  });
+
   it("explains its usage when --sub is missing", async () => {
     const { code, stderr } = await runEntry("scripts/token.ts", [], { JWT_SECRET: TEST_SECRET });
     expect(code).toBe(64);

@@ -168,8 +168,20 @@ describe("the whole service", () => {
       body: JSON.stringify({ key: "last-write", value: 42 }),
     });
     expect(response.status).toBe(202);
+    // A terminal's Ctrl-C signals every process of the group, workers too: each says so as the API.
+    const [workerPid] = service.logs.filter((line) => line.msg === "api listening").map((line) => line.pid);
+    process.kill(Number(workerPid), "SIGINT");
+    const workerStopping = await service.waitForLog(
+      (line) => line.msg === "shutting down" && line.pid === workerPid,
+    );
+    expect(workerStopping.role).toBe("api");
+
     expect(await service.stop("SIGTERM")).toBe(0);
     expect((await persisted()).get("last-write")).toBe(42n);
     expect(service.logs.some((line) => line.msg === "released the leader lease")).toBe(true);
+    const primaryStopping = service.logs.find(
+      (line) => line.msg === "shutting down" && line.pid === service.child.pid,
+    );
+    expect(primaryStopping?.role).toBe("main");
   });
 });
