@@ -21,8 +21,7 @@ export async function readJsonBody(request: Request, maxBytes: number): Promise<
   } catch {
     throw new ApiError("invalid_body", "the body is not valid UTF-8");
   }
-  if (text.trim() === "")
-    throw new ApiError("invalid_body", "the body must be a JSON object with key and value");
+  if (text.trim() === "") throw new ApiError("invalid_body", "the body is empty: send a JSON object");
   try {
     return JSON.parse(text);
   } catch {

@@ -3,6 +3,7 @@ import * as v from "valibot";
 import { MAX_KEY_BYTES } from "../lib/config.ts";
 import { PROBLEMS, type Problem, type ProblemCode } from "./errors.ts";
 import {
+  bodyIsNotAnArray,
   counterKeySchema,
   counterReadingSchema,
   idempotencyKeySchema,
@@ -257,6 +258,8 @@ true satisfies MutuallyAssignable<v.InferOutput<typeof problemSchema>, Problem>;
 // The key's checks are opaque functions to the converter: state each in JSON Schema. Patterns are written to
 // mean the same with and without the regex `u` flag, since JSON Schema validators differ there.
 const KEY_CHECKS = new Map<unknown, JsonSchema>([
+  // The object schema it precedes says "type": "object", which no array is.
+  [bodyIsNotAnArray, {}],
   [keyHasNoNul, { not: { pattern: "\\u0000" } }],
   // Every UTF-16 unit is outside the surrogate range or half of a proper pair.
   [keyIsWellFormed, { pattern: "^(?:[^\\ud800-\\udfff]|[\\ud800-\\udbff][\\udc00-\\udfff])*$" }],
@@ -297,6 +300,8 @@ function stateInJsonSchema({ valibotAction, jsonSchema }: OverrideActionContext)
 function jsonSchemaOf(schema: v.GenericSchema, description?: string): JsonSchema {
   const { $schema: _dialect, ...json } = toJsonSchema(schema, {
     target: "draft-2020-12",
+    // A pipe of two schemas (the body: unknown, then the object) is documented by its last: what passes.
+    typeMode: "output",
     overrideAction: stateInJsonSchema,
   });
   return description === undefined ? json : { ...json, description };

@@ -34,10 +34,24 @@ export const incrementValueSchema = v.pipe(
   v.safeInteger("value must be within ±(2^53−1)"),
 );
 
+/** valibot's object schemas take an array for an object with keys "0", "1", …: a body that is one is refused first. */
+export const bodyIsNotAnArray = v.check(
+  (input: unknown) => !Array.isArray(input),
+  "the body must be a JSON object, not an array",
+);
+
 export function incrementBodySchema(maxKeyLength: number) {
-  return v.strictObject({ key: counterKeySchema(maxKeyLength), value: incrementValueSchema }, (issue) =>
-    issue.path ? "unexpected field: the body has only key and value" : "the body must be a JSON object",
-  );
+  return v.pipe(v.unknown(), bodyIsNotAnArray, incrementObjectSchema(maxKeyLength));
+}
+
+function incrementObjectSchema(maxKeyLength: number) {
+  return v.strictObject({ key: counterKeySchema(maxKeyLength), value: incrementValueSchema }, (issue) => {
+    if (!issue.path) return "the body must be a JSON object";
+    // The object's own issues with a path: a field it lacks, or one it does not know.
+    const field = issue.path.at(-1)?.key;
+    if (issue.input === undefined && (field === "key" || field === "value")) return `${field} is required`;
+    return `unexpected field ${JSON.stringify(field)}: the body has only key and value`;
+  });
 }
 
 export type IncrementBody = v.InferOutput<ReturnType<typeof incrementBodySchema>>;

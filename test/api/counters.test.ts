@@ -16,6 +16,19 @@ const read = (key: string) =>
   });
 
 describe("GET /counters/{key}", () => {
+  it.each([
+    ["too long", "k".repeat(257), "key must be at most 256 characters"],
+    ["with NUL", "a\u0000b", "key must not contain the NUL character"],
+  ])("answers 400 invalid_key for a key %s, saying why", async (_name, key, detail) => {
+    // (A lone surrogate cannot arrive in a path: percent-decoding yields UTF-8 only.)
+    const response = await api.node.app.request(`/counters/${encodeURIComponent(key)}`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(response.status).toBe(400);
+    const problem = await readProblem(response);
+    expect(problem).toMatchObject({ code: "invalid_key", detail, errors: [{ pointer: "", detail }] });
+  });
+
   it("reports a key only Redis knows as all pending, with no persisted time yet", async () => {
     await api.increment({ key: "fresh", value: 7 }, token);
     const response = await read("fresh");

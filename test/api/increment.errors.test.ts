@@ -22,34 +22,87 @@ async function expectProblem(response: Response, status: number, code: string) {
 
 const dirtyHash = () => api.node.redis.hgetall(shardKeys(api.prefix, 0).dirty);
 
-describe("POST /increment: rejected bodies are 400 and store nothing", () => {
-  const cases: [string, string][] = [
-    ["empty body", ""],
-    ["not JSON", "key=a&value=1"],
-    ["truncated JSON", '{"key":"a","value":1'],
-    ["JSON array", '[{"key":"a","value":1}]'],
-    ["JSON string", '"a"'],
-    ["JSON null", "null"],
-    ["missing key", '{"value":1}'],
-    ["missing value", '{"key":"a"}'],
-    ["empty key", '{"key":"","value":1}'],
-    ["numeric key", '{"key":5,"value":1}'],
-    ["null key", '{"key":null,"value":1}'],
-    ["key too long", JSON.stringify({ key: "k".repeat(257), value: 1 })],
-    ["key with NUL", '{"key":"a\\u0000b","value":1}'],
-    ["key with a lone surrogate", '{"key":"a\\ud800b","value":1}'],
-    ["fractional value", '{"key":"a","value":1.5}'],
-    ["string value", '{"key":"a","value":"1"}'],
-    ["boolean value", '{"key":"a","value":true}'],
-    ["null value", '{"key":"a","value":null}'],
-    ["value above 2^53-1", '{"key":"a","value":9007199254740992}'],
-    ["value below -(2^53-1)", '{"key":"a","value":-9007199254740992}'],
-    ["huge exponent", '{"key":"a","value":1e400}'],
-    ["unknown field", '{"key":"a","value":1,"extra":true}'],
+describe("POST /increment: rejected bodies are 400, say why and store nothing", () => {
+  const NOT_JSON = "the body is not valid JSON";
+  const NOT_AN_OBJECT = "the body must be a JSON object";
+  const cases: [name: string, body: string, errors: { pointer: string; detail: string }[] | string][] = [
+    ["empty body", "", "the body is empty: send a JSON object"],
+    ["not JSON", "key=a&value=1", NOT_JSON],
+    ["truncated JSON", '{"key":"a","value":1', NOT_JSON],
+    ["JSON array", '[{"key":"a","value":1}]', [{ pointer: "", detail: `${NOT_AN_OBJECT}, not an array` }]],
+    ["JSON string", '"a"', [{ pointer: "", detail: NOT_AN_OBJECT }]],
+    ["JSON null", "null", [{ pointer: "", detail: NOT_AN_OBJECT }]],
+    [
+      "empty object",
+      "{}",
+      [
+        { pointer: "/key", detail: "key is required" },
+        { pointer: "/value", detail: "value is required" },
+      ],
+    ],
+    ["missing key", '{"value":1}', [{ pointer: "/key", detail: "key is required" }]],
+    ["missing value", '{"key":"a"}', [{ pointer: "/value", detail: "value is required" }]],
+    ["empty key", '{"key":"","value":1}', [{ pointer: "/key", detail: "key must not be empty" }]],
+    ["numeric key", '{"key":5,"value":1}', [{ pointer: "/key", detail: "key must be a string" }]],
+    ["null key", '{"key":null,"value":1}', [{ pointer: "/key", detail: "key must be a string" }]],
+    [
+      "key too long",
+      JSON.stringify({ key: "k".repeat(257), value: 1 }),
+      [{ pointer: "/key", detail: "key must be at most 256 characters" }],
+    ],
+    [
+      "key with NUL",
+      '{"key":"a\\u0000b","value":1}',
+      [{ pointer: "/key", detail: "key must not contain the NUL character" }],
+    ],
+    [
+      "key with a lone surrogate",
+      '{"key":"a\\ud800b","value":1}',
+      [{ pointer: "/key", detail: "key must be well-formed Unicode (no lone surrogates)" }],
+    ],
+    [
+      "fractional value",
+      '{"key":"a","value":1.5}',
+      [{ pointer: "/value", detail: "value must be an integer" }],
+    ],
+    ["string value", '{"key":"a","value":"1"}', [{ pointer: "/value", detail: "value must be an integer" }]],
+    [
+      "boolean value",
+      '{"key":"a","value":true}',
+      [{ pointer: "/value", detail: "value must be an integer" }],
+    ],
+    ["null value", '{"key":"a","value":null}', [{ pointer: "/value", detail: "value must be an integer" }]],
+    [
+      "value above 2^53-1",
+      '{"key":"a","value":9007199254740992}',
+      [{ pointer: "/value", detail: "value must be within ±(2^53−1)" }],
+    ],
+    [
+      "value below -(2^53-1)",
+      '{"key":"a","value":-9007199254740992}',
+      [{ pointer: "/value", detail: "value must be within ±(2^53−1)" }],
+    ],
+    [
+      "huge exponent",
+      '{"key":"a","value":1e400}',
+      [{ pointer: "/value", detail: "value must be an integer" }],
+    ],
+    [
+      "unknown field",
+      '{"key":"a","value":1,"extra":true}',
+      [{ pointer: "/extra", detail: 'unexpected field "extra": the body has only key and value' }],
+    ],
   ];
 
-  it.each(cases)("%s", async (_name, body) => {
-    await expectProblem(await api.increment(body, token), 400, "invalid_body");
+  it.each(cases)("%s", async (_name, body, expected) => {
+    const problem = await expectProblem(await api.increment(body, token), 400, "invalid_body");
+    if (typeof expected === "string") {
+      expect(problem.detail).toContain(expected);
+      expect(problem.errors).toBeUndefined();
+    } else {
+      expect(problem.errors).toEqual(expected);
+      expect(problem.detail).toBe(expected.map((error) => error.detail).join("; "));
+    }
     expect(await dirtyHash()).toEqual({});
   });
 
