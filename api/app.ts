@@ -5,7 +5,7 @@ import type { Logger } from "../lib/logger.ts";
 import type { TokenVerifier } from "./auth/verifier.ts";
 import { declaredLength, payloadTooLarge } from "./body.ts";
 import type { AppEnv } from "./context.ts";
-import { ApiError, problemResponse } from "./errors.ts";
+import { ApiError, type ProblemCode, problemResponse } from "./errors.ts";
 import { type ApiMetrics, countIncrements, httpMetrics } from "./metrics.ts";
 import { authenticate, requireScope } from "./middleware/auth.ts";
 import { rateLimit } from "./middleware/rate-limit.ts";
@@ -89,10 +89,22 @@ function methodNotAllowed(allow: string): MiddlewareHandler<AppEnv> {
   };
 }
 
+const STORE_CONDITIONS: ReadonlySet<ProblemCode> = new Set(["redis_unavailable", "redis_full"]);
+
+function describeCause(error: ApiError): string {
+  return error.cause instanceof Error ? error.cause.message : error.message;
+}
+
 /** `logger` is the request's (c.var.logger): its lines carry the request id. */
 function toApiError(error: Error, logger: Logger, clientGone: () => boolean): ApiError {
   if (error instanceof ApiError) {
-    if (error.status >= 500) logger.warn({ err: error.cause ?? error, code: error.code }, error.message);
+    if (STORE_CONDITIONS.has(error.code)) {
+      // Redis down or full fails every request alike: its watchers say so once (lib/redis/connection.ts,
+      // memory-watch.ts) and tally_redis_errors_total counts them; a line per request would be a flood.
+      logger.debug({ code: error.code, reason: describeCause(error) }, error.message);
+    } else if (error.status >= 500) {
+      logger.warn({ err: error.cause ?? error, code: error.code }, error.message);
+    }
     return error;
   }
   // Hono raises HTTPException for malformed requests it detects itself (e.g. a body that cannot be read).

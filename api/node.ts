@@ -23,14 +23,14 @@ export async function startApiNode(
   shutdown: Shutdown,
   metricsPort: number,
 ): Promise<RunningMetricsServer> {
-  let scrape: Scrape;
-  if (config.http.workers > 1) {
-    forkApiWorkers(config.http.workers, logger, shutdown);
-    scrape = scrapeClusterWorkers();
-  } else {
-    scrape = scrapeRegistry((await startApi(config, logger, shutdown)).metrics);
-  }
-  return startMetricsServer({ host: config.http.host, port: metricsPort, scrape, logger, shutdown });
+  const serveMetrics = (scrape: Scrape) =>
+    startMetricsServer({ host: config.http.host, port: metricsPort, scrape, logger, shutdown });
+  if (config.http.workers === 1)
+    return serveMetrics(scrapeRegistry((await startApi(config, logger, shutdown)).metrics));
+  // The port first: a node that cannot serve its metrics stops before it has any worker to stop.
+  const metrics = await serveMetrics(scrapeClusterWorkers());
+  forkApiWorkers(config.http.workers, logger, shutdown);
+  return metrics;
 }
 
 /** In an API worker: serve, drain when the primary asks, and hand the metrics to the primary. */

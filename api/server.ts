@@ -7,10 +7,12 @@ import type { Registry } from "prom-client";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 import type { Config } from "../lib/config.ts";
 import { exitForOperator } from "../lib/exit.ts";
+import { listen } from "../lib/listen.ts";
 import type { Logger } from "../lib/logger.ts";
 import { collectProcessMetrics } from "../lib/metrics.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { createRedis, type RedisClient } from "../lib/redis/client.ts";
+import { redisLocation, watchRedisConnection } from "../lib/redis/connection.ts";
 import { rateLimitKeyPrefix } from "../lib/redis/keys.ts";
 import { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
@@ -47,7 +49,12 @@ export function createApiNode(config: Config, logger: Logger): ApiNode {
     commandTimeoutMs: config.redis.commandTimeoutMs,
     autoPipelining: true,
   });
-  redis.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
+  watchRedisConnection(
+    redis,
+    logger,
+    redisLocation(config.redis),
+    "writes and reads answer 503 until it is back",
+  );
   redis.on("ready", () => logger.info("redis ready"));
 
   const pool = createPool({
@@ -146,10 +153,7 @@ export async function startApi(config: Config, logger: Logger, shutdown: Shutdow
       connectionsCheckingInterval: Math.min(config.http.headersTimeoutMs, TIMEOUT_CHECK_INTERVAL_MS),
     },
   }) as Server;
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(config.http.port, config.http.host, () => resolve());
-  });
+  await listen(server, config.http.port, config.http.host, "PORT");
   shutdown.add("http server", async () => {
     // Report not-ready (and answer with Connection: close) for a while before refusing connections, so a
     // load balancer's health check sees the node leave instead of meeting refused connections.

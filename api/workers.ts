@@ -26,14 +26,11 @@ export function forkApiWorkers(count: number, logger: Logger, shutdown: Shutdown
   const fork = () => {
     const worker = cluster.fork();
     worker.on("message", (message: unknown) => {
-      const reason = exitForOperatorMessage(message);
-      if (reason === undefined) return;
-      // A replacement would meet the same setting: stop the node, with the worker's line printed once. The
-      // other workers are still starting (their IPC to this process would break mid-listen, with a stack):
-      // whatever they acknowledged is in Redis already.
+      const exit = exitForOperatorMessage(message);
+      if (exit === undefined) return;
+      // A replacement would meet the same setting: stop the node, with the worker's line printed once.
       stopping = true;
-      for (const other of Object.values(cluster.workers ?? {})) other?.process.kill("SIGKILL");
-      exitForOperator(logger, reason);
+      exitForOperator(logger, exit.message, exit.exitCode);
     });
     worker.on("exit", (code, signal) => {
       if (stopping) return;

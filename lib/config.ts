@@ -85,6 +85,7 @@ const EnvSchema = v.object({
 
   DATABASE_URL: url("postgres://postgres@127.0.0.1:5432/tally", ["postgres:", "postgresql:"]),
   DATABASE_POOL_SIZE: integer(4, 1, 100),
+  MIGRATE_WAIT_S: integer(30, 0, 3_600),
 
   JWT_SECRET: v.optional(
     v.pipe(v.string(), v.minLength(32, "must be at least 32 characters (HS256 key strength)")),
@@ -179,7 +180,12 @@ export interface Config {
     /** How often maxmemory-policy and memory use are read. */
     checkIntervalMs: number;
   };
-  database: { url: string; poolSize: number };
+  database: {
+    url: string;
+    poolSize: number;
+    /** How long `npm run migrate` and `npm start` wait for Postgres to accept connections. */
+    waitMs: number;
+  };
   auth: AuthConfig;
   rateLimit: { points: number; durationSeconds: number };
   maxKeyLength: number;
@@ -268,7 +274,7 @@ export function parseConfig(source: Record<string, string | undefined> = process
       allowEviction: env.REDIS_ALLOW_EVICTION,
       checkIntervalMs: env.REDIS_CHECK_INTERVAL_MS,
     },
-    database: { url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE },
+    database: { url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE, waitMs: env.MIGRATE_WAIT_S * 1000 },
     auth: resolveAuth(env),
     rateLimit: { points: env.RATE_LIMIT_POINTS, durationSeconds: env.RATE_LIMIT_DURATION_S },
     maxKeyLength: env.MAX_KEY_LENGTH,

@@ -1,6 +1,7 @@
 import { createServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { AggregatorRegistry, collectDefaultMetrics, prometheusContentType, type Registry } from "prom-client";
+import { listen } from "./listen.ts";
 import type { Logger } from "./logger.ts";
 import type { Shutdown } from "./shutdown.ts";
 
@@ -87,10 +88,7 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
       send(response, 404, "text/plain", "not found\n");
     }
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port, options.host, () => resolve());
-  });
+  await listen(server, options.port, options.host, "METRICS_PORT");
   options.shutdown.add("metrics server", async () => {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     // A scraper keeps its connection alive between scrapes; it must not hold the exit.

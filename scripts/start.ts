@@ -1,10 +1,11 @@
 import { startApiNode, startApiWorker } from "../api/node.ts";
 import { isApiWorker } from "../api/workers.ts";
 import { loadConfigOrExit } from "../lib/config.ts";
+import { startOrExit } from "../lib/exit.ts";
 import { createLogger } from "../lib/logger.ts";
-import { migrate } from "../lib/postgres/migrate.ts";
-import { createPool, ensureDatabase } from "../lib/postgres/pool.ts";
+import { prepareDatabase } from "../lib/postgres/prepare.ts";
 import { logProcessStats } from "../lib/process-stats.ts";
+import { warnIfRedisUnreachable } from "../lib/redis/connection.ts";
 import { Shutdown } from "../lib/shutdown.ts";
 import { serveSyncerMetrics } from "../syncer/metrics.ts";
 import { startSyncer, syncerShutdownTimeoutMs } from "../syncer/server.ts";
@@ -21,21 +22,18 @@ const shutdown = new Shutdown(logger, syncerShutdownTimeoutMs(config));
 shutdown.listen();
 shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
 
-if (isApiWorker()) await startApiWorker(config, apiLogger, shutdown);
-else await startPrimary();
+await startOrExit(logger, () =>
+  isApiWorker() ? startApiWorker(config, apiLogger, shutdown) : startPrimary(),
+);
 
 async function startPrimary(): Promise<void> {
-  await ensureDatabase(config.database.url);
-  const pool = createPool({
-    connectionString: config.database.url,
-    applicationName: "tally-migrate",
-    max: 1,
+  const migrateLogger = createLogger({ level: config.logLevel, role: "migrate" });
+  await warnIfRedisUnreachable(config, logger);
+  const applied = await prepareDatabase(config.database.url, {
+    logger: migrateLogger,
+    waitMs: config.database.waitMs,
   });
-  try {
-    await migrate(pool);
-  } finally {
-    await pool.end();
-  }
+  migrateLogger.info({ applied }, applied.length ? "migrations applied" : "schema up to date");
   // Two roles, so two metrics servers. METRICS_PORT, when set, is the API's and the next port the syncer's;
   // unset, both take free ports (one fixed default cannot serve two), printed below.
   const { host } = config.http;

@@ -1,9 +1,12 @@
 import type { Config } from "../lib/config.ts";
 import { exitForOperator } from "../lib/exit.ts";
 import type { Logger } from "../lib/logger.ts";
+import { maskedUrl } from "../lib/masked-url.ts";
 import { collectProcessMetrics } from "../lib/metrics.ts";
 import { createPool } from "../lib/postgres/pool.ts";
-import { connectRedis, createRedis } from "../lib/redis/client.ts";
+import { isPostgresUnreachable } from "../lib/postgres/unreachable.ts";
+import { createRedis } from "../lib/redis/client.ts";
+import { redisLocation, watchRedisConnection } from "../lib/redis/connection.ts";
 import { activityStreamKey } from "../lib/redis/keys.ts";
 import { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
@@ -43,7 +46,12 @@ export async function startSyncer(
     // HSCAN pages and the apply wait on nothing slow in Redis, but give them more room than an API write.
     commandTimeoutMs: Math.max(config.redis.commandTimeoutMs, 5_000),
   });
-  redis.on("error", (error) => logger.warn({ err: error }, "redis connection error"));
+  watchRedisConnection(
+    redis,
+    logger,
+    redisLocation(config.redis),
+    "this syncer stands by until it is back; accepted increments wait in Redis",
+  );
   shutdown.add("redis", async () => {
     await redis.quit().catch(() => redis.disconnect());
   });
@@ -56,9 +64,8 @@ export async function startSyncer(
   });
   redisMemory.start();
   shutdown.add("redis memory watch", () => redisMemory.stop());
-  await connectRedis(redis, 30_000).catch((error) =>
-    logger.warn({ err: error }, "redis not ready yet; retrying"),
-  );
+  // Not awaited: until Redis answers, the lease cannot be claimed and this syncer stands by.
+  redis.connect().catch(() => {});
 
   const pool = createPool({
     connectionString: config.database.url,
@@ -67,6 +74,14 @@ export async function startSyncer(
     onError: (error) => logger.warn({ err: error }, "postgres idle client error"),
   });
   shutdown.add("postgres", () => pool.end());
+  // Said at start, not only once this syncer leads: with Redis down too, it would never get that far.
+  pool.query("SELECT 1").catch((error: unknown) => {
+    if (!isPostgresUnreachable(error)) return;
+    logger.warn(
+      { reason: error instanceof Error ? error.message : String(error) },
+      `cannot reach Postgres at DATABASE_URL=${maskedUrl(config.database.url)}: batches wait in Redis until it is back`,
+    );
+  });
 
   const { activity: activityConfig } = config;
   const activity = new Activity({
@@ -106,6 +121,7 @@ export async function startSyncer(
     intervalMs: config.sync.intervalMs,
     scanCount: config.sync.scanCount,
     leaseTtlMs: config.sync.leaseTtlMs,
+    postgresLocation: `DATABASE_URL=${maskedUrl(config.database.url)}`,
     ledgerRetentionMs: config.sync.ledgerRetentionDays * 86_400_000,
     onStep: options.onStep ?? faultHookFromConfig(config.sync.faultInjection, logger),
     onBatchApplied: (batch) => {

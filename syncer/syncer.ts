@@ -2,7 +2,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import { FailureStreak } from "../lib/failure-streak.ts";
 import type { Logger } from "../lib/logger.ts";
+import { isPostgresUnreachable } from "../lib/postgres/unreachable.ts";
 import type { RedisClient } from "../lib/redis/client.ts";
+import { isRedisUnreachable } from "../lib/redis/connection.ts";
 import { allShardKeys, leaseKey } from "../lib/redis/keys.ts";
 import { type Batch, pruneLedger, readSyncState } from "./apply.ts";
 import { type BatchOutcome, flushShardOnce, type StepHook } from "./flush-shard.ts";
@@ -18,6 +20,8 @@ export interface SyncerOptions {
   intervalMs: number;
   scanCount: number;
   leaseTtlMs: number;
+  /** Where Postgres is, for log lines (e.g. DATABASE_URL with its password masked). */
+  postgresLocation?: string;
   /** Fault injection: called at every protocol step (tests only). */
   onStep?: StepHook;
   /** Called with every cycle's report; more subscribers with addCycleListener. */
@@ -71,17 +75,26 @@ export class Syncer {
   #wake: (() => void) | undefined;
   #lastReport: CycleReport | undefined;
   readonly #cycleListeners: CycleListener[] = [];
+  readonly #postgresUnreachable: FailureStreak;
 
   constructor(options: SyncerOptions) {
     this.#options = options;
     if (options.onCycle) this.#cycleListeners.push(options.onCycle);
     this.#shardKeys = allShardKeys(options.keyPrefix, options.shards);
+    this.#postgresUnreachable = new FailureStreak(
+      options.logger,
+      `cannot reach Postgres${options.postgresLocation ? ` at ${options.postgresLocation}` : ""}: batches wait in Redis and are retried every cycle`,
+    );
     const claimFailures = new FailureStreak(options.logger, "cannot claim or renew the leader lease");
     this.#lease = new LeaderLease({
       redis: options.redis,
       key: leaseKey(options.keyPrefix),
       ttlMs: options.leaseTtlMs,
-      onClaimError: (error) => claimFailures.failed(error),
+      // A Redis that cannot be reached is the connection's to report (lib/redis/connection.ts); an error
+      // Redis answered (out of memory, a script refused) is the lease's.
+      onClaimError: (error) => {
+        if (error instanceof Error && error.name === "ReplyError") claimFailures.failed(error);
+      },
       onClaimAnswered: () => claimFailures.succeeded(),
     });
     this.#lease.on("acquired", () => {
@@ -264,7 +277,14 @@ export class Syncer {
         "batch synced",
       );
     }
+    // A store being down fails every shard every cycle: said once (and every 30 s while it lasts), not as a
+    // stack per shard per cycle. Any other failure is worth its own line.
+    const unreachable = report.failures.find((failure) => isPostgresUnreachable(failure.error));
+    if (unreachable) this.#postgresUnreachable.failed(unreachable.error);
+    else if (report.outcomes.length > 0) this.#postgresUnreachable.succeeded();
     for (const failure of report.failures) {
+      // Redis out of reach is its connection's to report (lib/redis/connection.ts).
+      if (isPostgresUnreachable(failure.error) || isRedisUnreachable(failure.error)) continue;
       logger.error(
         { shard: failure.shard, err: failure.error },
         "shard sync failed; its batch will be retried",

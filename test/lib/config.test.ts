@@ -43,7 +43,7 @@ describe("parseConfig", () => {
         allowEviction: false,
         checkIntervalMs: 5_000,
       },
-      database: { url: "postgres://postgres@127.0.0.1:5432/tally", poolSize: 4 },
+      database: { url: "postgres://postgres@127.0.0.1:5432/tally", poolSize: 4, waitMs: 30_000 },
       auth: { mode: "hs256", secret: DEV_JWT_SECRET, isDevelopmentSecret: true },
       rateLimit: { points: 1_000, durationSeconds: 1 },
       maxKeyLength: 256,

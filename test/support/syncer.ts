@@ -1,5 +1,6 @@
 import type pg from "pg";
 import { afterAll, beforeAll, beforeEach } from "vitest";
+import type { Logger } from "../../lib/logger.ts";
 import { createPool } from "../../lib/postgres/pool.ts";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys, leaseKey, shardKeys } from "../../lib/redis/keys.ts";
@@ -34,13 +35,15 @@ export interface TestSyncerOptions {
   scanCount?: number;
   onStep?: StepHook;
   ledgerRetentionMs?: number;
+  /** Silent unless a test reads the lines. */
+  logger?: Logger;
 }
 
 export function createSyncer(options: TestSyncerOptions): Syncer {
   return new Syncer({
     redis: options.redis,
     pool: options.pool,
-    logger: silentLogger,
+    logger: options.logger ?? silentLogger,
     keyPrefix: options.prefix,
     shards: options.shards ?? 1,
     intervalMs: options.intervalMs ?? 100,

@@ -1,8 +1,10 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
 import type { RedisClient } from "../../lib/redis/client.ts";
 import { LeaderLease } from "../../syncer/lease.ts";
 import type { Syncer } from "../../syncer/syncer.ts";
 import { waitFor } from "../harness/fixtures.ts";
+import { captureLogger } from "../support/logger.ts";
 import {
   addDeltas,
   createSyncer,
@@ -163,6 +165,32 @@ describe("Syncer and its lease", () => {
     expect(syncer.isLeader).toBe(false);
     // Released, not left to expire: the standby takes over on its very next claim.
     expect(await standby.claim()).toBe(true);
+  });
+
+  it("logs a claim Redis refuses, once for the streak, and never leads on it", async () => {
+    const prefix = env.newPrefix();
+    // A key of the wrong type: every claim is answered with WRONGTYPE.
+    await env.redis.hset(leaseKey(prefix), "not", "a lease");
+    const { logger, lines } = captureLogger();
+    const syncer = createSyncer({
+      redis: await env.openRedis(),
+      pool: env.openPool(),
+      prefix,
+      leaseTtlMs: 300,
+      logger,
+    });
+    onTestFinished(() => syncer.stop());
+    syncer.start();
+    await waitFor(async () => lines.some((line) => line.msg === "cannot claim or renew the leader lease"));
+    // A standby polls every TTL/12: some twenty failed claims in the next half second, one line.
+    await sleep(500);
+    const claimLines = lines.filter((line) =>
+      String(line.msg).startsWith("cannot claim or renew the leader lease"),
+    );
+    expect(claimLines).toEqual([
+      expect.objectContaining({ level: "warn", reason: expect.stringContaining("WRONGTYPE") }),
+    ]);
+    expect(syncer.isLeader).toBe(false);
   });
 
   it("a standby stays idle while the leader lives, and takes over when the leader stops", async () => {
