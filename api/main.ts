@@ -1,4 +1,5 @@
 import { loadConfigOrExit } from "../lib/config.ts";
+import { startOrExit } from "../lib/exit.ts";
 import { createLogger } from "../lib/logger.ts";
 import { logProcessStats } from "../lib/process-stats.ts";
 import { Shutdown } from "../lib/shutdown.ts";
@@ -11,5 +12,8 @@ const logger = createLogger({ level: config.logLevel, role: "api" });
 const shutdown = new Shutdown(logger, config.http.shutdownTimeoutMs);
 shutdown.listen();
 shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
-if (isApiWorker()) await startApiWorker(config, logger, shutdown);
-else await startApiNode(config, logger, shutdown, config.metrics.port);
+await startOrExit(logger, () =>
+  isApiWorker()
+    ? startApiWorker(config, logger, shutdown)
+    : startApiNode(config, logger, shutdown, config.metrics.port),
+);

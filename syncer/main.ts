@@ -1,4 +1,5 @@
 import { loadConfigOrExit } from "../lib/config.ts";
+import { startOrExit } from "../lib/exit.ts";
 import { createLogger } from "../lib/logger.ts";
 import { logProcessStats } from "../lib/process-stats.ts";
 import { Shutdown } from "../lib/shutdown.ts";
@@ -11,10 +12,7 @@ const logger = createLogger({ level: config.logLevel, role: "syncer" });
 const shutdown = new Shutdown(logger, syncerShutdownTimeoutMs(config));
 shutdown.listen();
 shutdown.add("process stats", logProcessStats(logger, config.statsLogIntervalMs));
-const running = await startSyncer(config, logger, shutdown);
-await serveSyncerMetrics(running, {
-  host: config.http.host,
-  port: config.metrics.port,
-  logger,
-  shutdown,
+await startOrExit(logger, async () => {
+  const running = await startSyncer(config, logger, shutdown);
+  await serveSyncerMetrics(running, { host: config.http.host, port: config.metrics.port, logger, shutdown });
 });
