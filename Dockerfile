@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every role; the command picks it (api, syncer, migrate).
-FROM node:20-bookworm-slim AS build
+# Node.js 24: an LTS release with support into 2028 (20 reached its end of life in April 2026).
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -12,7 +13,7 @@ COPY scripts ./scripts
 COPY migrations ./migrations
 RUN npm run build && npm prune --omit=dev
 
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /app/package.json ./

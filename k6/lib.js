@@ -1,7 +1,7 @@
 // Shared by every scenario in this directory: configuration from -e/environment variables, tokens, the two
 // API calls and the metrics they feed. Plain ES modules with nothing but k6's own modules, so `k6 run` needs
 // no build step; written for k6 v0.45 and later.
-import { check, fail } from "k6";
+import { check, fail, sleep } from "k6";
 import crypto from "k6/crypto";
 import http from "k6/http";
 import { Counter, Rate } from "k6/metrics";
@@ -193,6 +193,21 @@ export function increment(key, value, token, tags) {
     headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
     tags: Object.assign({ name: "increment" }, tags),
   });
+}
+
+/**
+ * Sends `request` again while tally answers 429, waiting as its Retry-After says (1 s when it says nothing,
+ * at most 5 s), at most `maxRetries` times; returns the last response.
+ * @param {() => import("k6/http").RefinedResponse<import("k6/http").ResponseType | undefined>} request
+ * @param {number} maxRetries
+ */
+export function retryWhileRateLimited(request, maxRetries) {
+  let res = request();
+  for (let retry = 0; res.status === 429 && retry < maxRetries; retry++) {
+    sleep(Math.min(Math.max(Number(res.headers["Retry-After"]) || 1, 0.1), 5));
+    res = request();
+  }
+  return res;
 }
 
 /**

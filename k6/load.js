@@ -19,6 +19,8 @@ import {
 const RATE = envInt("RATE", 2000);
 const DURATION = envDuration("DURATION", "1m");
 const randomKey = randomKeyFrom("k6:load");
+// Its fields named one by one below, fields, not object spread: k6 before v0.53 compiles scripts with Babel 6, which has none.
+const VUS = vuBudget(RATE, Math.ceil(RATE / 2));
 
 /** @type {import("k6/options").Options} */
 export const options = {
@@ -28,7 +30,8 @@ export const options = {
       rate: RATE,
       timeUnit: "1s",
       duration: DURATION.text,
-      ...vuBudget(RATE, Math.ceil(RATE / 2)),
+      preAllocatedVUs: VUS.preAllocatedVUs,
+      maxVUs: VUS.maxVUs,
       gracefulStop: "10s",
     },
   },

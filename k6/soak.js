@@ -27,6 +27,8 @@ const RATE = envInt("RATE", 500);
 const DURATION = envDuration("DURATION", "30m");
 const KEY_PREFIX = envString("KEY_PREFIX", "k6:soak");
 const randomKey = randomKeyFrom("k6:soak");
+// Its fields named one by one below, not object spread: k6 before v0.53 compiles scripts with Babel 6.
+const VUS = vuBudget(RATE, Math.ceil(RATE / 2));
 // The SPEC's bound. It compares this machine's clock with the service's: on another host, allow for skew.
 const STALENESS_MAX_MS = envNumber("STALENESS_MAX_MS", 10000);
 
@@ -41,7 +43,8 @@ export const options = {
       rate: RATE,
       timeUnit: "1s",
       duration: DURATION.text,
-      ...vuBudget(RATE, Math.ceil(RATE / 2)),
+      preAllocatedVUs: VUS.preAllocatedVUs,
+      maxVUs: VUS.maxVUs,
       gracefulStop: "10s",
     },
     staleness: {
@@ -55,10 +58,10 @@ export const options = {
       gracefulStop: "10s",
     },
   },
-  thresholds: {
-    ...constantRateThresholds(RATE, DURATION.seconds),
+  // Object.assign, not object spread: k6 before v0.53 compiles scripts with Babel 6, which has none.
+  thresholds: Object.assign(constantRateThresholds(RATE, DURATION.seconds), {
     tally_sync_staleness_ms: [`max<${STALENESS_MAX_MS}`],
-  },
+  }),
 };
 
 /** @typedef {{ tokens: string[], probeKey: string, startedAt: number }} SoakData */

@@ -21,6 +21,8 @@ import {
 const BASE_RATE = Math.max(1, envInt("BASE_RATE", 200));
 const SPIKE_RATE = Math.round(BASE_RATE * envNumber("SPIKE_FACTOR", 10));
 const randomKey = randomKeyFrom("k6:spike");
+// Its fields named one by one below, not object spread: k6 before v0.53 compiles scripts with Babel 6.
+const VUS = vuBudget(SPIKE_RATE, Math.ceil(SPIKE_RATE / 2));
 const P99_MS = envNumber("P99_MS", 500);
 // After the burst the service should be back to its normal latency.
 const RECOVERY_P99_MS = envNumber("RECOVERY_P99_MS", 200);
@@ -44,7 +46,8 @@ export const options = {
       startRate: BASE_RATE,
       timeUnit: "1s",
       stages: toK6Stages(PLAN),
-      ...vuBudget(SPIKE_RATE, Math.ceil(SPIKE_RATE / 2)),
+      preAllocatedVUs: VUS.preAllocatedVUs,
+      maxVUs: VUS.maxVUs,
       gracefulStop: "10s",
     },
   },

@@ -40,6 +40,7 @@ for (let level = START_RATE; level <= MAX_RATE; level += STEP_RATE) {
 
 // Generous: when the service slows down, VUs pile up waiting on it, and running out of them is itself
 // the breaking point the dropped_iterations threshold reports.
+// Its fields named one by one below, not object spread: k6 before v0.53 compiles scripts with Babel 6.
 const VUS = vuBudget(START_RATE, Math.ceil(MAX_RATE / 10));
 
 // The arrival rate k6 was aiming at when an increment was accepted. Its max is the rate reached when the run
@@ -71,7 +72,8 @@ export const options = {
       startRate: START_RATE,
       timeUnit: "1s",
       stages: toK6Stages(PLAN),
-      ...VUS,
+      preAllocatedVUs: VUS.preAllocatedVUs,
+      maxVUs: VUS.maxVUs,
       gracefulStop: "10s",
     },
   },

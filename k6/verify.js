@@ -18,6 +18,7 @@ import {
   parseCounterBody,
   readCounter,
   recordIncrement,
+  retryWhileRateLimited,
 } from "./lib.js";
 
 const VUS = Math.max(1, envInt("VUS", 10));
@@ -110,11 +111,7 @@ export default function (data) {
   const { keyIndex, value } = planned(__VU, __ITER);
   const key = keyName(data.runId, keyIndex);
   const token = /** @type {string} */ (data.tokens[(__VU - 1) % data.tokens.length]);
-  let res = increment(key, value, token);
-  for (let retry = 0; res.status === 429 && retry < MAX_RETRIES_429; retry++) {
-    sleep(Math.min(Math.max(Number(res.headers["Retry-After"]) || 1, 0.1), 5));
-    res = increment(key, value, token);
-  }
+  const res = retryWhileRateLimited(() => increment(key, value, token), MAX_RETRIES_429);
   if (!recordIncrement(res)) {
     console.error(`VU ${__VU} iteration ${__ITER}: increment of ${key} by ${value} answered ${res.status}`);
   }
@@ -128,7 +125,8 @@ export default function (data) {
  * @param {number} expected
  */
 function readKey(key, token, expected) {
-  const res = readCounter(key, token, { verify: "teardown" });
+  // With one TOKEN the increments may just have spent the client's quota: a read waits for it like they did.
+  const res = retryWhileRateLimited(() => readCounter(key, token, { verify: "teardown" }), MAX_RETRIES_429);
   if (res.status === 404 && expected === 0) return { persisted: "0", pending: "0", total: "0" };
   return res.status === 200 ? parseCounterBody(res.body) : null;
 }
