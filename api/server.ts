@@ -62,7 +62,9 @@ export function createApiNode(config: Config, logger: Logger): ApiNode {
     applicationName: "tally-api",
     max: config.database.poolSize,
     statementTimeoutMs: 5_000,
-    onError: (error) => logger.warn({ err: error }, "postgres idle client error"),
+    // Postgres closing idle connections (a restart, an outage) is reported where it matters, by the next
+    // query that fails; the pool replaces the connection.
+    onError: (error) => logger.debug({ reason: error.message }, "postgres closed an idle connection"),
   });
 
   const redisMemory = new RedisMemoryWatch({

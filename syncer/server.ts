@@ -71,7 +71,9 @@ export async function startSyncer(
     connectionString: config.database.url,
     applicationName: "tally-syncer",
     max: 2,
-    onError: (error) => logger.warn({ err: error }, "postgres idle client error"),
+    // Postgres closing idle connections (a restart, an outage) is reported where it matters, by the next
+    // query that fails; the pool replaces the connection.
+    onError: (error) => logger.debug({ reason: error.message }, "postgres closed an idle connection"),
   });
   shutdown.add("postgres", () => pool.end());
   // Said at start, not only once this syncer leads: with Redis down too, it would never get that far.

@@ -1,9 +1,15 @@
 import { Hono } from "hono";
 import type { RedisClient } from "../../lib/redis/client.ts";
-import type { RedisMemoryWatch } from "../../lib/redis/memory-watch.ts";
+import type { RedisMemoryProblem, RedisMemoryWatch } from "../../lib/redis/memory-watch.ts";
 import type { AppEnv } from "../context.ts";
 import { ApiError } from "../errors.ts";
 import { FULL_RETRY_AFTER_S } from "../store/redis-errors.ts";
+
+// An unsafe eviction policy lasts until an operator acts: no time to suggest.
+const RETRY_AFTER_S: Partial<Record<RedisMemoryProblem["code"], number>> = {
+  redis_unavailable: 1,
+  redis_full: FULL_RETRY_AFTER_S,
+};
 
 export interface HealthRouteOptions {
   redis: RedisClient;
@@ -27,12 +33,12 @@ export function healthRoutes(options: HealthRouteOptions) {
         });
       }
       const memory = options.redisMemory.problem();
-      if (memory?.code === "redis_full") {
-        throw new ApiError("redis_full", memory.detail, {
-          headers: { "Retry-After": String(FULL_RETRY_AFTER_S) },
+      if (memory) {
+        const retryAfter = RETRY_AFTER_S[memory.code];
+        throw new ApiError(memory.code, memory.detail, {
+          headers: retryAfter === undefined ? {} : { "Retry-After": String(retryAfter) },
         });
       }
-      if (memory) throw new ApiError(memory.code, memory.detail);
       return c.json({ status: "ready" });
     });
 }

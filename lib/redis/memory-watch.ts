@@ -18,6 +18,7 @@ export interface RedisMemoryWatchOptions {
 
 /** Why Redis cannot be trusted with new writes right now; undefined while it can. */
 export type RedisMemoryProblem =
+  | { code: "redis_unavailable"; detail: string }
   | { code: "redis_eviction_policy"; detail: string }
   | { code: "redis_full"; detail: string };
 
@@ -25,8 +26,8 @@ const RISK_LEVEL = { none: 0, volatile: 1, any: 2 } as const;
 
 /**
  * Reads every Redis master's maxmemory-policy and memory use (INFO memory) when the client connects and
- * every `intervalMs` after, and tells readiness what it found: a policy that may evict accepted increments,
- * or a Redis too full to take writes. A write refused for memory (`noteOutOfMemory`) counts as full at
+ * every `intervalMs` after, and tells readiness what it found: nothing read yet, a policy that may evict
+ * accepted increments, or a Redis too full to take writes. A write refused for memory (`noteOutOfMemory`) counts as full at
  * once, until a reading shows room again.
  */
 export class RedisMemoryWatch {
@@ -63,6 +64,12 @@ export class RedisMemoryWatch {
   }
 
   problem(): RedisMemoryProblem | undefined {
+    if (!this.#checked) {
+      return {
+        code: "redis_unavailable",
+        detail: "Redis' eviction policy and memory have not been read yet",
+      };
+    }
     const unsafe = this.#readings.filter((reading) => this.#refusesPolicy(reading));
     if (unsafe.length > 0) {
       return { code: "redis_eviction_policy", detail: unsafePolicyMessage(unsafe) };
@@ -185,7 +192,10 @@ export class RedisMemoryWatch {
 
   #logReadError(error: unknown): void {
     // A connection error is Redis being down, which the client and readiness report already.
-    if (!(error instanceof Error) || error.name !== "ReplyError" || this.#loggedReadError) return;
+    if (!(error instanceof Error) || error.name !== "ReplyError") return;
+    // Redis answered, but will not tell (INFO renamed or denied): ready, unchecked, and said once.
+    this.#checked = true;
+    if (this.#loggedReadError) return;
     this.#loggedReadError = true;
     this.#options.logger.warn(
       { err: error },

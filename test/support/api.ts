@@ -45,6 +45,8 @@ export async function createTestApi(env: Record<string, string> = {}): Promise<T
   });
   const node = createApiNode(config, silentLogger);
   await connectRedis(node.redis);
+  // What a running node does as soon as Redis is ready: /readyz waits for this first reading.
+  await node.redisMemory.check();
   return {
     node,
     config,
