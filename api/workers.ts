@@ -8,7 +8,7 @@ const SHUTDOWN_MESSAGE = "tally:shutdown";
 const RESPAWN_DELAY_MS = 1_000;
 // Under load a worker's young generation grows to V8's cap (16 MB per semi-space on 64-bit), and its RSS
 // with it. At 8 MB, peak RSS per worker in `npm run bench` fell from 124–149 to 112–126 MB, with no change
-// in throughput beyond the machine's noise (README, Performance).
+// in throughput beyond the machine's noise (docs/performance.md).
 const SEMI_SPACE_MB = 8;
 const SEMI_SPACE_FLAG = /^--max[-_]semi[-_]space[-_]size\b/;
 

@@ -11,7 +11,7 @@ import type { Shutdown } from "../lib/shutdown.ts";
 import type { Batch } from "./apply.ts";
 import { type CycleReport, STALENESS_WARNING_S, type Syncer } from "./syncer.ts";
 
-// A cycle over an idle shard is a few milliseconds; 1M keys take about ten seconds (README, Performance).
+// A cycle over an idle shard is a few milliseconds; 1M keys take about ten seconds (docs/performance.md).
 const CYCLE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const BATCH_KEY_BUCKETS = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
 

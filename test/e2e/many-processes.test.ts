@@ -10,7 +10,7 @@ import { freePort } from "../harness/servers.ts";
 import { TEST_SECRET } from "../support/api.ts";
 import { type ServiceProcess, spawnService } from "../support/process.ts";
 
-// Several tally processes on one host, as the README's scaling section runs them: built at the same
+// Several tally processes on one host, as docs/operations.md runs them: built at the same
 // moment, started at the same moment, and a port clash told in a line the operator can act on.
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));

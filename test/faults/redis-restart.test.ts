@@ -27,7 +27,7 @@ const VARIANTS = [
     takeDown: (server: RedisServer) => server.stop(),
   },
   {
-    // With everysec a kill -9 may lose up to ~2 s of acknowledged writes (README); with always, nothing.
+    // With everysec a kill -9 may lose up to ~2 s of acknowledged writes (docs/operations.md); with always, nothing.
     how: "kill -9 (appendfsync always)",
     args: ["--appendfsync", "always"],
     takeDown: (server: RedisServer) => server.kill(),

@@ -4,7 +4,7 @@ import { parse } from "acorn";
 import { describe, expect, it } from "vitest";
 
 // k6 before v0.53 compiled scripts with Babel 6, which knows ES2017 and nothing later: object spread,
-// optional chaining or `??` in a script is a SyntaxError there, while the README promises k6 v0.45. Every
+// optional chaining or `??` in a script is a SyntaxError there, while the docs promise k6 v0.45. Every
 // script must parse as ES2017 (k6 runs them as ES modules).
 
 const K6_DIR = fileURLToPath(new URL("../../k6/", import.meta.url));
