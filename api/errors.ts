@@ -1,6 +1,4 @@
-import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import type { AppEnv } from "./context.ts";
 
 /**
  * Every error the API can answer with, and its status. The map is exhaustive by construction: a new code
@@ -60,34 +58,4 @@ export class ApiError extends Error {
   get status(): ContentfulStatusCode {
     return PROBLEMS[this.code].status;
   }
-}
-
-export interface Problem {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-  instance: string;
-  code: ProblemCode;
-  requestId: string;
-  errors?: FieldError[];
-}
-
-export function problemResponse(c: Context<AppEnv>, error: ApiError): Response {
-  c.set("problem", error.code);
-  const problem: Problem = {
-    type: `urn:tally:problem:${error.code}`,
-    title: PROBLEMS[error.code].title,
-    status: error.status,
-    detail: error.message,
-    instance: c.req.path,
-    code: error.code,
-    requestId: c.get("requestId"),
-    ...(error.errors ? { errors: error.errors } : {}),
-  };
-  // c.body keeps the headers middleware already set (request id, rate-limit state).
-  return c.body(JSON.stringify(problem), error.status, {
-    ...error.headers,
-    "content-type": "application/problem+json",
-  });
 }

@@ -1,7 +1,8 @@
 import { type JsonSchema, type OverrideActionContext, toJsonSchema } from "@valibot/to-json-schema";
 import * as v from "valibot";
 import { MAX_KEY_BYTES } from "../lib/config.ts";
-import { PROBLEMS, type Problem, type ProblemCode } from "./errors.ts";
+import { PROBLEMS, type ProblemCode } from "./errors.ts";
+import type { Problem } from "./problem.ts";
 import {
   bodyIsNotAnArray,
   counterKeySchema,

@@ -1,7 +1,7 @@
 import { createHmac } from "node:crypto";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Problem } from "../../api/errors.ts";
+import type { Problem } from "../../api/problem.ts";
 import { shardKeys } from "../../lib/redis/keys.ts";
 import { createTestApi, TEST_SECRET, type TestApi } from "../support/api.ts";
 

@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Problem } from "../../api/errors.ts";
+import type { Problem } from "../../api/problem.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { freePort } from "../harness/servers.ts";
 import { type ApiProcess, Deployment } from "../support/deployment.ts";

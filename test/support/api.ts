@@ -1,5 +1,5 @@
 import { expect } from "vitest";
-import type { Problem } from "../../api/errors.ts";
+import type { Problem } from "../../api/problem.ts";
 import { type ApiNode, createApiNode } from "../../api/server.ts";
 import { type Config, parseConfig } from "../../lib/config.ts";
 import { connectRedis } from "../../lib/redis/client.ts";
