@@ -9,7 +9,7 @@ import {
   startMetricsServer,
 } from "../lib/metrics.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
-import { startApi } from "./server.ts";
+import { startApiInstance } from "./instance.ts";
 import { forkApiWorkers, listenForPrimaryShutdown } from "./workers.ts";
 
 /**
@@ -26,7 +26,7 @@ export async function startApiNode(
   const serveMetrics = (scrape: Scrape) =>
     startMetricsServer({ host: config.http.host, port: metricsPort, scrape, logger, shutdown });
   if (config.http.workers === 1)
-    return serveMetrics(scrapeRegistry((await startApi(config, logger, shutdown)).metrics));
+    return serveMetrics(scrapeRegistry((await startApiInstance(config, logger, shutdown)).metrics));
   // The port first: a node that cannot serve its metrics stops before it has any worker to stop.
   const metrics = await serveMetrics(scrapeClusterWorkers());
   forkApiWorkers(config.http.workers, logger, shutdown);
@@ -36,6 +36,6 @@ export async function startApiNode(
 /** In an API worker: serve, drain when the primary asks, and hand the metrics to the primary. */
 export async function startApiWorker(config: Config, logger: Logger, shutdown: Shutdown): Promise<void> {
   listenForPrimaryShutdown(shutdown);
-  const api = await startApi(config, logger, shutdown);
+  const api = await startApiInstance(config, logger, shutdown);
   reportToClusterPrimary(api.metrics);
 }

@@ -14,7 +14,7 @@ const SEMI_SPACE_FLAG = /^--max[-_]semi[-_]space[-_]size\b/;
 
 /**
  * Runs the API in `count` worker processes that share the listening port (node:cluster), so one API node
- * uses every core. Call it in the primary; workers run `startApi` themselves (see `isApiWorker`).
+ * uses every core. Call it in the primary; workers run `startApiInstance` themselves (see `isApiWorker`).
  *
  * A worker that dies unexpectedly is replaced after a second. On shutdown the primary asks every worker to
  * drain over IPC rather than with a signal: a terminal's Ctrl-C already signals the whole process group,

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ApiNode, createApiNode } from "../../api/server.ts";
+import { type ApiInstance, createApiInstance } from "../../api/instance.ts";
 import { parseConfig } from "../../lib/config.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { mintToken } from "../../lib/tokens.ts";
@@ -10,7 +10,7 @@ import { TEST_SECRET } from "../support/api.ts";
 // reaches the output, whatever a log line is handed. The lines are captured in memory from the real logger.
 
 let output = "";
-let node: ApiNode;
+let node: ApiInstance;
 let token: string;
 
 function lines(): Record<string, unknown>[] {
@@ -37,7 +37,7 @@ beforeAll(async () => {
     DATABASE_URL: "postgres://127.0.0.1:1/unused",
     JWT_SECRET: TEST_SECRET,
   });
-  node = createApiNode(config, logger);
+  node = createApiInstance(config, logger);
   // The app logs no request headers itself; this route stands for a debug line someone adds one day.
   node.app.get("/test/log-the-request", (c) => {
     const headers = Object.fromEntries(c.req.raw.headers);

@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { Redis } from "ioredis";
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { coalesceConsumes } from "../../api/rate-limit/coalesce.ts";
+import { coalesceConsumes } from "../../api/middleware/rate-limit/coalesce.ts";
 import { randomPrefix, sharedRedisUrl } from "../harness/fixtures.ts";
 
 type Decision = { passed: boolean; remaining: number; consumed: number };

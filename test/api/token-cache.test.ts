@@ -1,6 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { cacheVerifiedTokens } from "../../api/auth/token-cache.ts";
-import { InvalidTokenError, type TokenVerifier, type VerifiedToken } from "../../api/auth/verifier.ts";
+import { cacheVerifiedTokens } from "../../api/middleware/auth/token-cache.ts";
+import {
+  InvalidTokenError,
+  type TokenVerifier,
+  type VerifiedToken,
+} from "../../api/middleware/auth/verifier.ts";
 
 function countingVerifier(expiresAt: number): { verify: TokenVerifier; calls: string[] } {
   const calls: string[] = [];

@@ -22,7 +22,7 @@ const accepted = new Map<string, bigint>();
 
 beforeAll(async () => {
   deployment = await Deployment.create();
-  api = await deployment.startApi();
+  api = await deployment.startApiInstance();
   const url = new URL(api.url);
   host = url.hostname;
   port = Number(url.port);

@@ -23,7 +23,7 @@ beforeAll(async () => {
       HTTP_REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS),
     },
   });
-  api = await deployment.startApi();
+  api = await deployment.startApiInstance();
   token = await deployment.token();
 });
 afterAll(() => deployment?.close());

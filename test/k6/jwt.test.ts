@@ -2,7 +2,7 @@ import { createHmac } from "node:crypto";
 import fc from "fast-check";
 import { decodeProtectedHeader, errors, jwtVerify } from "jose";
 import { describe, expect, it } from "vitest";
-import { createTokenVerifier } from "../../api/auth/verifier.ts";
+import { createTokenVerifier } from "../../api/middleware/auth/verifier.ts";
 import { assembleJwt, base64UrlEncodeText, HS256_HEADER, tallyClaims } from "../../k6/jwt.js";
 
 // The k6 scripts mint their tokens with k6/jwt.js and k6's HMAC (crypto.hmac(..., "base64rawurl"), i.e. the

@@ -1,6 +1,6 @@
 import { expect } from "vitest";
+import { type ApiInstance, createApiInstance } from "../../api/instance.ts";
 import type { Problem } from "../../api/problem.ts";
-import { type ApiNode, createApiNode } from "../../api/server.ts";
 import { type Config, parseConfig } from "../../lib/config.ts";
 import { connectRedis } from "../../lib/redis/client.ts";
 import { mintToken } from "../../lib/tokens.ts";
@@ -16,7 +16,7 @@ export async function readProblem(response: Response): Promise<Problem> {
 export const TEST_SECRET = "test-only-secret-0123456789abcdef0123456789";
 
 export interface TestApi {
-  node: ApiNode;
+  node: ApiInstance;
   config: Config;
   prefix: string;
   databaseUrl: string;
@@ -43,7 +43,7 @@ export async function createTestApi(env: Record<string, string> = {}): Promise<T
     SYNC_SHARDS: "1",
     ...env,
   });
-  const node = createApiNode(config, silentLogger);
+  const node = createApiInstance(config, silentLogger);
   await connectRedis(node.redis);
   // What a running node does as soon as Redis is ready: /readyz waits for this first reading.
   await node.redisMemory.check();

@@ -1,6 +1,6 @@
 import { createRemoteJWKSet, errors, type JWTVerifyOptions, jwtVerify } from "jose";
-import type { AuthConfig } from "../../lib/config.ts";
-import { SUBJECT_PATTERN } from "../../lib/tokens.ts";
+import type { AuthConfig } from "../../../lib/config.ts";
+import { SUBJECT_PATTERN } from "../../../lib/tokens.ts";
 
 export interface VerifiedToken {
   subject: string;

@@ -1,5 +1,5 @@
 import { type RateLimiterAbstract, RateLimiterRes } from "rate-limiter-flexible";
-import { batchPerTurn } from "../../lib/turn-batch.ts";
+import { batchPerTurn } from "../../../lib/turn-batch.ts";
 
 /** Spends one point of a client's quota, with rate-limiter-flexible's `consume(key, 1)` contract. */
 export interface PointSpender {

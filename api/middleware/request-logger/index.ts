@@ -1,6 +1,6 @@
 import type { MiddlewareHandler } from "hono";
-import { type Logger, lazyChild } from "../../lib/logger.ts";
-import type { AppEnv } from "../context.ts";
+import { type Logger, lazyChild } from "../../../lib/logger.ts";
+import type { AppEnv } from "../../context.ts";
 
 /**
  * Sets `c.var.logger`: `logger` with the request id on every line, so a request's lines can be found from

@@ -1,9 +1,9 @@
 import type { MiddlewareHandler } from "hono";
 import { RateLimiterRes } from "rate-limiter-flexible";
-import type { AppEnv } from "../context.ts";
-import { ApiError } from "../errors.ts";
-import type { PointSpender } from "../rate-limit/coalesce.ts";
-import { redisFailure } from "../store/redis-errors.ts";
+import type { AppEnv } from "../../context.ts";
+import { ApiError } from "../../errors.ts";
+import { redisFailure } from "../../store/redis-errors.ts";
+import type { PointSpender } from "./coalesce.ts";
 
 export interface RateLimitOptions {
   limiter: PointSpender;

@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
-import { InvalidTokenError, KeySourceUnavailableError, type TokenVerifier } from "../auth/verifier.ts";
-import type { AppEnv, Client, Scope } from "../context.ts";
-import { ApiError } from "../errors.ts";
+import type { AppEnv, Client, Scope } from "../../context.ts";
+import { ApiError } from "../../errors.ts";
+import { InvalidTokenError, KeySourceUnavailableError, type TokenVerifier } from "./verifier.ts";
 
 const REALM = 'Bearer realm="tally"';
 const BEARER = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i;

@@ -17,10 +17,10 @@ import { rateLimitKeyPrefix } from "../lib/redis/keys.ts";
 import { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import { newApp } from "./app.ts";
-import { cacheVerifiedTokens } from "./auth/token-cache.ts";
-import { createTokenVerifier } from "./auth/verifier.ts";
 import { ApiMetrics } from "./metrics.ts";
-import { coalesceConsumes } from "./rate-limit/coalesce.ts";
+import { cacheVerifiedTokens } from "./middleware/auth/token-cache.ts";
+import { createTokenVerifier } from "./middleware/auth/verifier.ts";
+import { coalesceConsumes } from "./middleware/rate-limit/coalesce.ts";
 import { createIncrementer } from "./store/increment.ts";
 import { createCounterReader } from "./store/read-counter.ts";
 
@@ -29,10 +29,10 @@ import { createCounterReader } from "./store/read-counter.ts";
 const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
 
-export interface ApiNode {
+export interface ApiInstance {
   app: ReturnType<typeof newApp>;
   redis: RedisClient;
-  /** Not started: startApi starts it (tests that build a node do not need it). */
+  /** Not started: startApiInstance starts it (tests that build an instance do not need it). */
   redisMemory: RedisMemoryWatch;
   pool: pg.Pool;
   metrics: ApiMetrics;
@@ -40,8 +40,11 @@ export interface ApiNode {
   startDraining(): void;
 }
 
-/** Builds an API node's app and clients without listening: `startApi` serves it, tests call `app.request()`. */
-export function createApiNode(config: Config, logger: Logger): ApiNode {
+/**
+ * The API in one process (an API node runs one, or one per worker, see node.ts): its app and clients, built
+ * without listening. `startApiInstance` serves it; tests call `app.request()`.
+ */
+export function createApiInstance(config: Config, logger: Logger): ApiInstance {
   const redis = createRedis({
     url: config.redis.url,
     clusterNodes: config.redis.clusterNodes,
@@ -116,35 +119,39 @@ export function createApiNode(config: Config, logger: Logger): ApiNode {
 export interface RunningApi {
   /** The address the server listens on, e.g. http://127.0.0.1:3333. */
   url: string;
-  /** The node's metrics, process metrics included; the entry point serves them (lib/metrics.ts). */
+  /** The instance's metrics, process metrics included; the entry point serves them (lib/metrics.ts). */
   metrics: Registry;
 }
 
 /**
- * Starts an API node and registers its cleanups: on shutdown it reports not-ready, stops accepting
+ * Starts an API instance and registers its cleanups: on shutdown it reports not-ready, stops accepting
  * connections, lets in-flight requests finish, then closes Redis and Postgres.
  */
-export async function startApi(config: Config, logger: Logger, shutdown: Shutdown): Promise<RunningApi> {
+export async function startApiInstance(
+  config: Config,
+  logger: Logger,
+  shutdown: Shutdown,
+): Promise<RunningApi> {
   if (config.auth.mode === "hs256" && config.auth.isDevelopmentSecret) {
     logger.warn("JWT_SECRET is not set: using the built-in development secret; never do this in production");
   }
   if (config.auth.mode === "disabled")
     logger.warn("AUTH_DISABLED=true: every request is accepted anonymously");
 
-  const node = createApiNode(config, logger);
-  collectProcessMetrics(node.metrics.registry);
-  node.redisMemory.register(node.metrics.registry);
+  const instance = createApiInstance(config, logger);
+  collectProcessMetrics(instance.metrics.registry);
+  instance.redisMemory.register(instance.metrics.registry);
   shutdown.add("redis", async () => {
-    await node.redis.quit().catch(() => node.redis.disconnect());
+    await instance.redis.quit().catch(() => instance.redis.disconnect());
   });
-  node.redisMemory.start();
-  shutdown.add("redis memory watch", () => node.redisMemory.stop());
-  shutdown.add("postgres", () => node.pool.end());
-  // Not awaited: the node serves (with 503s and a failing /readyz) until Redis is reachable.
-  node.redis.connect().catch(() => {});
+  instance.redisMemory.start();
+  shutdown.add("redis memory watch", () => instance.redisMemory.stop());
+  shutdown.add("postgres", () => instance.pool.end());
+  // Not awaited: the instance serves (with 503s and a failing /readyz) until Redis is reachable.
+  instance.redis.connect().catch(() => {});
 
   const server = createAdaptorServer({
-    fetch: node.app.fetch,
+    fetch: instance.app.fetch,
     serverOptions: {
       keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
       // A client that holds a request open (slowloris) is cut off after these, also when the API is exposed
@@ -159,7 +166,7 @@ export async function startApi(config: Config, logger: Logger, shutdown: Shutdow
   shutdown.add("http server", async () => {
     // Report not-ready (and answer with Connection: close) for a while before refusing connections, so a
     // load balancer's health check sees the node leave instead of meeting refused connections.
-    node.startDraining();
+    instance.startDraining();
     await sleep(config.http.drainDelayMs);
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     // close() waits for every connection to end. A keep-alive connection that was busy a moment ago turns
@@ -175,5 +182,5 @@ export async function startApi(config: Config, logger: Logger, shutdown: Shutdow
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
   logger.info({ url }, "api listening");
-  return { url, metrics: node.metrics.registry };
+  return { url, metrics: instance.metrics.registry };
 }
