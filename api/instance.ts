@@ -13,8 +13,9 @@ import { collectProcessMetrics } from "../lib/metrics.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { createRedis, type RedisClient } from "../lib/redis/client.ts";
 import { redisLocation, watchRedisConnection } from "../lib/redis/connection.ts";
-import { rateLimitKeyPrefix } from "../lib/redis/keys.ts";
+import { keyspaceOf } from "../lib/redis/keyspace.ts";
 import { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
+import { Scripts } from "../lib/redis/scripts.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import { newApp } from "./app.ts";
 import { ApiMetrics } from "./metrics.ts";
@@ -78,6 +79,8 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
     onUnsafeAtStart: (message) => exitForOperator(logger, message),
   });
 
+  const keyspace = keyspaceOf(config);
+  const scripts = new Scripts(redis, keyspace);
   let draining = false;
   const metrics = new ApiMetrics();
   const app = newApp({
@@ -87,19 +90,17 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
     rateLimiter: coalesceConsumes(
       new RateLimiterRedis({
         storeClient: redis,
-        keyPrefix: rateLimitKeyPrefix(config.redis.keyPrefix),
+        keyPrefix: keyspace.rateLimitPrefix,
         points: config.rateLimit.points,
         duration: config.rateLimit.durationSeconds,
         rejectIfRedisNotReady: true,
       }),
     ),
-    increment: createIncrementer(redis, {
-      keyPrefix: config.redis.keyPrefix,
-      shards: config.sync.shards,
+    increment: createIncrementer(scripts, keyspace, {
       idempotencyTtlSeconds: config.idempotencyTtlSeconds,
       idempotencyMaxRecords: config.idempotencyMaxRecords,
     }),
-    readCounter: createCounterReader(redis, pool, config.redis.keyPrefix, config.sync.shards),
+    readCounter: createCounterReader(scripts, keyspace, pool),
     health: { redis, redisMemory, isDraining: () => draining },
     maxKeyLength: config.maxKeyLength,
     bodyLimitBytes: config.http.bodyLimitBytes,

@@ -9,7 +9,7 @@ import { parseConfig } from "../lib/config.ts";
 import { migrate } from "../lib/postgres/migrate.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { connectRedis, createRedis, type RedisClient } from "../lib/redis/client.ts";
-import { allShardKeys, type ShardKeys, shardOfKey } from "../lib/redis/keys.ts";
+import { allShardKeys, type ShardKeys, shardOfKey } from "../lib/redis/keyspace.ts";
 import { mintToken } from "../lib/tokens.ts";
 import { freePort, startPostgres, startRedis } from "../test/harness/servers.ts";
 import { type ServiceProcess, spawnService } from "../test/support/process.ts";

@@ -1,6 +1,7 @@
 import type pg from "pg";
 import type { RedisClient } from "../lib/redis/client.ts";
-import { shardKeys } from "../lib/redis/keys.ts";
+import { Keyspace, type ShardKeys } from "../lib/redis/keyspace.ts";
+import { Scripts } from "../lib/redis/scripts.ts";
 import { flushShardOnce } from "../syncer/flush-shard.ts";
 
 export interface SyncerThroughput {
@@ -41,10 +42,12 @@ export async function measureSyncerThroughput(
   await rawUpsert(pool, "raw_counters", names, deltas);
   const rawUpsertMs = performance.now() - rawStart;
 
-  const shard = shardKeys(prefix, 0);
+  const keyspace = new Keyspace(prefix, 1);
+  const shard = keyspace.shards[0] as ShardKeys;
   await fillDirtyHash(redis, shard.dirty, names, deltas);
   const syncStart = performance.now();
-  const outcome = await flushShardOnce({ redis, pool, scanCount, minSeq: new Map() }, shard);
+  const scripts = new Scripts(redis, keyspace);
+  const outcome = await flushShardOnce({ redis, scripts, pool, scanCount, minSeq: new Map() }, shard);
   const syncerMs = performance.now() - syncStart;
   if (outcome.kind !== "batch" || outcome.keys !== keys) {
     throw new Error(`syncer batch did not cover the ${keys} keys: ${JSON.stringify(outcome, replacer)}`);

@@ -205,7 +205,7 @@ export interface Config {
   };
   /** The syncer's per-minute activity report (syncer/activity.ts). */
   activity: {
-    /** Stream key; undefined means the default, `<keyPrefix>:activity` (lib/redis/keys.ts). */
+    /** Stream key; undefined means the default, `<keyPrefix>:activity` (lib/redis/keyspace.ts). */
     stream: string | undefined;
     /** Approximate cap (XADD MAXLEN ~); 0 writes no stream. 10080 = a week of minutes. */
     streamMaxLen: number;

@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import type { RedisClient } from "../lib/redis/client.ts";
-import type { ShardKeys } from "../lib/redis/keys.ts";
+import type { ShardKeys } from "../lib/redis/keyspace.ts";
+import type { Scripts } from "../lib/redis/scripts.ts";
 import {
   type Batch,
   type BatchHeader,
@@ -18,7 +19,9 @@ export type SyncStep = "before-swap" | "after-swap" | "during-read" | "before-co
 export type StepHook = (step: SyncStep, shard: number) => Promise<void> | void;
 
 export interface FlushContext {
+  /** The batch's reads (HSCAN, HGET); the protocol's steps go through `scripts`. */
   redis: RedisClient;
+  scripts: Scripts;
   pool: pg.Pool;
   scanCount: number;
   /** Bounds on the rows per upsert statement (default STATEMENT_ROWS); tests lower them. */
@@ -66,27 +69,16 @@ export type BatchOutcome =
  * in a state the next run of this function finishes correctly.
  */
 export async function flushShardOnce(ctx: FlushContext, keys: ShardKeys): Promise<BatchOutcome> {
-  const { redis } = ctx;
   const { shard } = keys;
   await ctx.onStep?.("before-swap", shard);
   const observedAt = new Date();
   const minSeq = ctx.minSeq.get(shard) ?? 1n;
-  const swapped = await redis.tallySwap(
-    keys.dirty,
-    keys.flushing,
-    keys.flushingMeta,
-    keys.seq,
-    randomUUID(),
-    observedAt.getTime(),
-    Number(minSeq),
-  );
+  const swapped = await ctx.scripts.swap(keys, randomUUID(), observedAt, minSeq);
   if (swapped === null) {
     await markShardIdle(ctx.pool, shard, observedAt);
     return { kind: "idle", shard, observedAt };
   }
-  const [batchId, seqText, swappedAtMs, resumed] = swapped;
-  const seq = BigInt(seqText);
-  const swappedAt = new Date(Number(swappedAtMs));
+  const { batchId, seq, swappedAt, resumed } = swapped;
   if (ctx.maxBatchAgeMs !== undefined && observedAt.getTime() - swappedAt.getTime() > ctx.maxBatchAgeMs) {
     throw new Error(
       `batch ${batchId} was swapped at ${swappedAt.toISOString()}, longer ago than the ledger retention: ` +
@@ -109,9 +101,9 @@ export async function flushShardOnce(ctx: FlushContext, keys: ShardKeys): Promis
   if (result.kind === "superseded") return { kind: "superseded", shard, batchId };
   await ctx.onStep?.("after-commit", shard);
   if (result.kind === "applied") ctx.onBatchApplied?.(result.batch);
-  await redis.tallyFinish(keys.flushing, keys.flushingMeta, batchId);
+  await ctx.scripts.finish(keys, batchId);
   if (seq + 1n > minSeq) ctx.minSeq.set(shard, seq + 1n);
-  const outcome = { kind: "batch", shard, batchId, seq, swappedAt, resumed: resumed === 1 } as const;
+  const outcome = { kind: "batch", shard, batchId, seq, swappedAt, resumed } as const;
   return result.kind === "applied"
     ? { ...outcome, applied: true, keys: result.batch.keys.length, quarantined: result.quarantined }
     : { ...outcome, applied: false, keys: 0, quarantined: [] };

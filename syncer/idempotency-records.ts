@@ -1,5 +1,5 @@
 import type { RedisClient } from "../lib/redis/client.ts";
-import type { ShardKeys } from "../lib/redis/keys.ts";
+import type { ShardKeys } from "../lib/redis/keyspace.ts";
 
 /**
  * Drops the expired entries of every shard's index of Idempotency-Key records (the records themselves

@@ -1,11 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
-import type { RedisClient } from "../lib/redis/client.ts";
+import type { Scripts } from "../lib/redis/scripts.ts";
 
 export interface LeaseOptions {
-  redis: RedisClient;
-  key: string;
+  scripts: Pick<Scripts, "claimLease" | "releaseLease">;
   ttlMs: number;
   /** How often the holder extends; a third of the TTL leaves two chances before the lease lapses. */
   renewEveryMs?: number;
@@ -64,14 +63,9 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [] }> {
     const attemptedAt = performance.now();
     const generation = this.#generation;
     try {
-      const held = await this.#options.redis.tallyLeaseClaim(
-        this.#options.key,
-        this.holderId,
-        this.#options.ttlMs,
-      );
+      const held = await this.#options.scripts.claimLease(this.holderId, this.#options.ttlMs);
       // Count the TTL from before the request: the key may have been set at any moment after it.
-      if (generation === this.#generation)
-        this.#heldUntil = held === 1 ? attemptedAt + this.#options.ttlMs : 0;
+      if (generation === this.#generation) this.#heldUntil = held ? attemptedAt + this.#options.ttlMs : 0;
       this.#options.onClaimAnswered?.();
     } catch (error) {
       // Keep what we had: the lease is still ours until #heldUntil, and lost after.
@@ -89,7 +83,7 @@ export class LeaderLease extends EventEmitter<{ acquired: []; lost: [] }> {
     this.#heldUntil = 0;
     // Asked even when we do not believe we hold it: a claim still on the wire may just have taken it, and
     // commands on one connection run in order, so this release runs after that claim.
-    await this.#options.redis.tallyLeaseRelease(this.#options.key, this.holderId).catch(() => {});
+    await this.#options.scripts.releaseLease(this.holderId).catch(() => {});
     this.#emitTransitions();
   }
 

@@ -7,7 +7,7 @@ import { createPool } from "../lib/postgres/pool.ts";
 import { isPostgresUnreachable } from "../lib/postgres/unreachable.ts";
 import { createRedis } from "../lib/redis/client.ts";
 import { redisLocation, watchRedisConnection } from "../lib/redis/connection.ts";
-import { activityStreamKey } from "../lib/redis/keys.ts";
+import { keyspaceOf } from "../lib/redis/keyspace.ts";
 import { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import { Activity } from "./activity.ts";
@@ -39,6 +39,7 @@ export async function startSyncer(
   shutdown: Shutdown,
   options: { onStep?: StepHook } = {},
 ): Promise<RunningSyncer> {
+  const keyspace = keyspaceOf(config);
   const redis = createRedis({
     url: config.redis.url,
     clusterNodes: config.redis.clusterNodes,
@@ -89,12 +90,12 @@ export async function startSyncer(
   const activity = new Activity({
     logger,
     redis,
-    shards: config.sync.shards,
+    shards: keyspace.shards.length,
     intervalMs: config.sync.intervalMs,
     stream:
       activityConfig.streamMaxLen > 0
         ? {
-            key: activityConfig.stream ?? activityStreamKey(config.redis.keyPrefix),
+            key: activityConfig.stream ?? keyspace.activityStream,
             maxLen: activityConfig.streamMaxLen,
           }
         : undefined,
@@ -118,8 +119,7 @@ export async function startSyncer(
     redis,
     pool,
     logger,
-    keyPrefix: config.redis.keyPrefix,
-    shards: config.sync.shards,
+    keyspace,
     intervalMs: config.sync.intervalMs,
     scanCount: config.sync.scanCount,
     leaseTtlMs: config.sync.leaseTtlMs,
@@ -135,6 +135,6 @@ export async function startSyncer(
   metrics.watch(syncer);
   syncer.start();
   shutdown.add("syncer", () => syncer.stop());
-  logger.info({ intervalMs: config.sync.intervalMs, shards: config.sync.shards }, "syncer started");
+  logger.info({ intervalMs: config.sync.intervalMs, shards: keyspace.shards.length }, "syncer started");
   return { syncer, redisMemory, metrics };
 }

@@ -5,7 +5,8 @@ import type { Logger } from "../lib/logger.ts";
 import { isPostgresUnreachable } from "../lib/postgres/unreachable.ts";
 import type { RedisClient } from "../lib/redis/client.ts";
 import { isRedisUnreachable } from "../lib/redis/connection.ts";
-import { allShardKeys, leaseKey } from "../lib/redis/keys.ts";
+import type { Keyspace, ShardKeys } from "../lib/redis/keyspace.ts";
+import { Scripts } from "../lib/redis/scripts.ts";
 import { type Batch, pruneLedger, readSyncState } from "./apply.ts";
 import { type BatchOutcome, flushShardOnce, type StepHook } from "./flush-shard.ts";
 import { pruneIdempotencyIndexes } from "./idempotency-records.ts";
@@ -15,8 +16,7 @@ export interface SyncerOptions {
   redis: RedisClient;
   pool: pg.Pool;
   logger: Logger;
-  keyPrefix: string;
-  shards: number;
+  keyspace: Keyspace;
   intervalMs: number;
   scanCount: number;
   leaseTtlMs: number;
@@ -63,7 +63,8 @@ export interface CycleReport {
 export class Syncer {
   readonly #options: SyncerOptions;
   readonly #lease: LeaderLease;
-  readonly #shardKeys;
+  readonly #shardKeys: readonly ShardKeys[];
+  readonly #scripts: Scripts;
   readonly #stop = new AbortController();
   #minSeq = new Map<number, bigint>();
   /** Per shard, epoch ms up to which Postgres holds every accepted increment, as far as we know. */
@@ -80,15 +81,15 @@ export class Syncer {
   constructor(options: SyncerOptions) {
     this.#options = options;
     if (options.onCycle) this.#cycleListeners.push(options.onCycle);
-    this.#shardKeys = allShardKeys(options.keyPrefix, options.shards);
+    this.#shardKeys = options.keyspace.shards;
+    this.#scripts = new Scripts(options.redis, options.keyspace);
     this.#postgresUnreachable = new FailureStreak(
       options.logger,
       `cannot reach Postgres${options.postgresLocation ? ` at ${options.postgresLocation}` : ""}: batches wait in Redis and are retried every cycle`,
     );
     const claimFailures = new FailureStreak(options.logger, "cannot claim or renew the leader lease");
     this.#lease = new LeaderLease({
-      redis: options.redis,
-      key: leaseKey(options.keyPrefix),
+      scripts: this.#scripts,
       ttlMs: options.leaseTtlMs,
       // A Redis that cannot be reached is the connection's to report (lib/redis/connection.ts); an error
       // Redis answered (out of memory, a script refused) is the lease's.
@@ -151,7 +152,12 @@ export class Syncer {
     const outcomes: BatchOutcome[] = [];
     const failures: CycleReport["failures"] = [];
     if (!this.#syncStateLoaded) await this.#loadSyncState();
-    const ctx = { ...this.#options, minSeq: this.#minSeq, maxBatchAgeMs: this.#options.ledgerRetentionMs };
+    const ctx = {
+      ...this.#options,
+      scripts: this.#scripts,
+      minSeq: this.#minSeq,
+      maxBatchAgeMs: this.#options.ledgerRetentionMs,
+    };
     // Staleness moves as each shard commits, not at the end of the cycle: a later shard's work does not
     // make an earlier one's data any older.
     const record = (outcome: BatchOutcome) => {

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import type { RedisClient } from "../../lib/redis/client.ts";
-import { allShardKeys, idempotencyRecordKey, type ShardKeys, shardOfKey } from "../../lib/redis/keys.ts";
+import type { Keyspace, ShardKeys } from "../../lib/redis/keyspace.ts";
+import type { Scripts } from "../../lib/redis/scripts.ts";
 import { batchPerTurn } from "../../lib/turn-batch.ts";
 import { ApiError } from "../errors.ts";
 import { redisFailure } from "./redis-errors.ts";
@@ -21,8 +21,6 @@ export type Incrementer = (
 ) => Promise<IncrementOutcome>;
 
 export interface IncrementerOptions {
-  keyPrefix: string;
-  shards: number;
   /** How long an Idempotency-Key is remembered. */
   idempotencyTtlSeconds: number;
   /** Most Idempotency-Key records held at once, over every shard. */
@@ -55,21 +53,21 @@ interface PendingIncrement {
  * With a key, the shard is derived from (client, key), so every retry lands on the shard that holds the
  * key's record, and one Lua script checks the record and applies the increment together.
  */
-export function createIncrementer(redis: RedisClient, options: IncrementerOptions): Incrementer {
-  const { keyPrefix, shards, idempotencyTtlSeconds } = options;
-  const allKeys = allShardKeys(keyPrefix, shards);
-  // The index is below the length by construction, and there is at least one shard.
-  const keysOf = (shard: number) => allKeys[shard] as ShardKeys;
-  const dirtyHash = (shard: number) => keysOf(shard).dirty;
+export function createIncrementer(
+  scripts: Scripts,
+  keyspace: Keyspace,
+  options: IncrementerOptions,
+): Incrementer {
+  const { idempotencyTtlSeconds } = options;
   // Records spread evenly over the shards (by digest), so each holds its share of the bound.
-  const maxRecordsPerShard = Math.ceil(options.idempotencyMaxRecords / shards);
+  const maxRecordsInShard = Math.ceil(options.idempotencyMaxRecords / keyspace.shards.length);
 
-  const applyBatch = async (shard: number, batch: PendingIncrement[]) => {
+  const applyBatch = async (shard: ShardKeys, batch: PendingIncrement[]) => {
     const pairs: (string | number)[] = [];
     for (const { key, value } of batch) pairs.push(key, value);
     let results: (1 | string)[];
     try {
-      results = await redis.tallyIncrementBatch(dirtyHash(shard), ...pairs);
+      results = await scripts.incrementBatch(shard, pairs);
     } catch (error) {
       for (const pending of batch) pending.failed(error);
       return;
@@ -80,15 +78,15 @@ export function createIncrementer(redis: RedisClient, options: IncrementerOption
       else pending.failed(asReplyError(result ?? "no reply for this increment"));
     });
   };
-  const sendPerShard = (shard: number, pending: PendingIncrement[]) => {
+  const sendPerShard = (shard: ShardKeys, pending: PendingIncrement[]) => {
     for (let start = 0; start < pending.length; start += MAX_INCREMENTS_PER_SCRIPT) {
       void applyBatch(shard, pending.slice(start, start + MAX_INCREMENTS_PER_SCRIPT));
     }
   };
   const collect = batchPerTurn<PendingIncrement>((pending) => {
-    const byShard = new Map<number, PendingIncrement[]>();
+    const byShard = new Map<ShardKeys, PendingIncrement[]>();
     for (const increment of pending) {
-      const shard = shardOfKey(increment.key, shards);
+      const shard = keyspace.shardOf(increment.key);
       const group = byShard.get(shard);
       if (group) group.push(increment);
       else byShard.set(shard, [increment]);
@@ -102,35 +100,25 @@ export function createIncrementer(redis: RedisClient, options: IncrementerOption
         await new Promise<void>((applied, failed) => collect({ key, value, applied, failed }));
         return "applied";
       }
-      const digest = sha256(`${idempotency.clientId}\n${idempotency.key}`);
-      const shard = digest.readUInt32BE(0) % shards;
-      const recordDigest = digest.toString("base64url");
-      const result = await redis.tallyIncrementOnce(
-        dirtyHash(shard),
-        idempotencyRecordKey(keyPrefix, shard, recordDigest),
-        keysOf(shard).idempotencyIndex,
-        key,
-        value,
-        sha256(JSON.stringify([key, value])).toString("base64url"),
-        idempotencyTtlSeconds,
-        Date.now(),
-        maxRecordsPerShard,
-        recordDigest,
+      const result = await scripts.incrementOnce(
+        keyspace.idempotencyRecord(idempotency.clientId, idempotency.key),
+        { key, value, fingerprint: sha256(JSON.stringify([key, value])).toString("base64url") },
+        { ttlSeconds: idempotencyTtlSeconds, maxRecordsInShard },
       );
-      if (result === -2) {
+      if (result === "full") {
         throw new ApiError(
           "idempotency_capacity",
           "the service holds as many Idempotency-Key records as IDEMPOTENCY_MAX_RECORDS allows; the increment was not counted. Retry later, or send it without an Idempotency-Key",
           { headers: { "Retry-After": String(CAPACITY_RETRY_AFTER_S) } },
         );
       }
-      if (result === -1) {
+      if (result === "reused") {
         throw new ApiError(
           "idempotency_key_reused",
           "this Idempotency-Key was already used with a different body; use a new key for a new increment",
         );
       }
-      return result === 1 ? "applied" : "replayed";
+      return result;
     } catch (error) {
       if (error instanceof ApiError) throw error;
       throw redisFailure(error);

@@ -1,6 +1,6 @@
 import type pg from "pg";
-import type { RedisClient } from "../../lib/redis/client.ts";
-import { allShardKeys } from "../../lib/redis/keys.ts";
+import type { Keyspace } from "../../lib/redis/keyspace.ts";
+import type { Scripts, ShardPending } from "../../lib/redis/scripts.ts";
 import { ApiError } from "../errors.ts";
 import { redisFailure } from "./redis-errors.ts";
 
@@ -43,23 +43,14 @@ const MAX_ATTEMPTS = 3;
  * its batch is not committed yet; if a batch newer than anything Redis showed has committed in between,
  * the two reads do not describe one moment and the reading is retried.
  */
-export function createCounterReader(
-  redis: RedisClient,
-  pool: pg.Pool,
-  keyPrefix: string,
-  shards: number,
-): CounterReader {
-  const shardKeyList = allShardKeys(keyPrefix, shards);
+export function createCounterReader(scripts: Scripts, keyspace: Keyspace, pool: pg.Pool): CounterReader {
+  const shards = keyspace.shards.length;
 
   return async function readCounter(key) {
     for (let attempt = 1; ; attempt++) {
-      let pendingByShard: Awaited<ReturnType<RedisClient["tallyPending"]>>[];
+      let pendingByShard: ShardPending[];
       try {
-        pendingByShard = await Promise.all(
-          shardKeyList.map((keys) =>
-            redis.tallyPending(keys.dirty, keys.flushing, keys.flushingMeta, keys.seq, key),
-          ),
-        );
+        pendingByShard = await Promise.all(keyspace.shards.map((shard) => scripts.pending(shard, key)));
       } catch (error) {
         throw redisFailure(error);
       }
@@ -76,7 +67,7 @@ export function createCounterReader(
       let pending = 0n;
       let consistent = true;
       let found = row?.value != null;
-      for (const [shard, [dirty, flushing, flushingSeq, lastSeq]] of pendingByShard.entries()) {
+      for (const [shard, { dirty, flushing, flushingSeq, lastSeq }] of pendingByShard.entries()) {
         const committed = committedSeq.get(shard) ?? 0n;
         if (dirty !== null) pending += BigInt(dirty);
         if (flushing !== null && flushingSeq !== null && committed < BigInt(flushingSeq))

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { shardKeys } from "../../lib/redis/keys.ts";
+import { shardKeys } from "../../lib/redis/keyspace.ts";
 import { createTestApi, readProblem, type TestApi } from "../support/api.ts";
 
 let api: TestApi;

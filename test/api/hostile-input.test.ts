@@ -2,7 +2,7 @@ import { createHmac } from "node:crypto";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Problem } from "../../api/problem.ts";
-import { shardKeys } from "../../lib/redis/keys.ts";
+import { shardKeys } from "../../lib/redis/keyspace.ts";
 import { createTestApi, TEST_SECRET, type TestApi } from "../support/api.ts";
 
 // Invariant 2 of the contract, driven by fast-check through the real app on a real Redis: whatever a broken or

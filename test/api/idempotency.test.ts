@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApiError } from "../../api/errors.ts";
 import { createIncrementer } from "../../api/store/increment.ts";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
-import { allShardKeys, shardKeys } from "../../lib/redis/keys.ts";
+import { allShardKeys, Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
+import { Scripts } from "../../lib/redis/scripts.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { type RedisServer, startRedis } from "../harness/servers.ts";
 import { createTestApi, readProblem, type TestApi } from "../support/api.ts";
@@ -161,9 +162,8 @@ describe("a retry after a timeout that Redis applied anyway", () => {
   // Through the HTTP API the rate limiter's own Redis call would time out first; the store is where the
   // increment itself can time out after being sent, so that is where this is tested.
   it("is counted once", async () => {
-    const increment = createIncrementer(redis, {
-      keyPrefix: "retry",
-      shards: 1,
+    const keyspace = new Keyspace("retry", 1);
+    const increment = createIncrementer(new Scripts(redis, keyspace), keyspace, {
       idempotencyTtlSeconds: 60,
       idempotencyMaxRecords: 1_000,
     });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { shardKeys, shardOfKey } from "../../lib/redis/keys.ts";
+import { shardKeys, shardOfKey } from "../../lib/redis/keyspace.ts";
 import { createTestApi, type TestApi } from "../support/api.ts";
 
 let api: TestApi;

@@ -1,6 +1,6 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { shardKeys } from "../../lib/redis/keys.ts";
+import { shardKeys } from "../../lib/redis/keyspace.ts";
 import { type RedisServer, startRedis } from "../harness/servers.ts";
 import { createTestApi, type TestApi } from "../support/api.ts";
 import { family, parseMetrics, type Sample, sampleValue } from "../support/metrics.ts";

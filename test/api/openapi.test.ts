@@ -4,7 +4,7 @@ import { Ajv2020, type ValidateFunction } from "ajv/dist/2020.js";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildOpenApiDocument, type OpenApiDocument } from "../../api/openapi.ts";
-import { shardKeys } from "../../lib/redis/keys.ts";
+import { shardKeys } from "../../lib/redis/keyspace.ts";
 import { createTestApi, type TestApi } from "../support/api.ts";
 
 // The OpenAPI document: served without a token, valid OpenAPI 3.1, and true to the API. Its request schemas

@@ -1,7 +1,7 @@
 import { connect, type Socket } from "node:net";
 import fc from "fast-check";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { shardKeys } from "../../lib/redis/keys.ts";
+import { shardKeys } from "../../lib/redis/keyspace.ts";
 import type { ApiProcess } from "../support/deployment.ts";
 import { Deployment } from "../support/deployment.ts";
 

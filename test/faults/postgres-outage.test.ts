@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
-import { shardKeys } from "../../lib/redis/keys.ts";
+import { shardKeys } from "../../lib/redis/keyspace.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { type PostgresServer, startMigratedPostgres } from "../harness/servers.ts";
 import { Deployment } from "../support/deployment.ts";

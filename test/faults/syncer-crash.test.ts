@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { shardKeys } from "../../lib/redis/keys.ts";
+import { shardKeys } from "../../lib/redis/keyspace.ts";
 import type { SyncStep } from "../../syncer/flush-shard.ts";
 import { Deployment } from "../support/deployment.ts";
 import { exactlyOnceViolations, Load } from "../support/load.ts";

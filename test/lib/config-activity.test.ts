@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseConfig } from "../../lib/config.ts";
-import { activityStreamKey } from "../../lib/redis/keys.ts";
+import { activityStreamKey } from "../../lib/redis/keyspace.ts";
 
 // The per-minute activity settings (STATS_STREAM*, STATS_WEBHOOK_*); pure parsing, explicit environments.
 

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { allShardKeys, type ShardKeys, shardKeys, shardOfKey } from "../../lib/redis/keys.ts";
+import { allShardKeys, type ShardKeys, shardKeys, shardOfKey } from "../../lib/redis/keyspace.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { type RedisClusterServer, startRedisCluster } from "../harness/redis-cluster.ts";
 import { Deployment } from "../support/deployment.ts";

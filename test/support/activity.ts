@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import type pg from "pg";
 import type { RedisClient } from "../../lib/redis/client.ts";
-import { activityStreamKey } from "../../lib/redis/keys.ts";
+import { activityStreamKey, Keyspace } from "../../lib/redis/keyspace.ts";
 import { Activity } from "../../syncer/activity.ts";
 import type { Batch } from "../../syncer/apply.ts";
 import { type CycleReport, Syncer } from "../../syncer/syncer.ts";
@@ -93,8 +93,7 @@ export function startActivitySyncer(options: {
     redis: options.redis,
     pool: options.pool,
     logger,
-    keyPrefix: options.prefix,
-    shards: 1,
+    keyspace: new Keyspace(options.prefix, 1),
     intervalMs: options.intervalMs,
     scanCount: 1_000,
     leaseTtlMs: 1_000,

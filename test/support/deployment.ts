@@ -1,7 +1,7 @@
 import pg from "pg";
 import { onTestFinished } from "vitest";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
-import { allShardKeys } from "../../lib/redis/keys.ts";
+import { allShardKeys } from "../../lib/redis/keyspace.ts";
 import { mintToken } from "../../lib/tokens.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
 import { TEST_SECRET } from "./api.ts";

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, beforeEach } from "vitest";
 import type { Logger } from "../../lib/logger.ts";
 import { createPool } from "../../lib/postgres/pool.ts";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
-import { allShardKeys, leaseKey, shardKeys } from "../../lib/redis/keys.ts";
+import { allShardKeys, Keyspace, leaseKey, shardKeys } from "../../lib/redis/keyspace.ts";
 import type { StepHook } from "../../syncer/flush-shard.ts";
 import { Syncer } from "../../syncer/syncer.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
@@ -44,8 +44,7 @@ export function createSyncer(options: TestSyncerOptions): Syncer {
     redis: options.redis,
     pool: options.pool,
     logger: options.logger ?? silentLogger,
-    keyPrefix: options.prefix,
-    shards: options.shards ?? 1,
+    keyspace: new Keyspace(options.prefix, options.shards ?? 1),
     intervalMs: options.intervalMs ?? 100,
     leaseTtlMs: options.leaseTtlMs ?? 1_000,
     scanCount: options.scanCount ?? 1_000,

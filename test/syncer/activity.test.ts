@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
-import { activityStreamKey } from "../../lib/redis/keys.ts";
+import { activityStreamKey, Keyspace } from "../../lib/redis/keyspace.ts";
 import { Activity } from "../../syncer/activity.ts";
 import { Syncer } from "../../syncer/syncer.ts";
 import { waitFor } from "../harness/fixtures.ts";
@@ -207,8 +207,7 @@ describe("per-minute activity", () => {
       redis: env.redis,
       pool: env.pool,
       logger,
-      keyPrefix: prefix,
-      shards: 1,
+      keyspace: new Keyspace(prefix, 1),
       intervalMs: 100,
       scanCount: 1_000,
       leaseTtlMs: 1_000,

@@ -2,7 +2,8 @@ import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, vi } from "vitest";
 import { MAX_KEY_BYTES } from "../../lib/config.ts";
-import { shardKeys } from "../../lib/redis/keys.ts";
+import { Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
+import { Scripts } from "../../lib/redis/scripts.ts";
 import { BatchTransaction } from "../../syncer/apply.ts";
 import { type FlushContext, flushShardOnce } from "../../syncer/flush-shard.ts";
 import type { Syncer } from "../../syncer/syncer.ts";
@@ -26,7 +27,9 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const env = useSyncerEnv();
 
 function flushContext(overrides: Partial<FlushContext> = {}): FlushContext {
-  return { redis: env.redis, pool: env.pool, scanCount: 1_000, minSeq: new Map(), ...overrides };
+  // The scripts' keyspace names only the lease, which flushing never touches; the shard comes with each call.
+  const scripts = new Scripts(env.redis, new Keyspace("flush", 1));
+  return { redis: env.redis, scripts, pool: env.pool, scanCount: 1_000, minSeq: new Map(), ...overrides };
 }
 
 async function readSyncState(shard: number) {

@@ -1,6 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
 import type { RedisClient } from "../../lib/redis/client.ts";
+import { Keyspace } from "../../lib/redis/keyspace.ts";
+import { Scripts } from "../../lib/redis/scripts.ts";
 import { LeaderLease } from "../../syncer/lease.ts";
 import type { Syncer } from "../../syncer/syncer.ts";
 import { waitFor } from "../harness/fixtures.ts";
@@ -22,8 +24,9 @@ const env = useSyncerEnv();
 
 /** Two leases on one key, each with its own connection, as two syncer processes would have. */
 async function contenders(ttlMs: number): Promise<{ key: string; a: LeaderLease; b: LeaderLease }> {
-  const key = leaseKey(env.newPrefix());
-  const lease = (redis: RedisClient) => new LeaderLease({ redis, key, ttlMs });
+  const keyspace = new Keyspace(env.newPrefix(), 1);
+  const key = keyspace.lease;
+  const lease = (redis: RedisClient) => new LeaderLease({ scripts: new Scripts(redis, keyspace), ttlMs });
   const a = lease(await env.openRedis());
   const b = lease(await env.openRedis());
   onTestFinished(async () => {
@@ -149,7 +152,7 @@ describe("Syncer and its lease", () => {
       ["late", 7],
       ["later", -3],
     ]);
-    const standby = new LeaderLease({ redis: env.redis, key: leaseKey(prefix), ttlMs: 300 });
+    const standby = new LeaderLease({ scripts: new Scripts(env.redis, new Keyspace(prefix, 1)), ttlMs: 300 });
     onTestFinished(() => standby.release());
     expect(await standby.claim()).toBe(false);
 

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { shardKeys } from "../../lib/redis/keys.ts";
+import { shardKeys } from "../../lib/redis/keyspace.ts";
 import { addDeltas, createSyncer, readCounters, useSyncerEnv } from "../support/syncer.ts";
 
 // The batch ledger is pruned, and a batch too old for the ledger to vouch for is refused, not applied.

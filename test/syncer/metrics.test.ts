@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { shardKeys } from "../../lib/redis/keys.ts";
+import { Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
 import type { SyncStep } from "../../syncer/flush-shard.ts";
 import { SyncerMetrics, syncerReadiness } from "../../syncer/metrics.ts";
 import { Syncer } from "../../syncer/syncer.ts";
@@ -29,8 +29,7 @@ async function syncerWithMetrics(
     redis,
     pool: env.openPool(),
     logger: silentLogger,
-    keyPrefix: prefix,
-    shards: 1,
+    keyspace: new Keyspace(prefix, 1),
     // Cycles run when a test says so, or once when a syncer becomes the leader.
     intervalMs: 60_000,
     scanCount: 1_000,

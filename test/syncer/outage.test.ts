@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from "vitest";
 import { migrate } from "../../lib/postgres/migrate.ts";
-import { shardKeys } from "../../lib/redis/keys.ts";
+import { shardKeys } from "../../lib/redis/keyspace.ts";
 import type { SyncStep } from "../../syncer/flush-shard.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { type PostgresServer, startPostgres } from "../harness/servers.ts";

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RedisClient } from "../../lib/redis/client.ts";
-import { type ShardKeys, shardKeys } from "../../lib/redis/keys.ts";
+import { type ShardKeys, shardKeys } from "../../lib/redis/keyspace.ts";
 import { randomPrefix, sharedRedisUrl } from "../harness/fixtures.ts";
 import { deletePrefix, openRedis } from "../support/syncer.ts";
 

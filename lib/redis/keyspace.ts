@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+
 /**
  * Every Redis key tally uses, in one place. A shard's keys share a hash tag, `{prefix:N}`, so each
  * shard lives in one Redis Cluster slot and its scripts stay atomic.
@@ -69,4 +71,57 @@ export function activityStreamKey(prefix: string): string {
 
 export function rateLimitKeyPrefix(prefix: string): string {
   return `${prefix}:ratelimit`;
+}
+
+/** The deployment's keyspace, as configured: REDIS_KEY_PREFIX and SYNC_SHARDS. */
+export function keyspaceOf(config: { redis: { keyPrefix: string }; sync: { shards: number } }): Keyspace {
+  return new Keyspace(config.redis.keyPrefix, config.sync.shards);
+}
+
+/** Where one client's Idempotency-Key is recorded: in a shard, under a key that names neither. */
+export interface IdempotencyRecord {
+  shard: ShardKeys;
+  key: string;
+  /** Identifies (client, Idempotency-Key); also its member in the shard's index. */
+  digest: string;
+}
+
+/**
+ * The keyspace of one tally deployment, built once from REDIS_KEY_PREFIX and SYNC_SHARDS: the only place
+ * that names keys and chooses shards. The API, the syncer and the tools ask it; none of them builds a key.
+ */
+export class Keyspace {
+  readonly prefix: string;
+  readonly shards: readonly ShardKeys[];
+  readonly lease: string;
+  readonly activityStream: string;
+  readonly rateLimitPrefix: string;
+
+  constructor(prefix: string, shardCount: number) {
+    if (!Number.isInteger(shardCount) || shardCount < 1) throw new RangeError(`shard count ${shardCount}`);
+    this.prefix = prefix;
+    this.shards = allShardKeys(prefix, shardCount);
+    this.lease = leaseKey(prefix);
+    this.activityStream = activityStreamKey(prefix);
+    this.rateLimitPrefix = rateLimitKeyPrefix(prefix);
+  }
+
+  /** The shard whose dirty hash takes the counter key's increments (see shardOfKey). */
+  shardOf(counterKey: string): ShardKeys {
+    return this.#at(shardOfKey(counterKey, this.shards.length));
+  }
+
+  /** Where a client's Idempotency-Key is recorded: the shard follows (client, key), so every retry finds it. */
+  idempotencyRecord(clientId: string, idempotencyKey: string): IdempotencyRecord {
+    const hash = createHash("sha256").update(`${clientId}\n${idempotencyKey}`).digest();
+    const shard = this.#at(hash.readUInt32BE(0) % this.shards.length);
+    const digest = hash.toString("base64url");
+    return { shard, key: idempotencyRecordKey(this.prefix, shard.shard, digest), digest };
+  }
+
+  #at(index: number): ShardKeys {
+    const shard = this.shards[index];
+    if (shard === undefined) throw new RangeError(`no shard ${index} of ${this.shards.length}`);
+    return shard;
+  }
 }

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { shardOfKey } from "../../lib/redis/keys.ts";
+import { shardOfKey } from "../../lib/redis/keyspace.ts";
 
 /** How many of `keys` land in each of `shards` shards. */
 function spread(keys: string[], shards: number): number[] {
