@@ -116,7 +116,7 @@ const EnvSchema = v.object({
   SYNC_FAULT_INJECTION: optionalText,
   SYNC_LEDGER_RETENTION_DAYS: integer(30, 1, 3_650),
 
-  // Per-minute activity (syncer/activity.ts). The stream defaults to `<REDIS_KEY_PREFIX>:activity`.
+  // Per-minute activity (syncer/activity/). The stream defaults to `<REDIS_KEY_PREFIX>:activity`.
   STATS_STREAM: v.optional(v.pipe(v.string(), v.regex(/^\S{1,256}$/, "must be 1-256 non-space characters"))),
   STATS_STREAM_MAXLEN: integer(10_080, 0, 100_000_000),
   STATS_WEBHOOK_URL: v.optional(
@@ -203,7 +203,7 @@ export interface Config {
     /** Ledger rows older than this are pruned, and a batch older than this is refused (see syncer.ts). */
     ledgerRetentionDays: number;
   };
-  /** The syncer's per-minute activity report (syncer/activity.ts). */
+  /** The syncer's per-minute activity report (syncer/activity/). */
   activity: {
     /** Stream key; undefined means the default, `<keyPrefix>:activity` (lib/redis/keyspace.ts). */
     stream: string | undefined;

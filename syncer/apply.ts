@@ -1,25 +1,6 @@
 import type pg from "pg";
 import { textArrayLiteral } from "./array-literal.ts";
-
-export interface Batch {
-  id: string;
-  shard: number;
-  seq: bigint;
-  swappedAt: Date;
-  keys: string[];
-  /** Decimal int64 deltas, index-aligned with keys. Kept as text: they may exceed 2^53. */
-  deltas: string[];
-}
-
-export interface QuarantinedDelta {
-  key: string;
-  delta: string;
-  /** Postgres' error for the row, with its SQLSTATE. */
-  reason: string;
-}
-
-/** What identifies a batch in the ledger. */
-export type BatchHeader = Pick<Batch, "id" | "shard" | "seq" | "swappedAt">;
+import type { BatchHeader, QuarantinedDelta } from "./batch.ts";
 
 // Every transaction that writes counters holds this lock until it ends (pg_advisory_xact_lock). A syncer
 // upserts a batch statement by statement as it reads it, each statement in key order but the statements in

@@ -1,4 +1,4 @@
-import type { Batch } from "./apply.ts";
+import type { Batch } from "./batch.ts";
 
 export interface Statement {
   keys: string[];

@@ -3,14 +3,8 @@ import type pg from "pg";
 import type { RedisClient } from "../lib/redis/client.ts";
 import type { ShardKeys } from "../lib/redis/keyspace.ts";
 import type { Scripts } from "../lib/redis/scripts.ts";
-import {
-  type Batch,
-  type BatchHeader,
-  BatchTransaction,
-  isRowDataError,
-  markShardIdle,
-  type QuarantinedDelta,
-} from "./apply.ts";
+import { BatchTransaction, isRowDataError, markShardIdle } from "./apply.ts";
+import type { Batch, BatchHeader, QuarantinedDelta } from "./batch.ts";
 import { BatchBuilder, type Statement } from "./batch-builder.ts";
 
 /** The protocol steps, in order; fault-injection hooks fire at each. */

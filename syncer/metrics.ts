@@ -8,7 +8,7 @@ import {
 } from "../lib/metrics.ts";
 import type { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
-import type { Batch } from "./apply.ts";
+import type { Batch } from "./batch.ts";
 import { type CycleReport, STALENESS_WARNING_S, type Syncer } from "./syncer.ts";
 
 // A cycle over an idle shard is a few milliseconds; 1M keys take about ten seconds (docs/performance.md).
@@ -16,7 +16,7 @@ const CYCLE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 
 const BATCH_KEY_BUCKETS = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
 
 /**
- * The syncer's metrics, fed by the Syncer's hooks (a cycle listener and onBatchApplied) and read from it at
+ * The syncer's metrics, fed by the Syncer's events ("cycle", "batch-applied") and read from it at
  * scrape time, so the Syncer itself knows nothing of Prometheus. One registry per syncer.
  */
 export class SyncerMetrics {
@@ -66,17 +66,18 @@ export class SyncerMetrics {
     for (const outcome of ["applied", "already_applied", "superseded"]) this.#batches.inc({ outcome }, 0);
   }
 
-  /** For the Syncer's `onBatchApplied`: called on the cycle's path, so it only adds numbers up. */
-  readonly onBatchApplied = (batch: Batch): void => {
+  /** On the cycle's path, so it only adds numbers up. */
+  #recordBatch(batch: Batch): void {
     let magnitude = 0;
     // Number, not BigInt: a float sum is what the metric holds anyway, and this runs per key.
     for (const delta of batch.deltas) magnitude += Math.abs(Number(delta));
     this.#deltaMagnitude.inc(magnitude);
-  };
+  }
 
   /** Subscribes to `syncer`'s cycles and reads its leadership and staleness at every scrape. Once. */
   watch(syncer: Syncer): void {
-    syncer.addCycleListener((report) => this.#record(report));
+    syncer.on("cycle", (report) => this.#record(report));
+    syncer.on("batch-applied", (batch) => this.#recordBatch(batch));
     new Gauge({
       name: "tally_syncer_staleness_seconds",
       help: "While this syncer leads: now minus the time up to which Postgres holds every accepted increment (SPEC bound: 10). 0 on a standby",

@@ -10,12 +10,12 @@ import { redisLocation, watchRedisConnection } from "../lib/redis/connection.ts"
 import { keyspaceOf } from "../lib/redis/keyspace.ts";
 import { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
-import { Activity } from "./activity.ts";
+import { Activity } from "./activity/index.ts";
+import { WebhookSender } from "./activity/webhook.ts";
 import { faultHookFromConfig } from "./faults.ts";
 import type { StepHook } from "./flush-shard.ts";
 import { SyncerMetrics } from "./metrics.ts";
 import { Syncer } from "./syncer.ts";
-import { WebhookSender } from "./webhook.ts";
 
 export interface RunningSyncer {
   syncer: Syncer;
@@ -126,12 +126,8 @@ export async function startSyncer(
     postgresLocation: `DATABASE_URL=${maskedUrl(config.database.url)}`,
     ledgerRetentionMs: config.sync.ledgerRetentionDays * 86_400_000,
     onStep: options.onStep ?? faultHookFromConfig(config.sync.faultInjection, logger),
-    onBatchApplied: (batch) => {
-      activity.onBatchApplied(batch);
-      metrics.onBatchApplied(batch);
-    },
   });
-  syncer.addCycleListener(activity.onCycle);
+  activity.watch(syncer);
   metrics.watch(syncer);
   syncer.start();
   shutdown.add("syncer", () => syncer.stop());

@@ -1,3 +1,4 @@
+import { EventEmitter } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
 import { FailureStreak } from "../lib/failure-streak.ts";
@@ -7,7 +8,8 @@ import type { RedisClient } from "../lib/redis/client.ts";
 import { isRedisUnreachable } from "../lib/redis/connection.ts";
 import type { Keyspace, ShardKeys } from "../lib/redis/keyspace.ts";
 import { Scripts } from "../lib/redis/scripts.ts";
-import { type Batch, pruneLedger, readSyncState } from "./apply.ts";
+import { pruneLedger, readSyncState } from "./apply.ts";
+import type { Batch } from "./batch.ts";
 import { type BatchOutcome, flushShardOnce, type StepHook } from "./flush-shard.ts";
 import { pruneIdempotencyIndexes } from "./idempotency-records.ts";
 import { LeaderLease } from "./lease.ts";
@@ -24,10 +26,6 @@ export interface SyncerOptions {
   postgresLocation?: string;
   /** Fault injection: called at every protocol step (tests only). */
   onStep?: StepHook;
-  /** Called with every cycle's report; more subscribers with addCycleListener. */
-  onCycle?: CycleListener;
-  /** Called right after this syncer commits a batch, with its keys and deltas (see FlushContext). */
-  onBatchApplied?: (batch: Batch) => void;
   /**
    * Ledger rows older than this are pruned (hourly, after a cycle in which every shard synced) and batches
    * older than this are refused. Undefined: the ledger is kept forever.
@@ -38,10 +36,17 @@ export interface SyncerOptions {
 const PRUNE_EVERY_MS = 3_600_000;
 
 /**
- * Runs at the end of every cycle, on the cycle's path: it must return at once (queue any I/O, do not await
- * it). A listener that throws is logged and does not affect the cycle or the other listeners.
+ * What a Syncer tells its observers (activity, metrics), through `on` as any EventEmitter. Listeners run on
+ * the cycle's path: they must return at once (queue any I/O, do not await it). One that throws is logged
+ * and affects neither the cycle nor the other listeners.
+ * - "cycle": every cycle's report, at its end.
+ * - "batch-applied": right after this syncer committed a batch, with its keys and deltas (by reference: a
+ *   listener must not mutate them). Not for a batch the ledger already had.
  */
-export type CycleListener = (report: CycleReport) => void;
+export interface SyncerEvents {
+  cycle: [report: CycleReport];
+  "batch-applied": [batch: Batch];
+}
 
 // The SPEC's bound: Postgres is never more than 10 s behind while it is reachable.
 export const STALENESS_WARNING_S = 10;
@@ -60,7 +65,7 @@ export interface CycleReport {
  * The syncer: while it holds the lease, every `intervalMs` (fixed rate: a cycle's start does not drift by
  * its duration; a cycle that overruns is followed at once by the next) it flushes every shard.
  */
-export class Syncer {
+export class Syncer extends EventEmitter<SyncerEvents> {
   readonly #options: SyncerOptions;
   readonly #lease: LeaderLease;
   readonly #shardKeys: readonly ShardKeys[];
@@ -75,12 +80,11 @@ export class Syncer {
   #loop: Promise<void> | undefined;
   #wake: (() => void) | undefined;
   #lastReport: CycleReport | undefined;
-  readonly #cycleListeners: CycleListener[] = [];
   readonly #postgresUnreachable: FailureStreak;
 
   constructor(options: SyncerOptions) {
+    super();
     this.#options = options;
-    if (options.onCycle) this.#cycleListeners.push(options.onCycle);
     this.#shardKeys = options.keyspace.shards;
     this.#scripts = new Scripts(options.redis, options.keyspace);
     this.#postgresUnreachable = new FailureStreak(
@@ -118,15 +122,6 @@ export class Syncer {
     return this.#lastReport;
   }
 
-  /** Subscribes to every cycle's report; returns the unsubscribe function. */
-  addCycleListener(listener: CycleListener): () => void {
-    this.#cycleListeners.push(listener);
-    return () => {
-      const index = this.#cycleListeners.indexOf(listener);
-      if (index >= 0) this.#cycleListeners.splice(index, 1);
-    };
-  }
-
   start(): void {
     if (this.#loop) throw new Error("syncer already started");
     this.#lease.start();
@@ -155,6 +150,7 @@ export class Syncer {
     const ctx = {
       ...this.#options,
       scripts: this.#scripts,
+      onBatchApplied: (batch: Batch) => this.#tell("batch-applied", batch),
       minSeq: this.#minSeq,
       maxBatchAgeMs: this.#options.ledgerRetentionMs,
     };
@@ -192,13 +188,7 @@ export class Syncer {
     };
     this.#lastReport = report;
     this.#log(report);
-    for (const listener of this.#cycleListeners) {
-      try {
-        listener(report);
-      } catch (error) {
-        this.#options.logger.error({ err: error }, "cycle listener failed");
-      }
-    }
+    this.#tell("cycle", report);
     return report;
   }
 
@@ -221,6 +211,17 @@ export class Syncer {
       if (pruned > 0) this.#options.logger.info({ pruned }, "pruned old ledger rows");
     } catch (error) {
       this.#options.logger.warn({ err: error }, "could not prune the ledger; will try again in an hour");
+    }
+  }
+
+  /** emit(), but each listener on its own: one that throws is logged, and the others still run. */
+  #tell<Event extends keyof SyncerEvents>(event: Event, ...args: SyncerEvents[Event]): void {
+    for (const listener of this.listeners(event) as ((...values: SyncerEvents[Event]) => void)[]) {
+      try {
+        listener(...args);
+      } catch (error) {
+        this.#options.logger.error({ err: error, event }, "syncer listener failed");
+      }
     }
   }
 

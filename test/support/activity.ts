@@ -3,10 +3,10 @@ import type { AddressInfo } from "node:net";
 import type pg from "pg";
 import type { RedisClient } from "../../lib/redis/client.ts";
 import { activityStreamKey, Keyspace } from "../../lib/redis/keyspace.ts";
-import { Activity } from "../../syncer/activity.ts";
-import type { Batch } from "../../syncer/apply.ts";
+import { Activity } from "../../syncer/activity/index.ts";
+import { WebhookSender } from "../../syncer/activity/webhook.ts";
+import type { Batch } from "../../syncer/batch.ts";
 import { type CycleReport, Syncer } from "../../syncer/syncer.ts";
-import { WebhookSender } from "../../syncer/webhook.ts";
 import { captureLogger, type LogLine } from "./logger.ts";
 
 export interface Receiver {
@@ -97,13 +97,10 @@ export function startActivitySyncer(options: {
     intervalMs: options.intervalMs,
     scanCount: 1_000,
     leaseTtlMs: 1_000,
-    onBatchApplied: (batch) => {
-      batches.push(batch);
-      activity.onBatchApplied(batch);
-    },
-    onCycle: (report) => cycles.push(report),
   });
-  syncer.addCycleListener(activity.onCycle);
+  syncer.on("batch-applied", (batch) => batches.push(batch));
+  syncer.on("cycle", (report) => cycles.push(report));
+  activity.watch(syncer);
   activity.start();
   syncer.start();
   let stopped: Promise<void> | undefined;

@@ -1,5 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { type ActivityReport, ActivityTracker, type CycleData, sumDeltas } from "../../syncer/activity.ts";
+import {
+  type ActivityReport,
+  ActivityTracker,
+  type CycleData,
+  sumDeltas,
+} from "../../syncer/activity/tracker.ts";
 import { captureLogger } from "../support/logger.ts";
 
 // The accounting alone, on a fake clock: batches and cycle reports shaped exactly as the syncer produces

@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { activityStreamKey, Keyspace } from "../../lib/redis/keyspace.ts";
-import { Activity } from "../../syncer/activity.ts";
-import { Syncer } from "../../syncer/syncer.ts";
+import { Activity } from "../../syncer/activity/index.ts";
+import { type CycleReport, Syncer } from "../../syncer/syncer.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { ActivityFixtures, readStream } from "../support/activity.ts";
 import { captureLogger } from "../support/logger.ts";
@@ -183,7 +183,7 @@ describe("per-minute activity", () => {
     });
     // Idle cycles every 5 s for 400 minutes: the cycle at 18:40:00 confirms (and reports) 18:39.
     for (let i = 0; i <= 400 * 12; i++, clock += 5_000) {
-      activity.onCycle({
+      activity.observeCycle({
         startedAt: new Date(clock),
         durationMs: 1,
         outcomes: [{ kind: "idle", shard: 0, observedAt: new Date(clock) }],
@@ -211,21 +211,22 @@ describe("per-minute activity", () => {
       intervalMs: 100,
       scanCount: 1_000,
       leaseTtlMs: 1_000,
-      onCycle: () => {
-        throw new Error("listener bug");
-      },
+    });
+    syncer.on("cycle", () => {
+      throw new Error("listener bug");
     });
     const seen: number[] = [];
-    const unsubscribe = syncer.addCycleListener((report) => seen.push(report.outcomes.length));
+    const countOutcomes = (report: CycleReport) => seen.push(report.outcomes.length);
+    syncer.on("cycle", countOutcomes);
     await addDeltas(env.redis, prefix, [["a", 1]]);
 
     const report = await syncer.runCycle();
-    unsubscribe();
+    syncer.off("cycle", countOutcomes);
     await syncer.runCycle();
 
     expect(report.failures).toEqual([]);
     expect(await readCounters(env.pool)).toEqual(new Map([["a", 1n]]));
     expect(seen).toEqual([1]);
-    expect(lines.filter((line) => line.msg === "cycle listener failed")).toHaveLength(2);
+    expect(lines.filter((line) => line.msg === "syncer listener failed")).toHaveLength(2);
   });
 });

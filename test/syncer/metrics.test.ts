@@ -37,7 +37,6 @@ async function syncerWithMetrics(
     onStep: (step) => {
       if (step === options.crashAt) throw new Error(`injected crash at ${step}`);
     },
-    onBatchApplied: metrics.onBatchApplied,
   });
   metrics.watch(syncer);
   return { syncer, metrics, scrape: async () => parseMetrics(await metrics.registry.metrics()) };

@@ -1,41 +1,19 @@
-import { hostname } from "node:os";
-import type { Logger } from "../lib/logger.ts";
-import type { RedisClient } from "../lib/redis/client.ts";
-import type { Batch } from "./apply.ts";
-import type { WebhookSender } from "./webhook.ts";
+import type { Logger } from "../../lib/logger.ts";
+import type { Batch } from "../batch.ts";
 
-/**
- * Per-minute activity: how many distinct keys the syncer applied in a minute and the sum of their deltas,
- * reported once the minute is over to the log, a Redis stream and optionally a webhook.
- *
- * Attribution. A batch counts in the minute of its swap time. The swap time is the batch's identity in time
- * (the ledger records it, every syncer agrees on it, it does not move when the apply is slow or retried),
- * and it is what the staleness bound is measured against. The price: a batch swapped at 12:01:02 holds the
- * increments accepted since the previous swap (12:00:57 … 12:01:02), so minute edges are blurred by up to
- * one SYNC_INTERVAL_MS. Keys whose increments cancel out within one batch are not in it, so not counted.
- *
- * When a minute is reported. Once every shard is known to be synced past the minute's end (a committed batch
- * swapped, or an idle shard observed, at or after it), every batch swapped in the minute has been committed:
- * the numbers are final. In normal operation that is the end of the first cycle after the minute, without
- * any guess of a grace period; a batch swapped at 12:00:58 and committed at 12:01:01 is counted in 12:00.
- * A minute that cannot be confirmed (Postgres down, a shard failing, the lease lost) is reported anyway
- * `maxHoldMs` after its end, marked partial, so memory stays bounded; a batch of that minute committed
- * later is left out and logged.
- *
- * Partial. Only the leader sees data, and only what it applied itself. `partial: true` says this syncer may
- * not have applied every batch of the minute: it started or became leader during the minute (or after it,
- * for a leftover batch it finished), it missed cycles (lost the lease; detected as a gap in its schedule),
- * another syncer committed a batch of the minute (a batch already in the ledger, a superseded batch, or a
- * gap in a shard's batch seq), or the minute could not be confirmed complete (above). Across a failover the
- * entries of both syncers for the same minute can be added up for `delta_total` and `batches` (each batch is
- * applied, so counted, by exactly one syncer; a batch left out as late, above, is logged instead);
- * `unique_keys` cannot be added (a key may be in both).
- * While this syncer leads, a minute without increments is reported with zeros, so dashboards see a line;
- * a standby has nothing to report (a syncer that lost the lease reports what it held, as partial).
- *
- * Cost. The distinct keys are counted exactly, in a Set per minute: about 35 bytes per distinct key, plus the
- * key strings it keeps alive until the minute is reported (measured: ~75 MB for a minute of 10,000 new keys
- * per second, 20-character keys), and ~0.25 s of CPU per million keys added, in the cycle after the commit.
+/*
+ * The accounting behind the per-minute activity report (docs/operations.md, "Per-minute activity"), in
+ * short:
+ * - A batch counts in the minute of its swap time: the batch's identity in time, the one every syncer and
+ *   the ledger agree on, and what staleness is measured against. Minute edges blur by one SYNC_INTERVAL_MS.
+ * - A minute is reported once every shard is known to be synced past its end, so its numbers are final,
+ *   with no guessed grace period; one that cannot be confirmed is reported `maxHoldMs` after its end as
+ *   partial, so memory stays bounded, and a batch of it committed later is logged instead.
+ * - `partial` says this syncer may not have applied every batch of the minute (it started or became leader
+ *   in it, missed cycles, or saw another syncer's batch as a gap in a shard's seq). Each batch is applied by
+ *   exactly one syncer, so partial entries of one minute add up, except their distinct keys.
+ * - Distinct keys are counted exactly, in a Set per minute that keeps the batches' key strings alive until
+ *   the minute is reported.
  */
 
 export interface ActivityReport {
@@ -270,132 +248,4 @@ export function sumDeltas(deltas: readonly string[]): bigint {
     }
   }
   return total + BigInt(small);
-}
-
-export interface ActivityOptions {
-  logger: Logger;
-  redis: RedisClient;
-  shards: number;
-  intervalMs: number;
-  /** The stream's key and cap; undefined writes no stream. */
-  stream: { key: string; maxLen: number; trim?: "~" | "=" } | undefined;
-  webhook?: WebhookSender | undefined;
-  periodMs?: number;
-  maxHoldMs?: number;
-  now?: () => number;
-}
-
-/**
- * The tracker wired to its outputs: the log line, the stream entry (XADD … MAXLEN ~ cap) and the webhook.
- * `onBatchApplied` and `onCycle` are the syncer's hooks. Nothing here is awaited by the syncer: the stream
- * writes are chained (one at a time, in order) and the webhook queues, so a slow Redis or receiver never
- * delays a cycle; every failure is logged and none escapes.
- */
-export class Activity {
-  readonly #options: ActivityOptions;
-  readonly #tracker: ActivityTracker;
-  readonly #now: () => number;
-  /** Names the writer in every entry: two syncers may both report part of a minute across a failover. */
-  readonly #syncerId = `${hostname()}:${process.pid}`;
-  #streamWrites: Promise<void> = Promise.resolve();
-  #timer: NodeJS.Timeout | undefined;
-
-  constructor(options: ActivityOptions) {
-    this.#options = options;
-    this.#now = options.now ?? Date.now;
-    this.#tracker = new ActivityTracker({
-      shards: options.shards,
-      intervalMs: options.intervalMs,
-      logger: options.logger,
-      periodMs: options.periodMs,
-      maxHoldMs: options.maxHoldMs,
-      now: this.#now,
-      emit: (report) => this.#publish(report),
-    });
-  }
-
-  readonly onBatchApplied = (batch: Batch): void => {
-    this.#guard(() => this.#tracker.recordBatch(batch));
-  };
-
-  readonly onCycle = (report: CycleData): void => {
-    this.#guard(() => this.#tracker.observeCycle(report));
-  };
-
-  /** Starts the timer that reports held periods when no cycles come (this syncer is a standby). */
-  start(): void {
-    const periodMs = this.#options.periodMs ?? 60_000;
-    this.#timer ??= setInterval(() => this.#guard(() => this.#tracker.expire()), Math.min(periodMs, 60_000));
-    this.#timer.unref();
-  }
-
-  /**
-   * Shutdown, after the syncer's last cycle: reports what is held, waits for the stream writes and gives the
-   * webhook up to `webhookGraceMs` to deliver.
-   */
-  async stop(webhookGraceMs = 0): Promise<void> {
-    clearInterval(this.#timer);
-    this.#timer = undefined;
-    this.#guard(() => this.#tracker.flush());
-    await this.#streamWrites;
-    await this.#options.webhook?.idle(webhookGraceMs);
-  }
-
-  /** Resolves when every stream entry emitted so far has been written (or failed and been logged). */
-  streamWritten(): Promise<void> {
-    return this.#streamWrites;
-  }
-
-  #publish(report: ActivityReport): void {
-    const { logger, stream, webhook } = this.#options;
-    const minute = report.minute.toISOString();
-    const deltaTotal = report.deltaTotal.toString();
-    const emittedAt = new Date(this.#now()).toISOString();
-    logger.info(
-      { minute, uniqueKeys: report.uniqueKeys, deltaTotal, batches: report.batches, partial: report.partial },
-      "activity",
-    );
-    if (stream) {
-      const { redis } = this.#options;
-      const fields = [
-        ["minute", minute],
-        ["unique_keys", String(report.uniqueKeys)],
-        ["delta_total", deltaTotal],
-        ["batches", String(report.batches)],
-        ["partial", String(report.partial)],
-        ["emitted_at", emittedAt],
-        ["syncer", this.#syncerId],
-      ].flat();
-      // MAXLEN ~: Redis trims whole radix-tree nodes only, far cheaper than an exact cap; the stream may
-      // hold somewhat more than maxLen entries.
-      this.#streamWrites = this.#streamWrites
-        .then(() => redis.xadd(stream.key, "MAXLEN", stream.trim ?? "~", stream.maxLen, "*", ...fields))
-        .then(
-          () => {},
-          (error: unknown) =>
-            logger.warn({ err: error, minute, stream: stream.key }, "activity: stream write failed"),
-        );
-    }
-    webhook?.send(
-      {
-        minute,
-        uniqueKeys: report.uniqueKeys,
-        deltaTotal,
-        batches: report.batches,
-        partial: report.partial,
-        emittedAt,
-        syncer: this.#syncerId,
-      },
-      { minute },
-    );
-  }
-
-  /** A bug in the accounting must never break a sync cycle: log it and go on. */
-  #guard(work: () => void): void {
-    try {
-      work();
-    } catch (error) {
-      this.#options.logger.error({ err: error }, "activity accounting failed");
-    }
-  }
 }

@@ -1,4 +1,4 @@
-import type { Logger } from "../lib/logger.ts";
+import type { Logger } from "../../lib/logger.ts";
 
 export interface WebhookOptions {
   url: string;
