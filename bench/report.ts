@@ -1,4 +1,4 @@
-import type { LoadResult } from "./load.ts";
+import type { LoadResult } from "../tools/load/throughput.ts";
 import type { SyncerThroughput } from "./syncer-throughput.ts";
 
 /** What `npm run bench` measured: each section is there when it was run. */

@@ -6,8 +6,8 @@ import { createIncrementer } from "../../api/store/increment.ts";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys, Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
+import { type RedisServer, startRedis } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
-import { type RedisServer, startRedis } from "../harness/servers.ts";
 import { createTestApi, readProblem, type TestApi } from "../support/api.ts";
 
 // Idempotency-Key: a retry of the same request by the same client within the TTL is applied once.

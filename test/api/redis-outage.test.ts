@@ -1,8 +1,8 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
+import { type RedisServer, startRedis } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
-import { type RedisServer, startRedis } from "../harness/servers.ts";
 import { createTestApi, readProblem, type TestApi } from "../support/api.ts";
 
 let redisServer: RedisServer;

@@ -5,10 +5,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
+import { type ServiceProcess, spawnService } from "../../tools/process.ts";
+import { freePort } from "../../tools/servers.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
-import { freePort } from "../harness/servers.ts";
 import { TEST_SECRET } from "../support/api.ts";
-import { type ServiceProcess, spawnService } from "../support/process.ts";
 
 // Several tally processes on one host, as docs/operations.md runs them: built at the same
 // moment, started at the same moment, and a port clash told in a line the operator can act on.

@@ -2,10 +2,10 @@ import { readFile } from "node:fs/promises";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mintToken } from "../../lib/tokens.ts";
+import { type ServiceProcess, spawnService } from "../../tools/process.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
 import { TEST_SECRET } from "../support/api.ts";
 import { parseMetrics, sampleValue } from "../support/metrics.ts";
-import { type ServiceProcess, spawnService } from "../support/process.ts";
 
 // `npm start` as a user runs it: one process with migrations, an API node and a syncer.
 const WORKERS = 2;

@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { freePort } from "../harness/servers.ts";
+import { spawnService } from "../../tools/process.ts";
+import { freePort } from "../../tools/servers.ts";
 import { TEST_SECRET } from "../support/api.ts";
-import { spawnService } from "../support/process.ts";
 
 // Each command started with a store that is not there, as a new user or a compose stack would: a clear line
 // that names the setting and the address, never a stack, and for the long-running roles a reminder at most

@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
+import { exactlyOnceViolations, Load, type Outcome, type SentIncrement } from "../../tools/load/accounted.ts";
+import { type RedisServer, startRedis } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
-import { type RedisServer, startRedis } from "../harness/servers.ts";
 import { type ApiProcess, Deployment } from "../support/deployment.ts";
-import { exactlyOnceViolations, Load, type Outcome, type SentIncrement } from "../support/load.ts";
 
 // One of two API processes ended under load, by kill -9 and by SIGTERM. API nodes hold nothing: a 202 is
 // sent only once Redis has the write, so a dead node can only leave its in-flight requests unknown, and a

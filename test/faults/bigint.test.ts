@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";
-import { exactlyOnceViolations, Load } from "../support/load.ts";
 
 // A key whose Postgres total would leave bigint, in the middle of a batch of ordinary keys, in real
 // processes. The syncer must set its delta aside (nothing lost, reported at error level) and apply every

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
+import { type PostgresServer, startMigratedPostgres } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
-import { type PostgresServer, startMigratedPostgres } from "../harness/servers.ts";
 import { Deployment } from "../support/deployment.ts";
 import { parseMetrics, type Sample, sampleValue } from "../support/metrics.ts";
 

@@ -7,10 +7,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Problem } from "../../api/problem.ts";
+import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
+import { freePort } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
-import { freePort } from "../harness/servers.ts";
 import { type ApiProcess, Deployment } from "../support/deployment.ts";
-import { exactlyOnceViolations, Load } from "../support/load.ts";
 
 // tally as compose.yaml runs it: nginx with the repository's deploy/nginx/nginx.conf in front of three API
 // nodes, two syncers, one Redis, one Postgres. Only what compose.yaml keeps outside nginx.conf differs: the

@@ -1,10 +1,10 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
+import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
+import { type PostgresServer, startMigratedPostgres } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
-import { type PostgresServer, startMigratedPostgres } from "../harness/servers.ts";
 import { Deployment } from "../support/deployment.ts";
-import { exactlyOnceViolations, Load } from "../support/load.ts";
 
 // Postgres stopped for 30 s under load, in real processes. The API never needs Postgres to accept an
 // increment, so it must go on answering 202; the syncer must keep the batch in Redis, say how far behind

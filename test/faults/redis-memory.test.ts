@@ -1,15 +1,15 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { waitFor } from "../harness/fixtures.ts";
+import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
+import { spawnService } from "../../tools/process.ts";
 import {
   type PostgresServer,
   type RedisServer,
   startMigratedPostgres,
   startRedis,
-} from "../harness/servers.ts";
+} from "../../tools/servers.ts";
+import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";
-import { exactlyOnceViolations, Load } from "../support/load.ts";
 import { parseMetrics, sampleValue } from "../support/metrics.ts";
-import { spawnService } from "../support/process.ts";
 
 // Redis running out of room, in real processes against a private Redis: a policy that evicts accepted
 // increments, a policy changed under a running service, and a Redis that fills up while Postgres is down.

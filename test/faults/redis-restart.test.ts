@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
-import { type RedisServer, startRedis } from "../harness/servers.ts";
+import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
+import { type RedisServer, startRedis } from "../../tools/servers.ts";
 import { Deployment } from "../support/deployment.ts";
-import { exactlyOnceViolations, Load } from "../support/load.ts";
 
 // Redis, the primary counter, taken down under load and brought back on the same data dir, in real
 // processes. While it is down the API must refuse (503), never acknowledge; afterwards every process must

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
 import type { SyncStep } from "../../syncer/flush-shard.ts";
+import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
 import { Deployment } from "../support/deployment.ts";
-import { exactlyOnceViolations, Load } from "../support/load.ts";
 
 // kill -9 of a real syncer process at each step of the protocol, under load from a real API process.
 // A second syncer then takes over; Postgres must hold every accepted increment exactly once.

@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
+import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
+import type { ServiceProcess } from "../../tools/process.ts";
 import { Deployment } from "../support/deployment.ts";
-import { exactlyOnceViolations, Load } from "../support/load.ts";
-import type { ServiceProcess } from "../support/process.ts";
 
 const becameLeader = (syncer: ServiceProcess) =>
   syncer.logs.filter((line) => line.msg === "became the leader");

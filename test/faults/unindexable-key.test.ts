@@ -2,9 +2,9 @@ import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { MAX_KEY_BYTES } from "../../lib/config.ts";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
+import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";
-import { exactlyOnceViolations, Load } from "../support/load.ts";
 
 // A key longer than a Postgres index entry holds, in real processes with MAX_KEY_LENGTH at its documented
 // maximum. The API must refuse it; and one that reaches Redis anyway (written by a node with an older,

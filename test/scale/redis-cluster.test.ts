@@ -1,10 +1,10 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allShardKeys, type ShardKeys, shardKeys, shardOfKey } from "../../lib/redis/keyspace.ts";
+import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
+import { type RedisClusterServer, startRedisCluster } from "../../tools/redis-cluster.ts";
 import { waitFor } from "../harness/fixtures.ts";
-import { type RedisClusterServer, startRedisCluster } from "../harness/redis-cluster.ts";
 import { Deployment } from "../support/deployment.ts";
-import { exactlyOnceViolations, Load } from "../support/load.ts";
 
 // tally on a real local Redis Cluster (three masters), API and syncer processes as production runs them.
 

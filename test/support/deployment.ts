@@ -3,9 +3,9 @@ import { onTestFinished } from "vitest";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys } from "../../lib/redis/keyspace.ts";
 import { mintToken } from "../../lib/tokens.ts";
+import { type ServiceProcess, spawnService } from "../../tools/process.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
 import { TEST_SECRET } from "./api.ts";
-import { type ServiceProcess, spawnService } from "./process.ts";
 
 export interface ApiProcess extends ServiceProcess {
   url: string;

@@ -2,8 +2,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished }
 import { migrate } from "../../lib/postgres/migrate.ts";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
 import type { SyncStep } from "../../syncer/flush-shard.ts";
+import { type PostgresServer, startPostgres } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
-import { type PostgresServer, startPostgres } from "../harness/servers.ts";
 import {
   addDeltas,
   createSyncer,

@@ -56,7 +56,7 @@ async function runWrk(options: LoadOptions): Promise<LoadResult> {
 }
 
 async function runAutocannon(options: LoadOptions): Promise<LoadResult> {
-  const bin = fileURLToPath(new URL("../node_modules/.bin/autocannon", import.meta.url));
+  const bin = fileURLToPath(new URL("../../node_modules/.bin/autocannon", import.meta.url));
   const { stdout } = await run(
     bin,
     [

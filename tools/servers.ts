@@ -15,8 +15,8 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
-import { migrate } from "../../lib/postgres/migrate.ts";
-import { createPool } from "../../lib/postgres/pool.ts";
+import { migrate } from "../lib/postgres/migrate.ts";
+import { createPool } from "../lib/postgres/pool.ts";
 
 const READY_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 30_000;

@@ -1,7 +1,7 @@
 import { Cluster, type Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
-import { waitFor } from "./fixtures.ts";
-import { type RedisClusterServer, startRedisCluster } from "./redis-cluster.ts";
+import { type RedisClusterServer, startRedisCluster } from "../../tools/redis-cluster.ts";
+import { waitFor } from "../harness/fixtures.ts";
 
 const SHARDS = 8;
 const shardKey = (shard: number) => `{tally:${shard}}:dirty`;

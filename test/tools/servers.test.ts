@@ -1,8 +1,8 @@
 import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { freshDatabase, randomPrefix, sharedRedisUrl } from "./fixtures.ts";
-import { type PostgresServer, type RedisServer, startPostgres, startRedis } from "./servers.ts";
+import { type PostgresServer, type RedisServer, startPostgres, startRedis } from "../../tools/servers.ts";
+import { freshDatabase, randomPrefix, sharedRedisUrl } from "../harness/fixtures.ts";
 
 async function withRedis<T>(url: string, work: (redis: Redis) => Promise<T>): Promise<T> {
   const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });

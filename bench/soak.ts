@@ -2,13 +2,13 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import pg from "pg";
 import { mintToken } from "../lib/tokens.ts";
+import { type ServiceProcess, spawnService } from "../tools/process.ts";
 import {
   type PostgresServer,
   type RedisServer,
   startMigratedPostgres,
   startRedis,
-} from "../test/harness/servers.ts";
-import { type ServiceProcess, spawnService } from "../test/support/process.ts";
+} from "../tools/servers.ts";
 
 // `npm run soak -- [--rps 1000] [--duration 300] [--keys 10000]`
 //
