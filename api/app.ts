@@ -11,11 +11,13 @@ import type { TokenVerifier } from "./middleware/auth/verifier.ts";
 import type { PointSpender } from "./middleware/rate-limit/coalesce.ts";
 import { rateLimit } from "./middleware/rate-limit/index.ts";
 import { requestLogger } from "./middleware/request-logger/index.ts";
+import { buildOpenApiDocument } from "./openapi/document.ts";
+import { type Operation, routeLabel } from "./operation.ts";
+import { type HealthOptions, livenessOperation, readinessOperation } from "./operations/health.ts";
+import { incrementOperation } from "./operations/increment.ts";
+import { openApiDocumentOperation } from "./operations/openapi-document.ts";
+import { readCounterOperation } from "./operations/read-counter.ts";
 import { problemResponse } from "./problem.ts";
-import { countersRoute } from "./routes/counters.ts";
-import { type HealthRouteOptions, healthRoutes } from "./routes/health.ts";
-import { incrementRoute } from "./routes/increment.ts";
-import { openApiRoute } from "./routes/openapi.ts";
 import type { Incrementer } from "./store/increment.ts";
 import type { CounterReader } from "./store/read-counter.ts";
 
@@ -26,9 +28,30 @@ export interface AppDependencies {
   rateLimiter: PointSpender;
   increment: Incrementer;
   readCounter: CounterReader;
-  health: HealthRouteOptions;
+  health: HealthOptions;
   maxKeyLength: number;
   bodyLimitBytes: number;
+}
+
+/** Every operation of the API, in the order the OpenAPI document lists them. Adding one is adding it here. */
+export function apiOperations(deps: AppDependencies): Operation[] {
+  const { maxKeyLength, bodyLimitBytes } = deps;
+  // Rendered once, from every operation (this list's last one serves it): the configuration does not
+  // change while a node runs.
+  let document = "";
+  const operations = [
+    incrementOperation({
+      increment: countIncrements(deps.increment, deps.metrics),
+      maxKeyLength,
+      bodyLimitBytes,
+    }),
+    readCounterOperation({ readCounter: deps.readCounter, maxKeyLength }),
+    livenessOperation(),
+    readinessOperation(deps.health),
+    openApiDocumentOperation(() => document),
+  ];
+  document = JSON.stringify(buildOpenApiDocument(operations));
+  return operations;
 }
 
 /** The whole HTTP API, with no network attached: tests drive it through `app.request()`. */
@@ -52,34 +75,40 @@ export function newApp(deps: AppDependencies) {
     problemResponse(c, new ApiError("not_found", `no route for ${c.req.method} ${c.req.path}`)),
   );
 
-  app.route("/", healthRoutes(deps.health));
-  app.route("/", openApiRoute({ maxKeyLength: deps.maxKeyLength, bodyLimitBytes: deps.bodyLimitBytes }));
-
   const authenticateClient = authenticate({ verifier: deps.verifier });
   const limitClient = rateLimit({ limiter: deps.rateLimiter });
-  // A body declared too large is refused before the token is even looked at; the route enforces the limit
-  // on the bytes it reads (a chunked body declares nothing).
-  const limitDeclaredBody: MiddlewareHandler<AppEnv> = async function limitDeclaredBody(c, next) {
-    if ((declaredLength(c.req.raw) ?? 0) > deps.bodyLimitBytes) throw payloadTooLarge(deps.bodyLimitBytes);
+  const methodsByPath = new Map<string, string[]>();
+  for (const operation of apiOperations(deps)) {
+    // In the order a request meets them: a body declared too large is refused before the token is even
+    // looked at (the operation enforces the limit on the bytes it reads: a chunked body declares nothing),
+    // then the token, the client's quota, the token's scope.
+    const chain: MiddlewareHandler<AppEnv>[] = [labelRoute(operation.path)];
+    if (operation.bodyLimitBytes !== undefined) chain.push(limitDeclaredBody(operation.bodyLimitBytes));
+    if (operation.scope) chain.push(authenticateClient, limitClient, requireScope(operation.scope));
+    app.on(operation.method, [operation.path], ...chain, operation.handler);
+    methodsByPath.set(operation.path, [...(methodsByPath.get(operation.path) ?? []), operation.method]);
+  }
+  // A known path with the wrong method is a 405 that names the allowed ones, not a 404.
+  for (const [path, methods] of methodsByPath) {
+    app.all(path, labelRoute(path), methodNotAllowed(methods.join(", ")));
+  }
+  return app;
+}
+
+/** Names the request's operation for the metrics (api/metrics.ts): its path with parameters as `*`. */
+function labelRoute(path: string): MiddlewareHandler<AppEnv> {
+  const route = routeLabel(path);
+  return async function setRouteLabel(c, next) {
+    c.set("route", route);
     await next();
   };
-  // Method-bound, so a wrong method is a 405 even without a token.
-  app.post("/increment", limitDeclaredBody, authenticateClient, limitClient, requireScope("counters:write"));
-  app.get("/counters/*", authenticateClient, limitClient, requireScope("counters:read"));
-  app.route(
-    "/",
-    incrementRoute({
-      increment: countIncrements(deps.increment, deps.metrics),
-      maxKeyLength: deps.maxKeyLength,
-      bodyLimitBytes: deps.bodyLimitBytes,
-    }),
-  );
-  app.route("/", countersRoute({ readCounter: deps.readCounter, maxKeyLength: deps.maxKeyLength }));
+}
 
-  // A known path with the wrong method is a 405 that names the allowed one, not a 404.
-  app.all("/increment", methodNotAllowed("POST"));
-  app.all("/counters/*", methodNotAllowed("GET"));
-  return app;
+function limitDeclaredBody(maxBytes: number): MiddlewareHandler<AppEnv> {
+  return async function limitDeclaredBody(c, next) {
+    if ((declaredLength(c.req.raw) ?? 0) > maxBytes) throw payloadTooLarge(maxBytes);
+    await next();
+  };
 }
 
 function methodNotAllowed(allow: string): MiddlewareHandler<AppEnv> {

@@ -22,5 +22,7 @@ export interface AppEnv {
     logger: Logger;
     /** The code of the problem the request was answered with, if any (for metrics). */
     problem?: ProblemCode;
+    /** The metrics label of the operation (or the operation's path, for a 405) the request reached. */
+    route?: string;
   };
 }

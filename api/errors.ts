@@ -1,31 +1,69 @@
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 
+/** Every response header the API documents (api/openapi/document.ts describes each). */
+export type ResponseHeaderName =
+  | "X-Request-Id"
+  | "RateLimit"
+  | "RateLimit-Policy"
+  | "Retry-After"
+  | "WWW-Authenticate"
+  | "Allow"
+  | "Idempotent-Replayed"
+  | "Cache-Control";
+
 /**
- * Every error the API can answer with, and its status. The map is exhaustive by construction: a new code
- * without a status or a title does not compile. api/openapi.ts documents every status and title from it.
+ * Every error the API can answer with, its status, and the headers it is always sent with. The map is exhaustive by construction: a new code
+ * without a status or a title does not compile. api/openapi/document.ts documents every status, title and header from it.
  */
 export const PROBLEMS = {
   invalid_body: { status: 400, title: "The request body is not a valid increment" },
   invalid_key: { status: 400, title: "The counter key is not valid" },
   invalid_idempotency_key: { status: 400, title: "The Idempotency-Key header is not valid" },
-  unauthorized: { status: 401, title: "A valid bearer token is required" },
-  insufficient_scope: { status: 403, title: "The token lacks the scope this operation needs" },
+  unauthorized: { status: 401, title: "A valid bearer token is required", headers: ["WWW-Authenticate"] },
+  insufficient_scope: {
+    status: 403,
+    title: "The token lacks the scope this operation needs",
+    headers: ["WWW-Authenticate"],
+  },
   not_found: { status: 404, title: "No such resource" },
   counter_not_found: { status: 404, title: "No such counter" },
-  method_not_allowed: { status: 405, title: "Method not allowed" },
+  method_not_allowed: { status: 405, title: "Method not allowed", headers: ["Allow"] },
   payload_too_large: { status: 413, title: "The request body is too large" },
   counter_out_of_range: { status: 422, title: "The increment would take the counter out of range" },
   idempotency_key_reused: { status: 422, title: "The Idempotency-Key was used with a different body" },
-  rate_limited: { status: 429, title: "Too many requests" },
+  rate_limited: {
+    status: 429,
+    title: "Too many requests",
+    headers: ["Retry-After", "RateLimit", "RateLimit-Policy"],
+  },
   internal_error: { status: 500, title: "Internal error" },
-  redis_unavailable: { status: 503, title: "The counter store cannot take the request right now" },
-  redis_full: { status: 503, title: "The counter store is out of memory until the syncer frees it" },
+  redis_unavailable: {
+    status: 503,
+    title: "The counter store cannot take the request right now",
+    headers: ["Retry-After"],
+  },
+  redis_full: {
+    status: 503,
+    title: "The counter store is out of memory until the syncer frees it",
+    headers: ["Retry-After"],
+  },
   redis_eviction_policy: { status: 503, title: "Redis may evict accepted increments" },
-  idempotency_capacity: { status: 503, title: "No room for another Idempotency-Key record" },
-  auth_unavailable: { status: 503, title: "Tokens cannot be verified right now" },
-  database_unavailable: { status: 503, title: "The database cannot answer right now" },
+  idempotency_capacity: {
+    status: 503,
+    title: "No room for another Idempotency-Key record",
+    headers: ["Retry-After"],
+  },
+  auth_unavailable: { status: 503, title: "Tokens cannot be verified right now", headers: ["Retry-After"] },
+  database_unavailable: {
+    status: 503,
+    title: "The database cannot answer right now",
+    headers: ["Retry-After"],
+  },
   shutting_down: { status: 503, title: "This node is shutting down" },
-} as const satisfies Record<string, { status: ContentfulStatusCode; title: string }>;
+} as const satisfies Record<
+  string,
+  { status: ContentfulStatusCode; title: string; headers?: readonly ResponseHeaderName[] }
+>;
 
 export type ProblemCode = keyof typeof PROBLEMS;
 

@@ -1,5 +1,4 @@
-import type { Context, MiddlewareHandler } from "hono";
-import { matchedRoutes } from "hono/route";
+import type { MiddlewareHandler } from "hono";
 import { Counter, Histogram, Registry } from "prom-client";
 import type { AppEnv } from "./context.ts";
 import { ApiError } from "./errors.ts";
@@ -11,9 +10,6 @@ const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 
 // Any other method (a scanner's PROPFIND, a random token) would be a new series per spelling.
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]);
-
-// Hono reports middleware registered with app.use() (no path) as matching "/*".
-const EVERY_PATH = "/*";
 
 const REDIS_FAILURE_KINDS: readonly RedisFailureKind[] = ["unavailable", "timeout", "overflow", "oom"];
 
@@ -71,7 +67,7 @@ export function httpMetrics(metrics: ApiMetrics): MiddlewareHandler<AppEnv> {
   return async function recordHttpMetrics(c, next) {
     const began = performance.now();
     await next();
-    const route = routePattern(c);
+    const route = c.get("route") ?? "unmatched";
     const method = METHODS.has(c.req.method) ? c.req.method : "other";
     const status = c.res.status;
     metrics.duration.observe({ route, method }, (performance.now() - began) / 1000);
@@ -86,17 +82,6 @@ export function httpMetrics(metrics: ApiMetrics): MiddlewareHandler<AppEnv> {
       metrics.redisErrors.inc({ kind: redisFailureKind(cause) });
     }
   };
-}
-
-/**
- * The endpoint's pattern, the same for every answer it gives: the first route registered for it that
- * matched (app.ts registers each endpoint's auth first, under the pattern its 405 handler uses too), not
- * the route that answered, which for one endpoint differs between a 401 and a 200. "unmatched" when only
- * app-wide middleware matched: a 404.
- */
-function routePattern(c: Context<AppEnv>): string {
-  for (const route of matchedRoutes(c)) if (route.path !== EVERY_PATH) return route.path;
-  return "unmatched";
 }
 
 /** Counts the increments the store applied, as they are applied. */

@@ -3,7 +3,7 @@ import { Validator } from "@seriousme/openapi-schema-validator";
 import { Ajv2020, type ValidateFunction } from "ajv/dist/2020.js";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildOpenApiDocument, type OpenApiDocument } from "../../api/openapi.ts";
+import type { OpenApiDocument } from "../../api/openapi/document.ts";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
 import { createTestApi, type TestApi } from "../support/api.ts";
 
@@ -162,7 +162,7 @@ describe("GET /openapi.json", () => {
     ]);
   });
 
-  it("derives the increment body and the key from the valibot schemas, under this node's configuration", () => {
+  it("derives the increment body and the key from the valibot schemas, under this node's configuration", async () => {
     const body = document.components.schemas.IncrementBody;
     expect(body).toMatchObject({
       type: "object",
@@ -182,9 +182,17 @@ describe("GET /openapi.json", () => {
       properties: { key: { maxLength: 64 } },
     });
     // The limit is the configuration's, not a constant.
-    expect(
-      buildOpenApiDocument({ maxKeyLength: 256, bodyLimitBytes: 16_384 }).components.schemas.IncrementBody,
-    ).toMatchObject({ properties: { key: { maxLength: 256 } } });
+    const defaults = await createTestApi();
+    try {
+      const defaultDocument = (await (
+        await defaults.node.app.request("/openapi.json")
+      ).json()) as OpenApiDocument;
+      expect(defaultDocument.components.schemas.IncrementBody).toMatchObject({
+        properties: { key: { maxLength: 256 } },
+      });
+    } finally {
+      await defaults.close();
+    }
     const idempotencyKey = document.components.parameters.IdempotencyKey;
     expect(idempotencyKey).toMatchObject({ name: "Idempotency-Key", in: "header", required: false });
     expect(idempotencyKey?.schema.pattern).toBe("^[\\x20-\\x7E]{1,255}$");

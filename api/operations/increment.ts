@@ -1,0 +1,116 @@
+import * as v from "valibot";
+import { readJsonBody } from "../body.ts";
+import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
+import type { Operation } from "../operation.ts";
+import { bodyIsNotAnArray, counterKeyRules, counterKeySchema, incrementValueSchema } from "../schemas.ts";
+import type { Incrementer } from "../store/increment.ts";
+import { parseOrThrow } from "../validation.ts";
+
+export interface IncrementOptions {
+  increment: Incrementer;
+  maxKeyLength: number;
+  bodyLimitBytes: number;
+}
+
+export function incrementBodySchema(maxKeyLength: number) {
+  return v.pipe(
+    v.unknown(),
+    bodyIsNotAnArray,
+    v.strictObject({ key: counterKeySchema(maxKeyLength), value: incrementValueSchema }, (issue) => {
+      if (!issue.path) return "the body must be a JSON object";
+      // The object's own issues with a path: a field it lacks, or one it does not know.
+      const field = issue.path.at(-1)?.key;
+      if (issue.input === undefined && (field === "key" || field === "value")) return `${field} is required`;
+      return `unexpected field ${JSON.stringify(field)}: the body has only key and value`;
+    }),
+  );
+}
+
+/**
+ * The Idempotency-Key header: 1 to 255 printable ASCII characters, compared byte for byte (a quoted value
+ * keeps its quotes). A UUID per logical increment is the usual choice.
+ */
+export const idempotencyKeySchema = v.pipe(
+  v.string(),
+  v.regex(/^[\x20-\x7E]{1,255}$/, "Idempotency-Key must be 1 to 255 printable ASCII characters"),
+);
+
+/** POST /increment: adds `value` to the counter `key`, answered 202 once Redis holds it. */
+export function incrementOperation(options: IncrementOptions): Operation {
+  const { maxKeyLength, bodyLimitBytes } = options;
+  const bodySchema = incrementBodySchema(maxKeyLength);
+  return {
+    id: "increment",
+    method: "POST",
+    path: "/increment",
+    scope: "counters:write",
+    bodyLimitBytes,
+    problems: [
+      "invalid_body",
+      "invalid_idempotency_key",
+      "counter_out_of_range",
+      "idempotency_key_reused",
+      "idempotency_capacity",
+      "redis_unavailable",
+      "redis_full",
+      "internal_error",
+    ],
+    async handler(c) {
+      const body = parseOrThrow(bodySchema, await readJsonBody(c.req.raw, bodyLimitBytes), "invalid_body");
+      const header = c.req.header("idempotency-key");
+      const idempotency =
+        header === undefined
+          ? undefined
+          : {
+              clientId: c.get("client").id,
+              key: parseOrThrow(idempotencyKeySchema, header, "invalid_idempotency_key"),
+            };
+      const outcome = await options.increment(body.key, body.value, idempotency);
+      // Sent only now: Redis has acknowledged the write (or had already applied this very request).
+      if (outcome === "replayed") c.header("Idempotent-Replayed", "true");
+      return c.body(null, 202);
+    },
+    doc: {
+      summary: "Add value to the counter key",
+      description:
+        "Answers 202 only after Redis acknowledged the increment; no 202 is ever sent for a write Redis did not take. A rejected request stores nothing.",
+      parameters: [{ $ref: "#/components/parameters/IdempotencyKey" }],
+      requestBody: {
+        description: `Read as JSON whatever the Content-Type says; at most ${bodyLimitBytes} bytes (BODY_LIMIT_BYTES), else 413.`,
+        required: true,
+        content: { "application/json": { schema: { $ref: "#/components/schemas/IncrementBody" } } },
+      },
+      responses: {
+        "202": {
+          description: "Accepted: Redis holds the increment. Empty body.",
+          headers: { "Idempotent-Replayed": false },
+        },
+      },
+      components: {
+        schemas: {
+          IncrementBody: describeProperties(
+            jsonSchemaOf(
+              bodySchema,
+              "One increment. Any other field is rejected, so a typo such as vaule does not silently count nothing.",
+            ),
+            {
+              key: counterKeyRules(maxKeyLength),
+              value:
+                'A JSON integer within ±(2^53−1). Negative values decrement; 0 is accepted and changes nothing. 2.0 and 1e3 are integers; 1.5, "1" and true are not.',
+            },
+          ),
+        },
+        parameters: {
+          IdempotencyKey: {
+            name: "Idempotency-Key",
+            in: "header",
+            required: false,
+            description:
+              "Makes a retry safe: a request with the same key from the same client (the token's sub) within IDEMPOTENCY_TTL_S (24 h by default) answers 202 with Idempotent-Replayed: true and is applied once; the same key with a different body is 422 idempotency_key_reused. Compared byte for byte; a UUID per logical increment is the usual choice.",
+            schema: jsonSchemaOf(idempotencyKeySchema),
+          },
+        },
+      },
+    },
+  };
+}
