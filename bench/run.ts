@@ -9,7 +9,7 @@ import { parseConfig } from "../lib/config.ts";
 import { migrate } from "../lib/postgres/migrate.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { connectRedis, createRedis, type RedisClient } from "../lib/redis/client.ts";
-import { allShardKeys, type ShardKeys, shardOfKey } from "../lib/redis/keyspace.ts";
+import { type Keyspace, keyspaceOf } from "../lib/redis/keyspace.ts";
 import { mintToken } from "../lib/tokens.ts";
 import { generateLoad, type LoadResult } from "../tools/load/throughput.ts";
 import { type ServiceProcess, spawnService } from "../tools/process.ts";
@@ -90,7 +90,7 @@ try {
     // What the service runs with (default prefix and shard count): the staleness injector writes as its API
     // would.
     const config = parseConfig(serviceEnv);
-    const shardKeyList = allShardKeys(config.redis.keyPrefix, config.sync.shards);
+    const keyspace = keyspaceOf(config);
     cleanups.push(() => service.stop("SIGKILL"));
     const serviceUrl = await waitUntilReady(service, `http://127.0.0.1:${servicePort}`);
     log(`bench: service at ${serviceUrl} (${workers} API workers)`);
@@ -104,7 +104,7 @@ try {
       results.staleness = [];
       for (const keys of ["recurring", "new"] as const) {
         log(`bench: staleness under load with ${STALENESS_KEYS_PER_CYCLE} ${keys} keys per cycle`);
-        results.staleness.push(await measureStaleness(redis, pool, serviceUrl, token, keys, shardKeyList));
+        results.staleness.push(await measureStaleness(redis, pool, serviceUrl, token, keys, keyspace));
       }
     }
     await service.stop("SIGTERM");
@@ -244,9 +244,9 @@ async function measureStaleness(
   serviceUrl: string,
   token: string,
   keys: "recurring" | "new",
-  shardKeyList: ShardKeys[],
+  keyspace: Keyspace,
 ) {
-  const shards = shardKeyList.length;
+  const shards = keyspace.shards.length;
   if (keys === "recurring") {
     // The counters exist already, as they do in the steady state.
     await pool.query(
@@ -264,10 +264,9 @@ async function measureStaleness(
         keys === "new" ? `stale:${cycle}:${i}` : `stale:${i}`,
       );
       // Each key into its own shard's dirty hash, as the API puts it.
-      const byShard = Array.from({ length: shards }, () => [] as string[]);
-      for (const name of names) byShard[shardOfKey(name, shards)]?.push(name);
-      for (const { shard, dirty } of shardKeyList) {
-        const shardNames = byShard[shard] ?? [];
+      const byShard = new Map(keyspace.shards.map((shard) => [shard, [] as string[]]));
+      for (const name of names) byShard.get(keyspace.shardOf(name))?.push(name);
+      for (const [{ dirty }, shardNames] of byShard) {
         await fillDirtyHash(
           redis,
           dirty,

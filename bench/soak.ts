@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import pg from "pg";
 import { mintToken } from "../lib/tokens.ts";
+import { Accounting, sendIncrement } from "../tools/load/increment.ts";
 import { type ServiceProcess, spawnService } from "../tools/process.ts";
 import {
   type PostgresServer,
@@ -77,34 +78,18 @@ try {
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
   cleanups.push(() => pool.end());
 
-  const accepted = new Map<string, bigint>();
-  const unknown = new Map<string, bigint>();
+  const accounting = new Accounting();
   const stats = { sent: 0, accepted: 0, rejected: 0, unknown: 0, inFlight: 0, skipped: 0 };
   let latencies: number[] = [];
 
   const send = async (key: string, value: number) => {
     stats.inFlight++;
     const began = performance.now();
-    try {
-      const response = await fetch(`${baseUrl}/increment`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-        body: JSON.stringify({ key, value }),
-        signal: AbortSignal.timeout(10_000),
-      });
-      await response.arrayBuffer();
-      if (response.status === 202) {
-        stats.accepted++;
-        accepted.set(key, (accepted.get(key) ?? 0n) + BigInt(value));
-      } else if (response.status < 500) stats.rejected++;
-      else throw new Error(String(response.status));
-    } catch {
-      stats.unknown++;
-      unknown.set(key, (unknown.get(key) ?? 0n) + BigInt(value));
-    } finally {
-      stats.inFlight--;
-      latencies.push(performance.now() - began);
-    }
+    const { outcome } = await sendIncrement(baseUrl, token, { key, value }, 10_000);
+    stats[outcome]++;
+    accounting.record(key, value, outcome);
+    stats.inFlight--;
+    latencies.push(performance.now() - began);
   };
 
   console.log(`soak: ${rps} req/s for ${durationS} s over ${keyCount} keys against ${baseUrl}`);
@@ -158,7 +143,7 @@ try {
   let violations: string[] = [];
   do {
     await new Promise((resolve) => setTimeout(resolve, 1_000));
-    violations = exactnessViolations(accepted, unknown, await persisted(pool));
+    violations = accounting.violations(await persisted(pool));
   } while (violations.length > 0 && Date.now() < deadline);
 
   console.log(
@@ -167,7 +152,7 @@ try {
   );
   if (violations.length === 0) {
     console.log(
-      `exactness: OK — Postgres holds exactly the accepted increments for all ${accepted.size} keys`,
+      `exactness: OK — Postgres holds exactly the accepted increments for all ${accounting.keys} keys`,
     );
   } else {
     console.log(
@@ -214,20 +199,4 @@ async function staleness(pool: pg.Pool): Promise<number> {
 async function persisted(pool: pg.Pool): Promise<Map<string, bigint>> {
   const { rows } = await pool.query<{ key: string; value: string }>("SELECT key, value::text FROM counters");
   return new Map(rows.map((row) => [row.key, BigInt(row.value)]));
-}
-
-function exactnessViolations(
-  accepted: Map<string, bigint>,
-  unknown: Map<string, bigint>,
-  rows: Map<string, bigint>,
-): string[] {
-  const violations: string[] = [];
-  for (const key of new Set([...accepted.keys(), ...unknown.keys(), ...rows.keys()])) {
-    const low = accepted.get(key) ?? 0n;
-    const high = low + (unknown.get(key) ?? 0n);
-    const value = rows.get(key) ?? 0n;
-    if (value < low || value > high)
-      violations.push(`${key}: Postgres ${value}, accepted ${low}, at most ${high}`);
-  }
-  return violations;
 }

@@ -1,4 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import { Accounting, type Outcome, sendIncrement } from "./increment.ts";
+
+export type { Outcome };
 
 /**
  * A load generator that remembers what it was told about every request, so a test can check the one
@@ -7,7 +10,6 @@ import { setTimeout as sleep } from "node:timers/promises";
  * Half the requests go to a few hot keys (the case the design exists for), half each to a key of its own;
  * a unique key pins down the fate of one request exactly, so "counted twice" cannot hide in a sum.
  */
-export type Outcome = "accepted" | "rejected" | "unknown";
 
 export interface SentIncrement {
   key: string;
@@ -92,51 +94,19 @@ export class Load {
 
   async #send(target: string, key: string, value: number): Promise<SentIncrement> {
     const startedAt = performance.now();
-    try {
-      const response = await fetch(`${target}/increment`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${this.#options.token}`, "content-type": "application/json" },
-        body: JSON.stringify({ key, value }),
-        signal: AbortSignal.timeout(this.#options.timeoutMs),
-      });
-      await response.arrayBuffer();
-      const outcome: Outcome =
-        response.status === 202 ? "accepted" : response.status < 500 ? "rejected" : "unknown";
-      return { key, value, outcome, status: response.status, target, startedAt, endedAt: performance.now() };
-    } catch {
-      // Connection refused, reset or timed out: the client cannot know whether Redis took it.
-      const endedAt = performance.now();
-      return { key, value, outcome: "unknown", status: undefined, target, startedAt, endedAt };
-    }
+    const { outcome, status } = await sendIncrement(
+      target,
+      this.#options.token,
+      { key, value },
+      this.#options.timeoutMs,
+    );
+    return { key, value, outcome, status, target, startedAt, endedAt: performance.now() };
   }
 }
 
-/**
- * Every way Postgres disagrees with what the clients were told, as readable lines (empty = exactly once).
- * accepted: counted exactly once; rejected (4xx): never counted; unknown (5xx, connection lost): counted
- * once or not at all, never twice.
- */
+/** Every way Postgres disagrees with what the clients were told (see Accounting.violations). */
 export function exactlyOnceViolations(sent: SentIncrement[], persisted: Map<string, bigint>): string[] {
-  const byKey = new Map<string, { accepted: bigint; unknown: bigint }>();
-  for (const request of sent) {
-    const entry = byKey.get(request.key) ?? { accepted: 0n, unknown: 0n };
-    if (request.outcome === "accepted") entry.accepted += BigInt(request.value);
-    if (request.outcome === "unknown") entry.unknown += BigInt(request.value);
-    byKey.set(request.key, entry);
-  }
-  const violations: string[] = [];
-  for (const [key, { accepted, unknown }] of byKey) {
-    const value = persisted.get(key) ?? 0n;
-    if (value < accepted)
-      violations.push(`${key}: ${value} in Postgres, but ${accepted} was accepted (lost)`);
-    if (value > accepted + unknown) {
-      violations.push(
-        `${key}: ${value} in Postgres, more than accepted ${accepted} + unknown ${unknown} (doubled)`,
-      );
-    }
-  }
-  for (const key of persisted.keys()) {
-    if (!byKey.has(key)) violations.push(`${key}: in Postgres but never sent`);
-  }
-  return violations;
+  const accounting = new Accounting();
+  for (const request of sent) accounting.record(request.key, request.value, request.outcome);
+  return accounting.violations(persisted);
 }
