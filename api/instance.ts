@@ -6,7 +6,6 @@ import type pg from "pg";
 import type { Registry } from "prom-client";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 import type { Config } from "../lib/config.ts";
-import { exitForOperator } from "../lib/exit.ts";
 import { listen } from "../lib/listen.ts";
 import type { Logger } from "../lib/logger.ts";
 import { collectProcessMetrics } from "../lib/metrics.ts";
@@ -14,7 +13,7 @@ import { createPool } from "../lib/postgres/pool.ts";
 import { createRedis, type RedisClient } from "../lib/redis/client.ts";
 import { redisLocation, watchRedisConnection } from "../lib/redis/connection.ts";
 import { keyspaceOf } from "../lib/redis/keyspace.ts";
-import { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
+import { type RedisMemoryWatch, redisMemoryWatchFor } from "../lib/redis/memory-watch.ts";
 import { Scripts } from "../lib/redis/scripts.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import { newApp } from "./app.ts";
@@ -71,13 +70,7 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
     onError: (error) => logger.debug({ reason: error.message }, "postgres closed an idle connection"),
   });
 
-  const redisMemory = new RedisMemoryWatch({
-    redis,
-    logger,
-    intervalMs: config.redis.checkIntervalMs,
-    allowEviction: config.redis.allowEviction,
-    onUnsafeAtStart: (message) => exitForOperator(logger, message),
-  });
+  const redisMemory = redisMemoryWatchFor(redis, config, logger);
 
   const keyspace = keyspaceOf(config);
   const scripts = new Scripts(redis, keyspace);

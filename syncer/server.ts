@@ -1,5 +1,4 @@
 import type { Config } from "../lib/config.ts";
-import { exitForOperator } from "../lib/exit.ts";
 import type { Logger } from "../lib/logger.ts";
 import { maskedUrl } from "../lib/masked-url.ts";
 import { collectProcessMetrics } from "../lib/metrics.ts";
@@ -8,7 +7,7 @@ import { isPostgresUnreachable } from "../lib/postgres/unreachable.ts";
 import { createRedis } from "../lib/redis/client.ts";
 import { redisLocation, watchRedisConnection } from "../lib/redis/connection.ts";
 import { keyspaceOf } from "../lib/redis/keyspace.ts";
-import { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
+import { type RedisMemoryWatch, redisMemoryWatchFor } from "../lib/redis/memory-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import { Activity } from "./activity/index.ts";
 import { WebhookSender } from "./activity/webhook.ts";
@@ -56,13 +55,7 @@ export async function startSyncer(
   shutdown.add("redis", async () => {
     await redis.quit().catch(() => redis.disconnect());
   });
-  const redisMemory = new RedisMemoryWatch({
-    redis,
-    logger,
-    intervalMs: config.redis.checkIntervalMs,
-    allowEviction: config.redis.allowEviction,
-    onUnsafeAtStart: (message) => exitForOperator(logger, message),
-  });
+  const redisMemory = redisMemoryWatchFor(redis, config, logger);
   redisMemory.start();
   shutdown.add("redis memory watch", () => redisMemory.stop());
   // Not awaited: until Redis answers, the lease cannot be claimed and this syncer stands by.

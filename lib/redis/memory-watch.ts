@@ -1,4 +1,6 @@
 import { Gauge, type Registry } from "prom-client";
+import type { Config } from "../config.ts";
+import { exitForOperator } from "../exit.ts";
 import type { Logger } from "../logger.ts";
 import type { RedisClient } from "./client.ts";
 import { evictionRisk, isFull, type RedisMemory, readRedisMemory } from "./memory.ts";
@@ -202,6 +204,17 @@ export class RedisMemoryWatch {
       "cannot read Redis INFO memory: its eviction policy and memory use go unchecked",
     );
   }
+}
+
+/** The watch a tally process runs, as configured: an unsafe policy at start stops the process. */
+export function redisMemoryWatchFor(redis: RedisClient, config: Config, logger: Logger): RedisMemoryWatch {
+  return new RedisMemoryWatch({
+    redis,
+    logger,
+    intervalMs: config.redis.checkIntervalMs,
+    allowEviction: config.redis.allowEviction,
+    onUnsafeAtStart: (message) => exitForOperator(logger, message),
+  });
 }
 
 function unsafePolicyMessage(readings: RedisMemory[]): string {
