@@ -5,7 +5,7 @@ import type { Logger } from "../lib/logger.ts";
 import { declaredLength, payloadTooLarge } from "./body.ts";
 import type { AppEnv } from "./context.ts";
 import { ApiError, type ProblemCode } from "./errors.ts";
-import { type ApiMetrics, countIncrements, httpMetrics } from "./metrics.ts";
+import { type ApiMetrics, countBatchIncrements, countIncrements, httpMetrics } from "./metrics.ts";
 import { authenticate, requireScope } from "./middleware/auth/index.ts";
 import type { TokenVerifier } from "./middleware/auth/verifier.ts";
 import type { PointSpender } from "./middleware/rate-limit/coalesce.ts";
@@ -15,10 +15,11 @@ import { buildOpenApiDocument } from "./openapi/document.ts";
 import { type Operation, routeLabel } from "./operation.ts";
 import { type HealthOptions, livenessOperation, readinessOperation } from "./operations/health.ts";
 import { incrementOperation } from "./operations/increment.ts";
+import { incrementsOperation } from "./operations/increments.ts";
 import { openApiDocumentOperation } from "./operations/openapi-document.ts";
 import { readCounterOperation } from "./operations/read-counter.ts";
 import { problemResponse } from "./problem.ts";
-import type { Incrementer } from "./store/increment.ts";
+import type { BatchIncrementer, Incrementer } from "./store/increment.ts";
 import type { CounterReader } from "./store/read-counter.ts";
 
 export interface AppDependencies {
@@ -27,10 +28,12 @@ export interface AppDependencies {
   verifier: TokenVerifier | null;
   rateLimiter: PointSpender;
   increment: Incrementer;
+  incrementMany: BatchIncrementer;
   readCounter: CounterReader;
   health: HealthOptions;
   maxKeyLength: number;
   bodyLimitBytes: number;
+  maxBatchSize: number;
 }
 
 /** Every operation of the API, in the order the OpenAPI document lists them. Adding one is adding it here. */
@@ -44,6 +47,11 @@ export function apiOperations(deps: AppDependencies): Operation[] {
       increment: countIncrements(deps.increment, deps.metrics),
       maxKeyLength,
       bodyLimitBytes,
+    }),
+    incrementsOperation({
+      incrementMany: countBatchIncrements(deps.incrementMany, deps.metrics),
+      maxKeyLength,
+      maxBatchSize: deps.maxBatchSize,
     }),
     readCounterOperation({ readCounter: deps.readCounter, maxKeyLength }),
     livenessOperation(),

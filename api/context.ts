@@ -22,6 +22,11 @@ export interface AppEnv {
     logger: Logger;
     /** The code of the problem the request was answered with, if any (for metrics). */
     problem?: ProblemCode;
+    /**
+     * Spends more of the client's quota for this request (set by the rate limiter, after the request's own
+     * point); rejects with a 429 problem when it does not fit.
+     */
+    chargeMore?: (points: number) => Promise<void>;
     /** The metrics label of the operation (or the operation's path, for a 405) the request reached. */
     route?: string;
   };

@@ -21,7 +21,7 @@ import { ApiMetrics } from "./metrics.ts";
 import { cacheVerifiedTokens } from "./middleware/auth/token-cache.ts";
 import { createTokenVerifier } from "./middleware/auth/verifier.ts";
 import { coalesceConsumes } from "./middleware/rate-limit/coalesce.ts";
-import { createIncrementer } from "./store/increment.ts";
+import { createIncrementers } from "./store/increment.ts";
 import { createCounterReader } from "./store/read-counter.ts";
 
 // Longer than the idle timeout of common load balancers (nginx 60 s upstream keepalive_timeout, AWS ALB
@@ -74,6 +74,10 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
 
   const keyspace = keyspaceOf(config);
   const scripts = new Scripts(redis, keyspace);
+  const incrementers = createIncrementers(scripts, keyspace, {
+    idempotencyTtlSeconds: config.idempotencyTtlSeconds,
+    idempotencyMaxRecords: config.idempotencyMaxRecords,
+  });
   let draining = false;
   const metrics = new ApiMetrics();
   const app = newApp({
@@ -89,13 +93,12 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
         rejectIfRedisNotReady: true,
       }),
     ),
-    increment: createIncrementer(scripts, keyspace, {
-      idempotencyTtlSeconds: config.idempotencyTtlSeconds,
-      idempotencyMaxRecords: config.idempotencyMaxRecords,
-    }),
+    increment: incrementers.one,
+    incrementMany: incrementers.many,
     readCounter: createCounterReader(scripts, keyspace, pool),
     health: { redis, redisMemory, isDraining: () => draining },
     maxKeyLength: config.maxKeyLength,
+    maxBatchSize: config.maxBatchSize,
     bodyLimitBytes: config.http.bodyLimitBytes,
   });
   return {

@@ -2,7 +2,7 @@ import type { MiddlewareHandler } from "hono";
 import { Counter, Histogram, Registry } from "prom-client";
 import type { AppEnv } from "./context.ts";
 import { ApiError } from "./errors.ts";
-import type { Incrementer } from "./store/increment.ts";
+import type { BatchIncrementer, Incrementer } from "./store/increment.ts";
 import { type RedisFailureKind, redisFailureKind } from "./store/redis-errors.ts";
 
 // An increment answers in about a millisecond; a Redis command gives up after REDIS_COMMAND_TIMEOUT_MS (1 s).
@@ -89,6 +89,15 @@ export function countIncrements(increment: Incrementer, metrics: ApiMetrics): In
   return async function countedIncrement(...args) {
     const outcome = await increment(...args);
     if (outcome === "applied") metrics.incrementsAccepted.inc();
+    return outcome;
+  };
+}
+
+/** Counts a batch's increments once Redis applied every one of them. */
+export function countBatchIncrements(incrementMany: BatchIncrementer, metrics: ApiMetrics): BatchIncrementer {
+  return async function countedBatch(increments, idempotency) {
+    const outcome = await incrementMany(increments, idempotency);
+    if (outcome === "applied") metrics.incrementsAccepted.inc(increments.length);
     return outcome;
   };
 }

@@ -100,6 +100,7 @@ const EnvSchema = v.object({
   JWT_MAX_LIFETIME_S: v.optional(wholeNumber(1, 366 * 86_400)),
 
   MAX_KEY_LENGTH: integer(256, 1, MAX_KEY_BYTES),
+  MAX_BATCH_SIZE: integer(1_000, 1, 10_000),
   IDEMPOTENCY_TTL_S: integer(86_400, 1, 30 * 86_400),
   IDEMPOTENCY_MAX_RECORDS: integer(1_000_000, 1, 1_000_000_000),
   BODY_LIMIT_BYTES: integer(16_384, 64, 1_048_576),
@@ -189,6 +190,8 @@ export interface Config {
   auth: AuthConfig;
   rateLimit: { points: number; durationSeconds: number };
   maxKeyLength: number;
+  /** Most increments in one POST /increments. */
+  maxBatchSize: number;
   /** How long an Idempotency-Key is remembered per client. */
   idempotencyTtlSeconds: number;
   /** Most Idempotency-Key records held at once, over every shard; past it such requests get a 503. */
@@ -278,6 +281,7 @@ export function parseConfig(source: Record<string, string | undefined> = process
     auth: resolveAuth(env),
     rateLimit: { points: env.RATE_LIMIT_POINTS, durationSeconds: env.RATE_LIMIT_DURATION_S },
     maxKeyLength: env.MAX_KEY_LENGTH,
+    maxBatchSize: env.MAX_BATCH_SIZE,
     idempotencyTtlSeconds: env.IDEMPOTENCY_TTL_S,
     idempotencyMaxRecords: env.IDEMPOTENCY_MAX_RECORDS,
     sync: {

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import type { Keyspace, ShardKeys } from "../../lib/redis/keyspace.ts";
-import type { Scripts } from "../../lib/redis/scripts.ts";
+import type { GroupResult, Increment, Refused, Scripts } from "../../lib/redis/scripts.ts";
 import { batchPerTurn } from "../../lib/turn-batch.ts";
-import { ApiError } from "../errors.ts";
+import { ApiError, type FieldError } from "../errors.ts";
 import { redisFailure } from "./redis-errors.ts";
 
 export interface IdempotencyKey {
@@ -14,9 +14,19 @@ export interface IdempotencyKey {
 /** "applied" now, or "replayed": an earlier request with the same Idempotency-Key already applied it. */
 export type IncrementOutcome = "applied" | "replayed";
 
+/** POST /increment's store: one increment. */
 export type Incrementer = (
   key: string,
   value: number,
+  idempotency?: IdempotencyKey,
+) => Promise<IncrementOutcome>;
+
+/**
+ * POST /increments' store: many increments, each shard's part applied whole or not at all. Throws an
+ * ApiError that says which increments were refused, and whether any part may have been applied.
+ */
+export type BatchIncrementer = (
+  increments: readonly Increment[],
   idempotency?: IdempotencyKey,
 ) => Promise<IncrementOutcome>;
 
@@ -28,111 +38,225 @@ export interface IncrementerOptions {
 }
 
 // A turn's increments go to Redis in scripts of at most this many, so that one burst cannot make a script
-// that holds Redis up for long.
+// that holds Redis up for long (a group is never split, so one may carry a whole batch's part).
 const MAX_INCREMENTS_PER_SCRIPT = 1_000;
 
 // Records expire all the time, so room comes back soon: the syncer drops expired ones every cycle.
 const CAPACITY_RETRY_AFTER_S = 5;
 
-interface PendingIncrement {
-  key: string;
-  value: number;
-  applied(): void;
-  failed(error: unknown): void;
+const OUT_OF_RANGE = "the pending total for this key would leave the 64-bit range";
+
+/** One request's increments in one shard, waiting for the end of the event-loop turn. */
+interface PendingGroup {
+  shard: ShardKeys;
+  increments: readonly Increment[];
+  settle(result: GroupResult | Error): void;
+}
+
+/** One shard's part of a request: its increments, and where each stands in the request. */
+interface ShardPart {
+  shard: ShardKeys;
+  increments: Increment[];
+  indexes: number[];
 }
 
 /**
- * Adds to the dirty hash of a shard.
+ * Adds to the dirty hashes of the shards.
  *
  * Without an Idempotency-Key, the increments that arrive in one event-loop turn go to Redis together, one
  * script per shard they touch (increment-batch.lua): one command instead of one per request, which was the
- * API's largest remaining cost per increment. Each increment is still applied or refused on its own, and
- * each is answered only once Redis has applied it. The shard is the key's own (shardOfKey), so a key is one
- * Postgres row per cycle however many shards there are.
+ * API's largest remaining cost per increment. Each request's part in a shard is a group, applied whole or
+ * not at all and answered only once Redis has applied it. The shard is the key's own (Keyspace.shardOf), so
+ * a key is one Postgres row per cycle however many shards there are.
  *
- * With a key, the shard is derived from (client, key), so every retry lands on the shard that holds the
- * key's record, and one Lua script checks the record and applies the increment together.
+ * With a key, each shard part has its own record in its shard (a single increment's shard follows (client,
+ * key), so every retry lands on its record), and one Lua script checks the record and applies the part.
  */
-export function createIncrementer(
+export function createIncrementers(
   scripts: Scripts,
   keyspace: Keyspace,
   options: IncrementerOptions,
-): Incrementer {
-  const { idempotencyTtlSeconds } = options;
-  // Records spread evenly over the shards (by digest), so each holds its share of the bound.
-  const maxRecordsInShard = Math.ceil(options.idempotencyMaxRecords / keyspace.shards.length);
-
-  const applyBatch = async (shard: ShardKeys, batch: PendingIncrement[]) => {
-    const pairs: (string | number)[] = [];
-    for (const { key, value } of batch) pairs.push(key, value);
-    let results: (1 | string)[];
-    try {
-      results = await scripts.incrementBatch(shard, pairs);
-    } catch (error) {
-      for (const pending of batch) pending.failed(error);
-      return;
-    }
-    batch.forEach((pending, index) => {
-      const result = results[index];
-      if (result === 1) pending.applied();
-      else pending.failed(asReplyError(result ?? "no reply for this increment"));
-    });
+): { one: Incrementer; many: BatchIncrementer } {
+  const limits = {
+    ttlSeconds: options.idempotencyTtlSeconds,
+    // Records spread evenly over the shards (by digest), so each holds its share of the bound.
+    maxRecordsInShard: Math.ceil(options.idempotencyMaxRecords / keyspace.shards.length),
   };
-  const sendPerShard = (shard: ShardKeys, pending: PendingIncrement[]) => {
-    for (let start = 0; start < pending.length; start += MAX_INCREMENTS_PER_SCRIPT) {
-      void applyBatch(shard, pending.slice(start, start + MAX_INCREMENTS_PER_SCRIPT));
-    }
-  };
-  const collect = batchPerTurn<PendingIncrement>((pending) => {
-    const byShard = new Map<ShardKeys, PendingIncrement[]>();
-    for (const increment of pending) {
-      const shard = keyspace.shardOf(increment.key);
-      const group = byShard.get(shard);
-      if (group) group.push(increment);
-      else byShard.set(shard, [increment]);
-    }
-    for (const [shard, group] of byShard) sendPerShard(shard, group);
-  });
 
-  return async function increment(key, value, idempotency) {
+  const sendToShard = async (shard: ShardKeys, groups: PendingGroup[]) => {
     try {
-      if (idempotency === undefined) {
-        await new Promise<void>((applied, failed) => collect({ key, value, applied, failed }));
-        return "applied";
-      }
-      const result = await scripts.incrementOnce(
-        keyspace.idempotencyRecord(idempotency.clientId, idempotency.key),
-        { key, value, fingerprint: sha256(JSON.stringify([key, value])).toString("base64url") },
-        { ttlSeconds: idempotencyTtlSeconds, maxRecordsInShard },
+      const results = await scripts.incrementGroups(
+        shard,
+        groups.map((group) => group.increments),
       );
-      if (result === "full") {
-        throw new ApiError(
-          "idempotency_capacity",
-          "the service holds as many Idempotency-Key records as IDEMPOTENCY_MAX_RECORDS allows; the increment was not counted. Retry later, or send it without an Idempotency-Key",
-          { headers: { "Retry-After": String(CAPACITY_RETRY_AFTER_S) } },
-        );
+      for (const [index, group] of groups.entries()) {
+        group.settle(results[index] ?? new Error("no reply for this group"));
       }
-      if (result === "reused") {
-        throw new ApiError(
-          "idempotency_key_reused",
-          "this Idempotency-Key was already used with a different body; use a new key for a new increment",
-        );
-      }
-      return result;
     } catch (error) {
-      if (error instanceof ApiError) throw error;
+      for (const group of groups) group.settle(error instanceof Error ? error : new Error(String(error)));
+    }
+  };
+  // Per shard, the turn's groups cut into calls of at most MAX_INCREMENTS_PER_SCRIPT increments each.
+  const collect = batchPerTurn<PendingGroup>((pending) => {
+    const calls = new Map<ShardKeys, { groups: PendingGroup[]; size: number }[]>();
+    for (const group of pending) {
+      const shardCalls = calls.get(group.shard) ?? [];
+      calls.set(group.shard, shardCalls);
+      let call = shardCalls.at(-1);
+      if (
+        call === undefined ||
+        (call.size > 0 && call.size + group.increments.length > MAX_INCREMENTS_PER_SCRIPT)
+      ) {
+        call = { groups: [], size: 0 };
+        shardCalls.push(call);
+      }
+      call.groups.push(group);
+      call.size += group.increments.length;
+    }
+    for (const [shard, shardCalls] of calls)
+      for (const call of shardCalls) void sendToShard(shard, call.groups);
+  });
+  const applyGroup = (shard: ShardKeys, increments: readonly Increment[]) =>
+    new Promise<GroupResult | Error>((settle) => collect({ shard, increments, settle }));
+
+  const applyOnce = async (
+    part: ShardPart,
+    idempotency: IdempotencyKey,
+    fingerprint: string,
+    batch: boolean,
+  ) => {
+    const record = batch
+      ? keyspace.idempotencyRecordIn(part.shard, idempotency.clientId, idempotency.key)
+      : keyspace.idempotencyRecord(idempotency.clientId, idempotency.key);
+    return scripts.incrementOnce(record, part.increments, fingerprint, limits);
+  };
+
+  const one: Incrementer = async (key, value, idempotency) => {
+    const increment = { key, value };
+    const shard = keyspace.shardOf(key);
+    if (idempotency === undefined) {
+      const result = await applyGroup(shard, [increment]);
+      if (result === "applied") return "applied";
+      throw result instanceof Error ? redisFailure(result) : outOfRange(result);
+    }
+    let result: Awaited<ReturnType<typeof applyOnce>>;
+    try {
+      result = await applyOnce(
+        { shard, increments: [increment], indexes: [0] },
+        idempotency,
+        sha256(JSON.stringify([key, value])),
+        false,
+      );
+    } catch (error) {
       throw redisFailure(error);
     }
+    if (typeof result === "object") throw outOfRange(result);
+    if (result === "full") throw capacityReached();
+    if (result === "reused") throw keyReused();
+    return result;
   };
+
+  const many: BatchIncrementer = async (increments, idempotency) => {
+    const parts = new Map<ShardKeys, ShardPart>();
+    increments.forEach((increment, index) => {
+      const shard = keyspace.shardOf(increment.key);
+      const part = parts.get(shard) ?? { shard, increments: [], indexes: [] };
+      part.increments.push(increment);
+      part.indexes.push(index);
+      parts.set(shard, part);
+    });
+    const fingerprint = sha256(JSON.stringify(increments.map(({ key, value }) => [key, value])));
+    const outcomes = await Promise.all(
+      [...parts.values()].map(async (part) => {
+        if (idempotency === undefined) return { part, result: await applyGroup(part.shard, part.increments) };
+        try {
+          return { part, result: await applyOnce(part, idempotency, fingerprint, true) };
+        } catch (error) {
+          return { part, result: error instanceof Error ? error : new Error(String(error)) };
+        }
+      }),
+    );
+    return batchOutcome(outcomes, increments.length, idempotency !== undefined);
+  };
+
+  return { one, many };
 }
 
-/** The error a HINCRBY of its own would have been answered with (increment-batch.lua returns its text). */
+type PartResult = GroupResult | Error | "replayed" | "reused" | "full";
+
+/**
+ * The answer to a batch from its shard parts' results. Parts on different shards cannot be one atomic step
+ * (on Redis Cluster they are on different servers), so a batch some of whose parts failed is never an
+ * ambiguous success: the error says which increments were refused and whether others may be in Redis.
+ */
+function batchOutcome(
+  outcomes: { part: ShardPart; result: PartResult }[],
+  total: number,
+  idempotent: boolean,
+): IncrementOutcome {
+  const done = outcomes.filter(({ result }) => result === "applied" || result === "replayed");
+  if (done.length === outcomes.length) {
+    return done.every(({ result }) => result === "replayed") ? "replayed" : "applied";
+  }
+  const applied = done.reduce((sum, { part }) => sum + part.increments.length, 0);
+  const retry = idempotent
+    ? "Retry with the same Idempotency-Key: parts already applied are not applied again"
+    : "A retry would count those again; send batches with an Idempotency-Key to retry them safely";
+  const partly =
+    applied > 0 ? ` ${applied} of the ${total} increments were applied (other shards). ${retry}.` : "";
+  const reused = outcomes.find(({ result }) => result === "reused");
+  if (reused) throw keyReused(partly);
+  const refused = outcomes.flatMap(({ part, result }) =>
+    typeof result === "object" && !(result instanceof Error) ? [{ part, result }] : [],
+  );
+  const failed = outcomes.find(({ result }) => result instanceof Error || result === "full");
+  if (failed?.result === "full") throw capacityReached(partly);
+  if (failed && failed.result instanceof Error) {
+    const error = redisFailure(failed.result);
+    throw new ApiError(error.code, `${error.message}.${partly}`, {
+      headers: error.headers,
+      cause: error.cause,
+    });
+  }
+  const errors: FieldError[] = refused.map(({ part, result }) => ({
+    pointer: `/increments/${part.indexes[result.refused] ?? 0}/value`,
+    detail: OUT_OF_RANGE,
+  }));
+  throw new ApiError(
+    "counter_out_of_range",
+    `${errors.length} increment(s) refused: ${OUT_OF_RANGE}.${partly}`,
+    {
+      errors,
+    },
+  );
+}
+
+function outOfRange(refused: Refused): ApiError {
+  return new ApiError("counter_out_of_range", OUT_OF_RANGE, { cause: asReplyError(refused.error) });
+}
+
+function capacityReached(more = ""): ApiError {
+  return new ApiError(
+    "idempotency_capacity",
+    `the service holds as many Idempotency-Key records as IDEMPOTENCY_MAX_RECORDS allows; the increment was not counted. Retry later, or send it without an Idempotency-Key${more && `.${more}`}`,
+    { headers: { "Retry-After": String(CAPACITY_RETRY_AFTER_S) } },
+  );
+}
+
+function keyReused(more = ""): ApiError {
+  return new ApiError(
+    "idempotency_key_reused",
+    `this Idempotency-Key was already used with a different body; use a new key for a new increment${more && `.${more}`}`,
+  );
+}
+
+/** The error a HINCRBY of its own would have been answered with (the scripts return its text). */
 function asReplyError(message: string): Error {
   const error = new Error(message);
   error.name = "ReplyError";
   return error;
 }
 
-function sha256(text: string): Buffer {
-  return createHash("sha256").update(text).digest();
+function sha256(text: string): string {
+  return createHash("sha256").update(text).digest("base64url");
 }

@@ -43,20 +43,20 @@ declare module "ioredis" {
     ): Result<[Nullable<string>, Nullable<string>, Nullable<string>, Nullable<string>], Context>;
     tallyLeaseClaim(lease: Key, holder: string, ttlMs: number): Result<0 | 1, Context>;
     tallyLeaseRelease(lease: Key, holder: string): Result<0 | 1, Context>;
+    /** `pairs`: counter key, value, counter key, value, ... */
     tallyIncrementOnce(
       dirty: Key,
       idempotencyRecord: Key,
       idempotencyIndex: Key,
-      counterKey: string,
-      value: number,
       fingerprint: string,
       ttlSeconds: number,
       nowMs: number,
       maxRecords: number,
       recordDigest: string,
-    ): Result<1 | 0 | -1 | -2, Context>;
-    /** `pairs`: counter key, value, counter key, value, ... */
-    tallyIncrementBatch(dirty: Key, ...pairs: (string | number)[]): Result<(1 | string)[], Context>;
+      ...pairs: (string | number)[]
+    ): Result<1 | 0 | -1 | -2 | string, Context>;
+    /** `groupsAndPairs`: the group count, each group's size, then every group's key, value pairs. */
+    tallyIncrementBatch(dirty: Key, ...groupsAndPairs: (string | number)[]): Result<(1 | string)[], Context>;
   }
 }
 

@@ -119,6 +119,17 @@ export class Keyspace {
     return { shard, key: idempotencyRecordKey(this.prefix, shard.shard, digest), digest };
   }
 
+  /**
+   * Where a client's Idempotency-Key is recorded for a batch's part in `shard`: one record per part, each in
+   * its part's slot, so each part is checked and applied in one script even on Redis Cluster.
+   */
+  idempotencyRecordIn(shard: ShardKeys, clientId: string, idempotencyKey: string): IdempotencyRecord {
+    const digest = createHash("sha256")
+      .update(`${clientId}\n${idempotencyKey}\n${shard.shard}`)
+      .digest("base64url");
+    return { shard, key: idempotencyRecordKey(this.prefix, shard.shard, digest), digest };
+  }
+
   #at(index: number): ShardKeys {
     const shard = this.shards[index];
     if (shard === undefined) throw new RangeError(`no shard ${index} of ${this.shards.length}`);

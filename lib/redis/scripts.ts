@@ -18,10 +18,38 @@ export interface ShardPending {
   lastSeq: string | null;
 }
 
-/** "applied" now, "replayed" (this key applied this body before), "reused" (with another body), or "full". */
-export type IncrementOnceResult = "applied" | "replayed" | "reused" | "full";
+export interface Increment {
+  key: string;
+  value: number;
+}
+
+/** HINCRBY refused the increment at `index` of its group (the pending total would leave 64 bits). */
+export interface Refused {
+  refused: number;
+  error: string;
+}
+
+/** A group of increments: applied whole, or refused whole because of one of them. */
+export type GroupResult = "applied" | Refused;
+
+/**
+ * "applied" now, "replayed" (this key applied this body before), "reused" (with another body), "full" (no
+ * room for another record), or refused because of one increment; nothing is applied unless "applied".
+ */
+export type IncrementOnceResult = "applied" | "replayed" | "reused" | "full" | Refused;
 
 const INCREMENT_ONCE_RESULTS = { 1: "applied", 0: "replayed", [-1]: "reused", [-2]: "full" } as const;
+
+function pairsOf(increments: readonly Increment[], into: (string | number)[] = []): (string | number)[] {
+  for (const { key, value } of increments) into.push(key, value);
+  return into;
+}
+
+/** A script's "<position from 1>:<error>" as a Refused. */
+function refused(reply: string): Refused {
+  const colon = reply.indexOf(":");
+  return { refused: Number(reply.slice(0, colon)) - 1, error: reply.slice(colon + 1) };
+}
 
 /**
  * Typed calls of tally's Lua scripts (lib/redis/scripts/*.lua, registered by createRedis): each builds its
@@ -80,30 +108,36 @@ export class Scripts {
     return { dirty, flushing, flushingSeq, lastSeq };
   }
 
-  /** Applies each (counter key, value) on its own; per pair, 1 or the error text HINCRBY answered. */
-  incrementBatch(shard: ShardKeys, pairs: (string | number)[]): Promise<(1 | string)[]> {
-    return this.#redis.tallyIncrementBatch(shard.dirty, ...pairs);
+  /** Applies groups of increments to the shard in one round trip, each group whole or not at all. */
+  async incrementGroups(shard: ShardKeys, groups: readonly (readonly Increment[])[]): Promise<GroupResult[]> {
+    const args: (string | number)[] = [groups.length, ...groups.map((group) => group.length)];
+    for (const group of groups) pairsOf(group, args);
+    const replies = await this.#redis.tallyIncrementBatch(shard.dirty, ...args);
+    return groups.map((_, index) => {
+      const reply = replies[index];
+      return reply === 1 ? "applied" : refused(reply ?? "1:no reply for this group");
+    });
   }
 
-  /** Applies an increment at most once per Idempotency-Key record. */
+  /** Applies increments, whole or not at all, at most once per Idempotency-Key record. */
   async incrementOnce(
     record: IdempotencyRecord,
-    increment: { key: string; value: number; fingerprint: string },
+    increments: readonly Increment[],
+    fingerprint: string,
     limits: { ttlSeconds: number; maxRecordsInShard: number },
   ): Promise<IncrementOnceResult> {
     const reply = await this.#redis.tallyIncrementOnce(
       record.shard.dirty,
       record.key,
       record.shard.idempotencyIndex,
-      increment.key,
-      increment.value,
-      increment.fingerprint,
+      fingerprint,
       limits.ttlSeconds,
       Date.now(),
       limits.maxRecordsInShard,
       record.digest,
+      ...pairsOf(increments),
     );
-    return INCREMENT_ONCE_RESULTS[reply];
+    return typeof reply === "string" ? refused(reply) : INCREMENT_ONCE_RESULTS[reply];
   }
 
   /** Takes or extends the syncer lease; true when `holder` holds it afterwards. */

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApiError } from "../../api/errors.ts";
-import { createIncrementer } from "../../api/store/increment.ts";
+import { createIncrementers } from "../../api/store/increment.ts";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys, Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
@@ -163,10 +163,10 @@ describe("a retry after a timeout that Redis applied anyway", () => {
   // increment itself can time out after being sent, so that is where this is tested.
   it("is counted once", async () => {
     const keyspace = new Keyspace("retry", 1);
-    const increment = createIncrementer(new Scripts(redis, keyspace), keyspace, {
+    const increment = createIncrementers(new Scripts(redis, keyspace), keyspace, {
       idempotencyTtlSeconds: 60,
       idempotencyMaxRecords: 1_000,
-    });
+    }).one;
     const client = { clientId: "c", key: "retry-me" };
     // Load the script first: after a NOSCRIPT reply ioredis resends a script only while the command is
     // live, and the point here is a command Redis holds and then runs.

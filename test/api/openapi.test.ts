@@ -159,6 +159,7 @@ describe("GET /openapi.json", () => {
       "GET /openapi.json",
       "GET /readyz",
       "POST /increment",
+      "POST /increments",
     ]);
   });
 

@@ -130,4 +130,32 @@ describe("coalesced rate-limit consumes, property", () => {
       { numRuns: 200 },
     );
   });
+
+  it("with several points per request (a batch), decides as single consumes of those points would", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 12 }),
+        fc.array(
+          fc.array(fc.record({ client: fc.constantFrom("a", "b"), points: fc.integer({ min: 1, max: 5 }) }), {
+            maxLength: 8,
+          }),
+          { maxLength: 5 },
+        ),
+        async (quota, turns) => {
+          const single = new RateLimiterMemory({ points: quota, duration: 60 });
+          const spender = coalesceConsumes(new RateLimiterMemory({ points: quota, duration: 60 }));
+          for (const requests of turns) {
+            const coalesced = await Promise.all(
+              requests.map(({ client, points }) => decide(spender.consume(client, points))),
+            );
+            const expected: Decision[] = [];
+            for (const { client, points } of requests)
+              expected.push(await decide(single.consume(client, points)));
+            expect(coalesced).toEqual(expected);
+          }
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
 });

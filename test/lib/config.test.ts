@@ -47,6 +47,7 @@ describe("parseConfig", () => {
       auth: { mode: "hs256", secret: DEV_JWT_SECRET, isDevelopmentSecret: true },
       rateLimit: { points: 1_000, durationSeconds: 1 },
       maxKeyLength: 256,
+      maxBatchSize: 1_000,
       idempotencyTtlSeconds: 86_400,
       idempotencyMaxRecords: 1_000_000,
       sync: {

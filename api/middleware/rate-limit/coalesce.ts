@@ -10,11 +10,12 @@ export interface PointSpender {
    * Resolves with the quota's state when the point fits in the window; rejects with a RateLimiterRes when
    * it does not, or with an Error when the limiter's store cannot answer.
    */
-  consume(clientId: string): Promise<RateLimiterRes>;
+  consume(clientId: string, points?: number): Promise<RateLimiterRes>;
 }
 
 interface Waiter {
   clientId: string;
+  points: number;
   resolve(state: RateLimiterRes): void;
   reject(reason: unknown): void;
 }
@@ -26,15 +27,17 @@ interface Waiter {
  * A busy client sends many requests at once, and each consume is a Lua script run in Redis and a command
  * object, a promise and a reply on the API's side: it was about a third of an increment's cost. Batching
  * changes no decision. The limiter reports the window's count after the batch, so the batch's requests are
- * numbered as if each had consumed its own point in arrival order: those that still fit in the quota pass,
+ * numbered as if each had consumed its own points in arrival order: those that still fit in the quota pass,
  * the rest are refused, and the counter moves exactly as n single consumes would have moved it (a refused
- * consume counts too, in both cases). The cost is the wait for the end of the turn.
+ * consume counts too, in both cases). A request may spend several points (a batch of increments spends
+ * one per increment). The cost is the wait for the end of the turn.
  */
 export function coalesceConsumes(limiter: RateLimiterAbstract): PointSpender {
   const spend = async (clientId: string, waiters: Waiter[]) => {
+    const total = waiters.reduce((sum, waiter) => sum + waiter.points, 0);
     let after: RateLimiterRes;
     try {
-      after = await limiter.consume(clientId, waiters.length);
+      after = await limiter.consume(clientId, total);
     } catch (rejection) {
       if (!(rejection instanceof RateLimiterRes)) {
         for (const waiter of waiters) waiter.reject(rejection);
@@ -42,9 +45,9 @@ export function coalesceConsumes(limiter: RateLimiterAbstract): PointSpender {
       }
       after = rejection;
     }
-    const before = after.consumedPoints - waiters.length;
+    let consumed = after.consumedPoints - total;
     waiters.forEach((waiter, index) => {
-      const consumed = before + index + 1;
+      consumed += waiter.points;
       const state = new RateLimiterRes(
         Math.max(limiter.points - consumed, 0),
         after.msBeforeNext,
@@ -69,6 +72,7 @@ export function coalesceConsumes(limiter: RateLimiterAbstract): PointSpender {
   return {
     points: limiter.points,
     duration: limiter.duration,
-    consume: (clientId) => new Promise((resolve, reject) => collect({ clientId, resolve, reject })),
+    consume: (clientId, points = 1) =>
+      new Promise((resolve, reject) => collect({ clientId, points, resolve, reject })),
   };
 }

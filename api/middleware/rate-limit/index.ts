@@ -1,4 +1,4 @@
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { RateLimiterRes } from "rate-limiter-flexible";
 import type { AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
@@ -28,10 +28,10 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> 
     RateLimit: `"${policy}";r=${state.remainingPoints};t=${Math.ceil(state.msBeforeNext / 1000)}`,
   });
 
-  return async function rateLimitByClient(c, next) {
+  const charge = async (c: Context<AppEnv>, points: number) => {
     let state: RateLimiterRes;
     try {
-      state = await limiter.consume(c.get("client").id);
+      state = await limiter.consume(c.get("client").id, points);
     } catch (rejection) {
       if (rejection instanceof RateLimiterRes) {
         const retryAfter = Math.max(1, Math.ceil(rejection.msBeforeNext / 1000));
@@ -47,6 +47,13 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> 
       throw redisFailure(rejection);
     }
     for (const [name, value] of Object.entries(stateHeaders(state))) c.header(name, value);
+  };
+
+  return async function rateLimitByClient(c, next) {
+    // A point for the request; an operation whose cost is known only once it has read the body (a batch of
+    // increments costs one per increment) charges the rest through `chargeMore`.
+    await charge(c, 1);
+    c.set("chargeMore", (points) => (points > 0 ? charge(c, points) : Promise.resolve()));
     await next();
   };
 }

@@ -1,0 +1,135 @@
+import * as v from "valibot";
+import { readJsonBody } from "../body.ts";
+import { ApiError } from "../errors.ts";
+import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
+import type { Operation } from "../operation.ts";
+import { bodyIsNotAnArray, counterKeyRules, counterKeySchema, incrementValueSchema } from "../schemas.ts";
+import type { BatchIncrementer } from "../store/increment.ts";
+import { parseOrThrow } from "../validation.ts";
+import { idempotencyKeySchema } from "./increment.ts";
+
+export interface IncrementsOptions {
+  incrementMany: BatchIncrementer;
+  maxKeyLength: number;
+  /** MAX_BATCH_SIZE. */
+  maxBatchSize: number;
+}
+
+/**
+ * The largest body a batch at the limits can be: every key at MAX_KEY_LENGTH characters, each written as a
+ * six-byte JSON escape, and the longest value.
+ */
+export function batchBodyLimitBytes(maxBatchSize: number, maxKeyLength: number): number {
+  return 64 + maxBatchSize * (maxKeyLength * 6 + 64);
+}
+
+export function incrementsBodySchema(maxKeyLength: number, maxBatchSize: number) {
+  const item = v.strictObject(
+    { key: counterKeySchema(maxKeyLength), value: incrementValueSchema },
+    (issue) => {
+      const field = issue.path?.at(-1)?.key;
+      if (issue.input === undefined && (field === "key" || field === "value")) return `${field} is required`;
+      if (typeof field === "string")
+        return `unexpected field ${JSON.stringify(field)}: an increment has only key and value`;
+      return "an increment must be a JSON object";
+    },
+  );
+  return v.pipe(
+    v.unknown(),
+    bodyIsNotAnArray,
+    v.strictObject(
+      {
+        increments: v.pipe(
+          v.array(item, (issue) =>
+            issue.input === undefined ? "increments is required" : "increments must be an array",
+          ),
+          v.minLength(1, "increments must hold at least one increment"),
+          v.maxLength(
+            maxBatchSize,
+            `increments must hold at most ${maxBatchSize} increments (MAX_BATCH_SIZE)`,
+          ),
+        ),
+      },
+      (issue) => {
+        if (!issue.path) return "the body must be a JSON object";
+        const field = issue.path.at(-1)?.key;
+        if (issue.input === undefined && field === "increments") return "increments is required";
+        return `unexpected field ${JSON.stringify(field)}: the body has only increments`;
+      },
+    ),
+  );
+}
+
+/**
+ * POST /increments: many increments in one request, each following POST /increment's rules, one point of
+ * the client's quota each. Validation is all or nothing. Each shard's part is applied whole or not at all;
+ * parts in different shards are independent, so a batch some of whose parts failed is answered with what
+ * happened to each (see store/increment.ts), never with a 202.
+ */
+export function incrementsOperation(options: IncrementsOptions): Operation {
+  const { maxKeyLength, maxBatchSize } = options;
+  const bodyLimitBytes = batchBodyLimitBytes(maxBatchSize, maxKeyLength);
+  const bodySchema = incrementsBodySchema(maxKeyLength, maxBatchSize);
+  return {
+    id: "incrementMany",
+    method: "POST",
+    path: "/increments",
+    scope: "counters:write",
+    bodyLimitBytes,
+    problems: [
+      "invalid_body",
+      "invalid_idempotency_key",
+      "counter_out_of_range",
+      "idempotency_key_reused",
+      "idempotency_capacity",
+      "redis_unavailable",
+      "redis_full",
+      "internal_error",
+    ],
+    async handler(c) {
+      const { increments } = parseOrThrow(
+        bodySchema,
+        await readJsonBody(c.req.raw, bodyLimitBytes),
+        "invalid_body",
+      );
+      const header = c.req.header("idempotency-key");
+      const idempotency =
+        header === undefined
+          ? undefined
+          : {
+              clientId: c.get("client").id,
+              key: parseOrThrow(idempotencyKeySchema, header, "invalid_idempotency_key"),
+            };
+      // The request paid one point to get here; the rest of its increments pay now, before any is applied.
+      const chargeMore = c.get("chargeMore");
+      if (chargeMore === undefined) throw new ApiError("internal_error", "the batch's quota was not charged");
+      await chargeMore(increments.length - 1);
+      const outcome = await options.incrementMany(increments, idempotency);
+      if (outcome === "replayed") c.header("Idempotent-Replayed", "true");
+      return c.body(null, 202);
+    },
+    doc: {
+      summary: "Add many values to their counters in one request",
+      description: `1 to ${maxBatchSize} increments (MAX_BATCH_SIZE), each following the rules of POST /increment; a key may appear several times (the values add up). Each increment spends one point of the client's quota. Validation is all or nothing: one bad increment is a 400 naming it, and nothing is stored. 202 only once every increment is in Redis. Each shard's part is applied whole or not at all, but parts on different shards cannot be one atomic step: when some were applied and others not, the answer is a problem (422 for increments refused, 503 when Redis failed) whose detail says how many were applied. A batch you may retry must carry an Idempotency-Key: a retry with the same key applies each part exactly once.`,
+      parameters: [{ $ref: "#/components/parameters/IdempotencyKey" }],
+      requestBody: {
+        description: `Read as JSON whatever the Content-Type says; at most ${bodyLimitBytes} bytes (sized from MAX_BATCH_SIZE and MAX_KEY_LENGTH), else 413.`,
+        required: true,
+        content: { "application/json": { schema: { $ref: "#/components/schemas/IncrementsBody" } } },
+      },
+      responses: {
+        "202": {
+          description: "Accepted: Redis holds every increment. Empty body.",
+          headers: { "Idempotent-Replayed": false },
+        },
+      },
+      components: {
+        schemas: {
+          IncrementsBody: describeProperties(jsonSchemaOf(bodySchema, "A batch of increments."), {
+            increments: `Each: {"key", "value"}. key: ${counterKeyRules(maxKeyLength)} value: a JSON integer within ±(2^53−1).`,
+          }),
+        },
+      },
+    },
+  };
+}
