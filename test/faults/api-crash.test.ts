@@ -60,8 +60,8 @@ async function twoNodesUnderLoad() {
   // Parked requests must outwait the pause rather than time out into 503s.
   const d = await Deployment.create({ redisUrl: server.url, env: { REDIS_COMMAND_TIMEOUT_MS: "15000" } });
   deployment = d;
-  const ending = await d.startApiInstance();
-  const survivor = await d.startApiInstance();
+  const ending = await d.startApi();
+  const survivor = await d.startApi();
   await d.startSyncer();
   const token = await d.token();
   // What a load balancer would route to; the test takes the ending node out, as a balancer would.

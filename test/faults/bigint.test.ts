@@ -21,7 +21,7 @@ describe("a total that would leave bigint", () => {
     expect(BIGINT_MAX - NEAR_MAX).toBeLessThan(PUSH);
     const d = await Deployment.forTest();
     await d.pool.query("INSERT INTO counters VALUES ($1, $2, now())", [NEAR_MAX_KEY, NEAR_MAX.toString()]);
-    const api = await d.startApiInstance();
+    const api = await d.startApi();
     const syncer = await d.startSyncer();
     const token = await d.token();
     const load = new Load({ targets: () => [api.url], token, concurrency: 4, pauseMs: 2 }).start();

@@ -22,7 +22,7 @@ const accepted = new Map<string, bigint>();
 
 beforeAll(async () => {
   deployment = await Deployment.create();
-  api = await deployment.startApiInstance();
+  api = await deployment.startApi();
   const url = new URL(api.url);
   host = url.hostname;
   port = Number(url.port);

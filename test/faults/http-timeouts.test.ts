@@ -23,7 +23,7 @@ beforeAll(async () => {
       HTTP_REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS),
     },
   });
-  api = await deployment.startApiInstance();
+  api = await deployment.startApi();
   token = await deployment.token();
 });
 afterAll(() => deployment?.close());

@@ -32,7 +32,7 @@ describe("metrics ports", () => {
     postgres = server;
     const d = await Deployment.create({ databaseUrl: server.url(), env: { SYNC_INTERVAL_MS: "300" } });
     deployment = d;
-    const api = await d.startApiInstance();
+    const api = await d.startApi();
     const syncer = await d.startSyncer();
     const readyz = new URL("/readyz", syncer.metricsUrl);
 

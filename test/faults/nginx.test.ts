@@ -231,7 +231,7 @@ describe("nginx in front of three API nodes (the compose topology)", () => {
   beforeAll(async () => {
     const d = await Deployment.create();
     deployment = d;
-    apis = await Promise.all([d.startApiInstance(), d.startApiInstance(), d.startApiInstance()]);
+    apis = await Promise.all([d.startApi(), d.startApi(), d.startApi()]);
     await Promise.all([d.startSyncer(), d.startSyncer()]);
     nginx = await startNginx(apis.map((api) => api.url));
   });

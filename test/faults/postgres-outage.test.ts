@@ -37,7 +37,7 @@ describe("Postgres outage", () => {
     postgres = server;
     const d = await Deployment.create({ databaseUrl: server.url() });
     deployment = d;
-    const api = await d.startApiInstance();
+    const api = await d.startApi();
     const syncer = await d.startSyncer();
     // Paced: 30 s of unpaced load would pile up a batch big enough to make the catch-up the slow part.
     const load = new Load({

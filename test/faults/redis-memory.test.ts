@@ -58,7 +58,7 @@ describe("Redis maxmemory-policy", () => {
     }
 
     // The documented override: the service runs, and says what it risks.
-    const api = await d.startApiInstance({ REDIS_ALLOW_EVICTION: "true" });
+    const api = await d.startApi({ REDIS_ALLOW_EVICTION: "true" });
     expect((await readyz(`${api.url}/readyz`)).status).toBe(200);
     await api.waitForLog((line) => String(line.msg).startsWith("REDIS_ALLOW_EVICTION=true"));
   });
@@ -70,7 +70,7 @@ describe("Redis maxmemory-policy", () => {
     redis = server;
     const d = await Deployment.create({ redisUrl: server.url, env: CHECK_INTERVAL });
     deployment = d;
-    const api = await d.startApiInstance();
+    const api = await d.startApi();
     const syncer = await d.startSyncer();
     await waitFor(async () => (await syncerReadyz(syncer.metricsUrl)).status === 200, {
       message: "the syncer never became ready",
@@ -127,7 +127,7 @@ describe("Redis full", () => {
       env: CHECK_INTERVAL,
     });
     deployment = d;
-    const api = await d.startApiInstance();
+    const api = await d.startApi();
     let syncer = await d.startSyncer();
     const load = new Load({ targets: () => [api.url], token: await d.token(), concurrency: 6 }).start();
     await load.waitForAccepted(200);

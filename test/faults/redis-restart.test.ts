@@ -43,7 +43,7 @@ describe("Redis down and back under load", () => {
       redis = server;
       const d = await Deployment.create({ redisUrl: server.url });
       deployment = d;
-      const api = await d.startApiInstance();
+      const api = await d.startApi();
       const syncer = await d.startSyncer();
       // The pause keeps the workers from spinning on instant 503s while Redis is down.
       const load = new Load({ targets: () => [api.url], token: await d.token(), concurrency: 6, pauseMs: 5 });

@@ -20,7 +20,7 @@ describe("kill -9 of the syncer", () => {
     const deployment = await Deployment.forTest({
       env: { SYNC_INTERVAL_MS: "250", SYNC_LEASE_TTL_MS: "1000" },
     });
-    const api = await deployment.startApiInstance();
+    const api = await deployment.startApi();
     const load = new Load({
       targets: () => [api.url],
       token: await deployment.token(),

@@ -23,7 +23,7 @@ describe("several syncer processes", () => {
       const deployment = await Deployment.forTest({
         env: { SYNC_INTERVAL_MS: "100", SYNC_LEASE_TTL_MS: "300" },
       });
-      const api = await deployment.startApiInstance();
+      const api = await deployment.startApi();
       const load = new Load({
         targets: () => [api.url],
         token: await deployment.token(),
@@ -62,7 +62,7 @@ describe("leader failover", () => {
     const deployment = await Deployment.forTest({
       env: { SYNC_INTERVAL_MS: "5000", SYNC_LEASE_TTL_MS: "3000" },
     });
-    const api = await deployment.startApiInstance();
+    const api = await deployment.startApi();
     const load = new Load({
       targets: () => [api.url],
       token: await deployment.token(),

@@ -21,7 +21,7 @@ describe("a key Postgres cannot index", () => {
     const d = await Deployment.forTest({
       env: { MAX_KEY_LENGTH: String(MAX_KEY_BYTES), BODY_LIMIT_BYTES: "65536" },
     });
-    const api = await d.startApiInstance();
+    const api = await d.startApi();
     const syncer = await d.startSyncer();
     const token = await d.token();
 

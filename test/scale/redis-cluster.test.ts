@@ -31,7 +31,7 @@ describe("Redis Cluster", () => {
     );
     expect(owners.size).toBe(3);
 
-    const apis = [await deployment.startApiInstance(), await deployment.startApiInstance()];
+    const apis = [await deployment.startApi(), await deployment.startApi()];
     await deployment.startSyncer();
     await deployment.startSyncer();
     const load = new Load({
@@ -48,7 +48,7 @@ describe("Redis Cluster", () => {
 
   it("keeps each key in its shard on its master, and reads add up a key's deltas in other shards", async () => {
     const deployment = await create();
-    const api = await deployment.startApiInstance();
+    const api = await deployment.startApi();
     const token = await deployment.token();
     const send = (key: string) =>
       fetch(`${api.url}/increment`, {
@@ -93,7 +93,7 @@ describe("Redis Cluster", () => {
 
   it("applies retries with an Idempotency-Key once: the record lives in the shard's slot", async () => {
     const deployment = await create();
-    const api = await deployment.startApiInstance();
+    const api = await deployment.startApi();
     const token = await deployment.token();
     const send = (idempotencyKey: string) =>
       fetch(`${api.url}/increment`, {
@@ -113,7 +113,7 @@ describe("Redis Cluster", () => {
 
   it("survives a master killed and restarted mid-run: 503s while it is down, nothing acknowledged lost", async () => {
     const deployment = await create();
-    const apis = [await deployment.startApiInstance(), await deployment.startApiInstance()];
+    const apis = [await deployment.startApi(), await deployment.startApi()];
     await deployment.startSyncer();
     const load = new Load({
       targets: () => apis.map((api) => api.url),

@@ -113,7 +113,7 @@ export class Deployment {
     return mintToken({ secret: TEST_SECRET, subject: "load", scopes: ["counters:write", "counters:read"] });
   }
 
-  async startApiInstance(env: Record<string, string> = {}): Promise<ApiProcess> {
+  async startApi(env: Record<string, string> = {}): Promise<ApiProcess> {
     const api = spawnService("api/main.ts", { ...this.env, ...env });
     this.processes.push(api);
     const listening = await api.waitForLog((line) => line.msg === "api listening");
