@@ -213,10 +213,12 @@ function batchOutcome(
   if (failed?.result === "full") throw capacityReached(partly);
   if (failed && failed.result instanceof Error) {
     const error = redisFailure(failed.result);
-    throw new ApiError(error.code, `${error.message}.${partly}`, {
-      headers: error.headers,
-      cause: error.cause,
-    });
+    // Nothing applied: the single increment's wording holds ("it was not counted"); else say what was.
+    const detail =
+      applied > 0
+        ? `the counter store did not take ${total - applied} of the ${total} increments;${partly}`
+        : error.message;
+    throw new ApiError(error.code, detail, { headers: error.headers, cause: error.cause });
   }
   const errors: FieldError[] = refused.map(({ part, result }) => ({
     pointer: `/increments/${part.indexes[result.refused] ?? 0}/value`,

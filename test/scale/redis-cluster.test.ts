@@ -139,4 +139,72 @@ describe("Redis Cluster", () => {
     expect(during.some((request) => request.status === 503)).toBe(true);
     expect(exactlyOnceViolations(load.sent, await deployment.counters())).toEqual([]);
   });
+
+  it("batches spanning every master, each with an Idempotency-Key, under a master killed and restarted: never a 202 for part of one, and retries apply each increment exactly once", {
+    timeout: 90_000,
+  }, async () => {
+    const deployment = await create();
+    const api = await deployment.startApi();
+    const token = await deployment.token();
+    const batch = (n: number) =>
+      Array.from({ length: 16 }, (_, i) => ({ key: `batch:${n}:${i}`, value: i + 1 }));
+    const send = (n: number) =>
+      fetch(`${api.url}/increments`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "idempotency-key": `batch-${n}` },
+        body: JSON.stringify({ increments: batch(n) }),
+      }).then(async (response) => ({ status: response.status, body: await response.text() }));
+    // Sixteen keys over eight shards on three masters: a batch touches every master, almost surely.
+    const mastersOfFirst = new Set(
+      await Promise.all(
+        batch(0).map(({ key }) =>
+          cluster.masterOf(shardKeys(deployment.prefix, shardOfKey(key, SHARDS)).dirty),
+        ),
+      ),
+    );
+    expect(mastersOfFirst.size).toBe(3);
+
+    const statuses = new Map<number, number>();
+    for (let n = 0; n < 5; n++) statuses.set(n, (await send(n)).status);
+    expect([...statuses.values()]).toEqual([202, 202, 202, 202, 202]);
+
+    const victim = await cluster.masterOf(shardKeys(deployment.prefix, 0).dirty);
+    await cluster.kill(victim);
+    const duringOutage: { status: number; body: string }[] = [];
+    for (let n = 5; n < 25; n++) {
+      const answer = await send(n);
+      duringOutage.push(answer);
+      statuses.set(n, answer.status);
+      await sleep(100);
+    }
+    await cluster.start(victim);
+    // A batch answered anything but 202 is sent again, same key and body, until it is accepted.
+    for (let n = 5; n < 25; n++) {
+      await waitFor(
+        async () => {
+          if (statuses.get(n) !== 202) statuses.set(n, (await send(n)).status);
+          return statuses.get(n) === 202;
+        },
+        { timeoutMs: 20_000, message: `batch ${n} was never accepted after the master came back` },
+      );
+    }
+    await deployment.startSyncer();
+    await deployment.waitForDrain(30_000);
+
+    // The outage was answered honestly: 503s, and one that applied part of a batch says how much.
+    expect(duringOutage.some((answer) => answer.status === 503)).toBe(true);
+    for (const { body } of duringOutage.filter((answer) => answer.status === 503)) {
+      expect(body).toMatch(
+        /was not counted|of the 16 increments were applied \(other shards\)\. Retry with the same Idempotency-Key/,
+      );
+    }
+    expect(duringOutage.filter((answer) => answer.status !== 503 && answer.status !== 202)).toEqual([]);
+    const counters = await deployment.counters();
+    const expected = new Map(
+      Array.from({ length: 25 }, (_, n) =>
+        batch(n).map(({ key, value }) => [key, BigInt(value)] as const),
+      ).flat(),
+    );
+    expect(counters).toEqual(expected);
+  });
 });
