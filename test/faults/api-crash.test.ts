@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
-import { exactlyOnceViolations, Load, type Outcome, type SentIncrement } from "../../tools/load/accounted.ts";
+import { exactlyOnceViolations, Load, type SentIncrement } from "../../tools/load/accounted.ts";
+import { sendIncrement as send } from "../../tools/load/increment.ts";
 import { type RedisServer, startRedis } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { type ApiProcess, Deployment } from "../support/deployment.ts";
@@ -36,21 +37,8 @@ async function sendIncrement(
   value: number,
 ): Promise<SentIncrement> {
   const startedAt = performance.now();
-  try {
-    const response = await fetch(`${target}/increment`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: JSON.stringify({ key, value }),
-      signal: AbortSignal.timeout(30_000),
-    });
-    await response.arrayBuffer();
-    const outcome: Outcome =
-      response.status === 202 ? "accepted" : response.status < 500 ? "rejected" : "unknown";
-    return { key, value, outcome, status: response.status, target, startedAt, endedAt: performance.now() };
-  } catch {
-    const endedAt = performance.now();
-    return { key, value, outcome: "unknown", status: undefined, target, startedAt, endedAt };
-  }
+  const { outcome, status } = await send(target, token, { key, value }, 30_000);
+  return { key, value, outcome, status, target, startedAt, endedAt: performance.now() };
 }
 
 /** Two API nodes and a syncer on a private Redis, under load spread over both nodes. */
