@@ -3,7 +3,7 @@ import type { Keyspace, ShardKeys } from "../../lib/redis/keyspace.ts";
 import type { GroupResult, Increment, Refused, Scripts } from "../../lib/redis/scripts.ts";
 import { batchPerTurn } from "../../lib/turn-batch.ts";
 import { ApiError, type FieldError } from "../errors.ts";
-import { redisFailure } from "./redis-errors.ts";
+import { redisFailure, redisFailureKind } from "./redis-errors.ts";
 
 export interface IdempotencyKey {
   /** Who sent it: keys are per client, so two clients may use the same key independently. */
@@ -135,21 +135,24 @@ export function createIncrementers(
     const increment = { key, value };
     const shard = keyspace.shardOf(key);
     if (idempotency === undefined) {
-      const result = await applyGroup(shard, [increment]);
+      const result = storeFailureOf(await applyGroup(shard, [increment]));
       if (result === "applied") return "applied";
       throw result instanceof Error ? redisFailure(result) : outOfRange(result);
     }
-    let result: Awaited<ReturnType<typeof applyOnce>>;
+    let result: Awaited<ReturnType<typeof applyOnce>> | Error;
     try {
-      result = await applyOnce(
-        { shard, increments: [increment], indexes: [0] },
-        idempotency,
-        sha256(JSON.stringify([key, value])),
-        false,
+      result = storeFailureOf(
+        await applyOnce(
+          { shard, increments: [increment], indexes: [0] },
+          idempotency,
+          sha256(JSON.stringify([key, value])),
+          false,
+        ),
       );
     } catch (error) {
       throw redisFailure(error);
     }
+    if (result instanceof Error) throw redisFailure(result);
     if (typeof result === "object") throw outOfRange(result);
     if (result === "full") throw capacityReached();
     if (result === "reused") throw keyReused();
@@ -168,9 +171,11 @@ export function createIncrementers(
     const fingerprint = sha256(JSON.stringify(increments.map(({ key, value }) => [key, value])));
     const outcomes = await Promise.all(
       [...parts.values()].map(async (part) => {
-        if (idempotency === undefined) return { part, result: await applyGroup(part.shard, part.increments) };
+        if (idempotency === undefined) {
+          return { part, result: storeFailureOf(await applyGroup(part.shard, part.increments)) };
+        }
         try {
-          return { part, result: await applyOnce(part, idempotency, fingerprint, true) };
+          return { part, result: storeFailureOf(await applyOnce(part, idempotency, fingerprint, true)) };
         } catch (error) {
           return { part, result: error instanceof Error ? error : new Error(String(error)) };
         }
@@ -231,6 +236,18 @@ function batchOutcome(
       errors,
     },
   );
+}
+
+/**
+ * A refusal is the increment's fault only when its total would leave 64 bits; HINCRBY refused for another
+ * reason (Redis out of memory) is the store failing, answered as such (503 redis_full).
+ */
+function storeFailureOf<T>(result: T | Refused): T | Refused | Error {
+  if (typeof result !== "object" || result === null || result instanceof Error || !("refused" in result)) {
+    return result;
+  }
+  const error = asReplyError(result.error);
+  return redisFailureKind(error) === "overflow" ? result : error;
 }
 
 function outOfRange(refused: Refused): ApiError {
