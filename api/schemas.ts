@@ -44,3 +44,12 @@ export const bodyIsNotAnArray = v.check(
   (input: unknown) => !Array.isArray(input),
   "the body must be a JSON object, not an array",
 );
+
+/**
+ * The Idempotency-Key header: 1 to 255 printable ASCII characters, compared byte for byte (a quoted value
+ * keeps its quotes). A UUID per logical increment is the usual choice.
+ */
+export const idempotencyKeySchema = v.pipe(
+  v.string(),
+  v.regex(/^[\x20-\x7E]{1,255}$/, "Idempotency-Key must be 1 to 255 printable ASCII characters"),
+);

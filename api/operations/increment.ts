@@ -2,7 +2,13 @@ import * as v from "valibot";
 import { readJsonBody } from "../body.ts";
 import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
-import { bodyIsNotAnArray, counterKeyRules, counterKeySchema, incrementValueSchema } from "../schemas.ts";
+import {
+  bodyIsNotAnArray,
+  counterKeyRules,
+  counterKeySchema,
+  idempotencyKeySchema,
+  incrementValueSchema,
+} from "../schemas.ts";
 import type { Incrementer } from "../store/increment.ts";
 import { parseOrThrow } from "../validation.ts";
 
@@ -25,15 +31,6 @@ export function incrementBodySchema(maxKeyLength: number) {
     }),
   );
 }
-
-/**
- * The Idempotency-Key header: 1 to 255 printable ASCII characters, compared byte for byte (a quoted value
- * keeps its quotes). A UUID per logical increment is the usual choice.
- */
-export const idempotencyKeySchema = v.pipe(
-  v.string(),
-  v.regex(/^[\x20-\x7E]{1,255}$/, "Idempotency-Key must be 1 to 255 printable ASCII characters"),
-);
 
 /** POST /increment: adds `value` to the counter `key`, answered 202 once Redis holds it. */
 export function incrementOperation(options: IncrementOptions): Operation {

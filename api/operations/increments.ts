@@ -3,10 +3,15 @@ import { readJsonBody } from "../body.ts";
 import { ApiError } from "../errors.ts";
 import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
-import { bodyIsNotAnArray, counterKeyRules, counterKeySchema, incrementValueSchema } from "../schemas.ts";
+import {
+  bodyIsNotAnArray,
+  counterKeyRules,
+  counterKeySchema,
+  idempotencyKeySchema,
+  incrementValueSchema,
+} from "../schemas.ts";
 import type { BatchIncrementer } from "../store/increment.ts";
 import { parseOrThrow } from "../validation.ts";
-import { idempotencyKeySchema } from "./increment.ts";
 
 export interface IncrementsOptions {
   incrementMany: BatchIncrementer;
