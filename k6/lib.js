@@ -291,6 +291,92 @@ export function recordIncrement(res, tags) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Verification (verify.js, batch.js with VERIFY=true)
+
+/**
+ * A reading of the key, or null when it cannot be read. A key whose increments sum to 0 may have no row
+ * and nothing pending (zero deltas are not stored), which tally answers with 404: that is a correct 0.
+ * With one TOKEN the increments may just have spent the client's quota: a read waits for it like they did.
+ * @param {string} key
+ * @param {string} token
+ * @param {number} expected
+ * @param {number} maxRetries429
+ */
+function readKey(key, token, expected, maxRetries429) {
+  const res = retryWhileRateLimited(() => readCounter(key, token, { verify: "teardown" }), maxRetries429);
+  if (res.status === 404 && expected === 0) return { persisted: "0", pending: "0", total: "0" };
+  return res.status === 200 ? parseCounterBody(res.body) : null;
+}
+
+/**
+ * @typedef {object} VerifyTotalsOptions
+ * @property {(k: number) => string} keyName the key of index k
+ * @property {number[]} expected per key index, the sum of every accepted increment
+ * @property {string} token
+ * @property {{ seconds: number, text: string }} persistTimeout how long Postgres may take to catch up
+ * @property {number} maxRetries429
+ * @property {import("k6/metrics").Rate} verifyOk one sample per key: its numbers are right
+ * @property {import("k6/metrics").Counter} keysChecked one per key checked
+ */
+
+/**
+ * Checks tally's central promise for a run's keys: `total` equals the expected sum at once, and `persisted`
+ * (Postgres) catches up within `persistTimeout`. Records one verify_ok sample per key, which the scripts'
+ * thresholds turn into the exit code.
+ * @param {VerifyTotalsOptions} options
+ */
+export function verifyTotals(options) {
+  const { keyName, expected, token, persistTimeout, maxRetries429, verifyOk, keysChecked } = options;
+  // Exact comparison as decimal text, the form tally sends; the sums here are far below 2^53.
+  const want = expected.map((sum) => String(sum));
+  /** @param {number} k */
+  const read = (k) => readKey(keyName(k), token, /** @type {number} */ (expected[k]), maxRetries429);
+
+  // Every increment that got a 202 is in Redis or already in Postgres, so `total` must be right at once.
+  /** @type {(string | null)[]} */
+  const totals = [];
+  /** @type {(string | null)[]} */
+  const persisted = [];
+  for (let k = 0; k < expected.length; k++) {
+    const reading = read(k);
+    totals.push(reading === null ? null : reading.total);
+    persisted.push(reading === null ? null : reading.persisted);
+  }
+
+  // `persisted` (Postgres) catches up within a sync cycle or two: poll the keys that lag until they all
+  // match or the time is up.
+  const deadline = Date.now() + persistTimeout.seconds * 1000;
+  while (persisted.some((value, k) => value !== want[k]) && Date.now() < deadline) {
+    sleep(1);
+    for (let k = 0; k < expected.length; k++) {
+      if (persisted[k] === want[k]) continue;
+      const reading = read(k);
+      persisted[k] = reading === null ? null : reading.persisted;
+    }
+  }
+
+  for (let k = 0; k < expected.length; k++) {
+    const tags = { key: String(k) };
+    const totalOk = totals[k] === want[k];
+    const persistedOk = persisted[k] === want[k];
+    check(null, { "total == sum of accepted increments, at once": () => totalOk }, tags);
+    check(
+      null,
+      { [`persisted == sum of accepted increments, within ${persistTimeout.text}`]: () => persistedOk },
+      tags,
+    );
+    verifyOk.add(totalOk && persistedOk, tags);
+    keysChecked.add(1, tags);
+    if (!totalOk || !persistedOk) {
+      console.error(
+        `${keyName(k)}: expected ${want[k]}, total ${totals[k]}, persisted ${persisted[k]} ` +
+          `after ${persistTimeout.text}`,
+      );
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Small helpers
 
 /**

@@ -7,7 +7,6 @@
 //   k6 run -e JWT_SECRET=… k6/verify.js
 //   k6 run -e JWT_SECRET=… -e VUS=50 -e ITERATIONS=400 -e KEYS=16 k6/verify.js
 // Size it with -e VUS/ITERATIONS, not --vus/--iterations: those flags replace the scenario and its plan.
-import { check, sleep } from "k6";
 import { Counter, Rate } from "k6/metrics";
 import {
   clientTokens,
@@ -15,10 +14,9 @@ import {
   envInt,
   increment,
   newRunId,
-  parseCounterBody,
-  readCounter,
   recordIncrement,
   retryWhileRateLimited,
+  verifyTotals,
 } from "./lib.js";
 
 const VUS = Math.max(1, envInt("VUS", 10));
@@ -117,69 +115,15 @@ export default function (data) {
   }
 }
 
-/**
- * A reading of the key, or null when it cannot be read. A key whose increments sum to 0 may have no row
- * and nothing pending (zero deltas are not stored), which tally answers with 404: that is a correct 0.
- * @param {string} key
- * @param {string} token
- * @param {number} expected
- */
-function readKey(key, token, expected) {
-  // With one TOKEN the increments may just have spent the client's quota: a read waits for it like they did.
-  const res = retryWhileRateLimited(() => readCounter(key, token, { verify: "teardown" }), MAX_RETRIES_429);
-  if (res.status === 404 && expected === 0) return { persisted: "0", pending: "0", total: "0" };
-  return res.status === 200 ? parseCounterBody(res.body) : null;
-}
-
 /** @param {VerifyData} data */
 export function teardown(data) {
-  const expected = expectedSums();
-  const token = /** @type {string} */ (data.tokens[0]);
-  // Exact comparison as decimal text, the form tally sends; the sums here are far below 2^53.
-  const want = expected.map((sum) => String(sum));
-  /** @param {number} k */
-  const read = (k) => readKey(keyName(data.runId, k), token, /** @type {number} */ (expected[k]));
-
-  // Every increment that got a 202 is in Redis or already in Postgres, so `total` must be right at once.
-  /** @type {(string | null)[]} */
-  const totals = [];
-  /** @type {(string | null)[]} */
-  const persisted = [];
-  for (let k = 0; k < KEYS; k++) {
-    const reading = read(k);
-    totals.push(reading === null ? null : reading.total);
-    persisted.push(reading === null ? null : reading.persisted);
-  }
-
-  // `persisted` (Postgres) catches up within a sync cycle or two: poll the keys that lag until they all
-  // match or the time is up.
-  const deadline = Date.now() + PERSIST_TIMEOUT.seconds * 1000;
-  while (persisted.some((value, k) => value !== want[k]) && Date.now() < deadline) {
-    sleep(1);
-    for (let k = 0; k < KEYS; k++) {
-      if (persisted[k] === want[k]) continue;
-      const reading = read(k);
-      persisted[k] = reading === null ? null : reading.persisted;
-    }
-  }
-
-  for (let k = 0; k < KEYS; k++) {
-    const tags = { key: String(k) };
-    const totalOk = totals[k] === want[k];
-    const persistedOk = persisted[k] === want[k];
-    check(null, { "total == sum of accepted increments, at once": () => totalOk }, tags);
-    check(
-      null,
-      { [`persisted == sum of accepted increments, within ${PERSIST_TIMEOUT.text}`]: () => persistedOk },
-      tags,
-    );
-    verifyOk.add(totalOk && persistedOk, tags);
-    keysChecked.add(1, tags);
-    if (!totalOk || !persistedOk) {
-      console.error(
-        `${keyName(data.runId, k)}: expected ${want[k]}, total ${totals[k]}, persisted ${persisted[k]} ` +
-          `after ${PERSIST_TIMEOUT.text}`,
-      );
-    }
-  }
+  verifyTotals({
+    keyName: (k) => keyName(data.runId, k),
+    expected: expectedSums(),
+    token: /** @type {string} */ (data.tokens[0]),
+    persistTimeout: PERSIST_TIMEOUT,
+    maxRetries429: MAX_RETRIES_429,
+    verifyOk,
+    keysChecked,
+  });
 }

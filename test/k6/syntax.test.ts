@@ -14,6 +14,7 @@ describe("k6 scripts", () => {
   it("are all checked", () => {
     expect(scripts).toEqual(
       expect.arrayContaining([
+        "batch.js",
         "load.js",
         "smoke.js",
         "soak.js",
