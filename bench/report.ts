@@ -32,6 +32,19 @@ export interface BenchResults {
     warmupMaxS: number;
   }[];
   syncer?: SyncerThroughput[];
+  batches?: {
+    /** redis-benchmark -P 1000 HINCRBY on the same Redis, in the same run. */
+    redisHincrbyPerSecond: number;
+    connections: number;
+    durationS: number;
+    sizes: {
+      size: number;
+      requestsPerSecond: number;
+      incrementsPerSecond: number;
+      p99Ms: number;
+      errors: number;
+    }[];
+  };
 }
 
 const median = (values: number[]) => {
@@ -71,6 +84,22 @@ export function renderReport(results: BenchResults): string {
       "",
       `**service / baseline = ${ratio.toFixed(2)}** (${service.toFixed(0)} / ${baseline.toFixed(0)} req/s); ` +
         `per round: ${http.service.map((run, i) => (run.requestsPerSecond / (http.baseline[i]?.requestsPerSecond ?? Number.NaN)).toFixed(2)).join(", ")}`,
+      "",
+    );
+  }
+  const { batches } = results;
+  if (batches) {
+    lines.push(
+      "## Batches: POST /increments",
+      "",
+      `Load from autocannon (${batches.connections} connections, ${batches.durationS} s per size), one batch body of distinct keys repeated; auth and rate limiting on (a point per increment). Against \`redis-benchmark -P 1000\` \`HINCRBY\` on the same Redis in the same run: ${batches.redisHincrbyPerSecond.toFixed(0)}/s.`,
+      "",
+      "| increments per request | req/s | increments/s | p99 ms | errors | increments / redis-benchmark |",
+      "| --- | --- | --- | --- | --- | --- |",
+      ...batches.sizes.map(
+        (s) =>
+          `| ${s.size} | ${s.requestsPerSecond.toFixed(0)} | ${s.incrementsPerSecond.toFixed(0)} | ${s.p99Ms.toFixed(1)} | ${s.errors} | ${(s.incrementsPerSecond / batches.redisHincrbyPerSecond).toFixed(2)} |`,
+      ),
       "",
     );
   }

@@ -44,7 +44,10 @@ const STALENESS_WATCH_S = 20;
 const STALENESS_WARMUP_S = 10;
 const RESULTS_DIR = fileURLToPath(new URL("./results/", import.meta.url));
 
-const SECTIONS = ["http", "staleness", "syncer"] as const;
+const SECTIONS = ["http", "batches", "staleness", "syncer"] as const;
+const BATCH_SIZES = [1, 10, 100, 1_000];
+const BATCH_CONNECTIONS = 16;
+const BATCH_DURATION_S = 5;
 type Section = (typeof SECTIONS)[number];
 
 const run = promisify(execFile);
@@ -70,7 +73,7 @@ try {
   const token = await mintToken({ secret: SECRET, subject: "bench", scopes: ["counters:write"] });
   const results: BenchResults = { machine: { cores: availableParallelism(), node: process.version } };
 
-  if (sections.has("http") || sections.has("staleness")) {
+  if (sections.has("http") || sections.has("batches") || sections.has("staleness")) {
     const workers = availableParallelism();
     const servicePort = await freePort();
     // As `npm start` runs it: compiled, plain node.
@@ -99,6 +102,9 @@ try {
       const { http, serviceRssMb } = await measureHttp(service, serviceUrl, token);
       results.http = http;
       results.serviceRssMb = serviceRssMb;
+    }
+    if (sections.has("batches")) {
+      results.batches = await measureBatches(serviceUrl, token, redisServer.port);
     }
     if (sections.has("staleness")) {
       results.staleness = [];
@@ -154,6 +160,55 @@ function chooseSections(args: string[]): Set<Section> {
     process.exit(2);
   }
   return new Set(args.length === 0 ? SECTIONS : (args as Section[]));
+}
+
+/**
+ * Increments per second through POST /increments at each batch size, beside what Redis itself applies with
+ * `redis-benchmark -P 1000` HINCRBY: the ceiling batches approach.
+ */
+async function measureBatches(serviceUrl: string, token: string, redisPort: number) {
+  const { stdout } = await run("redis-benchmark", [
+    "-p",
+    String(redisPort),
+    "-n",
+    "2000000",
+    "-P",
+    "1000",
+    "-q",
+    "HINCRBY",
+    "bench:redis-benchmark",
+    "field",
+    "1",
+  ]);
+  const redisHincrbyPerSecond = Number(/([\d.]+) requests per second/.exec(stdout)?.[1] ?? Number.NaN);
+  log(`bench: redis-benchmark -P 1000 HINCRBY: ${redisHincrbyPerSecond.toFixed(0)}/s`);
+  const sizes = [];
+  for (const size of BATCH_SIZES) {
+    const body = JSON.stringify({
+      increments: Array.from({ length: size }, (_, i) => ({ key: `bench:batch:${i}`, value: 1 })),
+    });
+    const options = {
+      url: `${serviceUrl}/increments`,
+      token,
+      connections: BATCH_CONNECTIONS,
+      keys: size,
+      body,
+    };
+    await generateLoad({ ...options, durationS: WARMUP_S });
+    const result = await generateLoad({ ...options, durationS: BATCH_DURATION_S });
+    const incrementsPerSecond = result.requestsPerSecond * size;
+    sizes.push({
+      size,
+      requestsPerSecond: result.requestsPerSecond,
+      incrementsPerSecond,
+      p99Ms: result.p99Ms,
+      errors: result.errors,
+    });
+    log(
+      `bench: batches of ${size}: ${result.requestsPerSecond.toFixed(0)} req/s, ${incrementsPerSecond.toFixed(0)} increments/s, ${result.errors} errors`,
+    );
+  }
+  return { redisHincrbyPerSecond, connections: BATCH_CONNECTIONS, durationS: BATCH_DURATION_S, sizes };
 }
 
 /** Alternates a bare baseline and the service under the same load, so drift on a shared machine hits both. */

@@ -10,6 +10,8 @@ export interface LoadOptions {
   connections: number;
   durationS: number;
   keys: number;
+  /** The same body in every request (a batch for POST /increments); by default increments over `keys`. */
+  body?: string;
 }
 
 export interface LoadResult {
@@ -30,7 +32,8 @@ export async function generateLoad(options: LoadOptions): Promise<LoadResult> {
     () => true,
     (error: { stdout?: string }) => (error.stdout ?? "").includes("wrk"),
   );
-  return wrkAvailable ? runWrk(options) : runAutocannon(options);
+  // wrk's script builds single increments; a fixed body goes through autocannon.
+  return wrkAvailable && options.body === undefined ? runWrk(options) : runAutocannon(options);
 }
 
 async function runWrk(options: LoadOptions): Promise<LoadResult> {
@@ -72,7 +75,7 @@ async function runAutocannon(options: LoadOptions): Promise<LoadResult> {
       "-H",
       "content-type=application/json",
       "-b",
-      '{"key":"bench:1","value":1}',
+      options.body ?? '{"key":"bench:1","value":1}',
       options.url,
     ],
     { maxBuffer: 64 * 2 ** 20 },
