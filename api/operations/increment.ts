@@ -11,6 +11,7 @@ import {
 } from "../schemas.ts";
 import type { Incrementer } from "../store/increment.ts";
 import { parseOrThrow } from "../validation.ts";
+import { idempotencyKeyOf, WRITE_PROBLEMS } from "./writes.ts";
 
 export interface IncrementOptions {
   increment: Incrementer;
@@ -42,26 +43,10 @@ export function incrementOperation(options: IncrementOptions): Operation {
     path: "/increment",
     scope: "counters:write",
     bodyLimitBytes,
-    problems: [
-      "invalid_body",
-      "invalid_idempotency_key",
-      "counter_out_of_range",
-      "idempotency_key_reused",
-      "idempotency_capacity",
-      "redis_unavailable",
-      "redis_full",
-      "internal_error",
-    ],
+    problems: WRITE_PROBLEMS,
     async handler(c) {
       const body = parseOrThrow(bodySchema, await readJsonBody(c.req.raw, bodyLimitBytes), "invalid_body");
-      const header = c.req.header("idempotency-key");
-      const idempotency =
-        header === undefined
-          ? undefined
-          : {
-              clientId: c.get("client").id,
-              key: parseOrThrow(idempotencyKeySchema, header, "invalid_idempotency_key"),
-            };
+      const idempotency = idempotencyKeyOf(c);
       const outcome = await options.increment(body.key, body.value, idempotency);
       // Sent only now: Redis has acknowledged the write (or had already applied this very request).
       if (outcome === "replayed") c.header("Idempotent-Replayed", "true");

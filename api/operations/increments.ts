@@ -3,15 +3,10 @@ import { readJsonBody } from "../body.ts";
 import { ApiError } from "../errors.ts";
 import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
-import {
-  bodyIsNotAnArray,
-  counterKeyRules,
-  counterKeySchema,
-  idempotencyKeySchema,
-  incrementValueSchema,
-} from "../schemas.ts";
+import { bodyIsNotAnArray, counterKeyRules, counterKeySchema, incrementValueSchema } from "../schemas.ts";
 import type { BatchIncrementer } from "../store/increment.ts";
 import { parseOrThrow } from "../validation.ts";
+import { idempotencyKeyOf, WRITE_PROBLEMS } from "./writes.ts";
 
 export interface IncrementsOptions {
   incrementMany: BatchIncrementer;
@@ -81,30 +76,14 @@ export function incrementsOperation(options: IncrementsOptions): Operation {
     path: "/increments",
     scope: "counters:write",
     bodyLimitBytes,
-    problems: [
-      "invalid_body",
-      "invalid_idempotency_key",
-      "counter_out_of_range",
-      "idempotency_key_reused",
-      "idempotency_capacity",
-      "redis_unavailable",
-      "redis_full",
-      "internal_error",
-    ],
+    problems: WRITE_PROBLEMS,
     async handler(c) {
       const { increments } = parseOrThrow(
         bodySchema,
         await readJsonBody(c.req.raw, bodyLimitBytes),
         "invalid_body",
       );
-      const header = c.req.header("idempotency-key");
-      const idempotency =
-        header === undefined
-          ? undefined
-          : {
-              clientId: c.get("client").id,
-              key: parseOrThrow(idempotencyKeySchema, header, "invalid_idempotency_key"),
-            };
+      const idempotency = idempotencyKeyOf(c);
       // The request paid one point to get here; the rest of its increments pay now, before any is applied.
       const chargeMore = c.get("chargeMore");
       if (chargeMore === undefined) throw new ApiError("internal_error", "the batch's quota was not charged");
