@@ -22,6 +22,7 @@ import {
   pick,
   randomKeyFrom,
   serverErrors,
+  verifyRunOptions,
   verifyTotals,
   vuBudget,
 } from "./lib.js";
@@ -46,23 +47,14 @@ const keysChecked = new Counter("verify_keys_checked");
 
 /** @type {import("k6/options").Options} */
 export const options = VERIFY
-  ? {
-      scenarios: {
-        verify: {
-          executor: "per-vu-iterations",
-          vus: VUS,
-          iterations: ITERATIONS,
-          maxDuration: envDuration("MAX_DURATION", "5m").text,
-        },
-      },
-      teardownTimeout: `${Math.ceil(PERSIST_TIMEOUT.seconds) + 60}s`,
-      thresholds: {
-        tally_batches_accepted: [`count==${VUS * ITERATIONS}`],
-        checks: ["rate==1"],
-        verify_ok: ["rate==1"],
-        verify_keys_checked: [`count==${KEYS}`],
-      },
-    }
+  ? verifyRunOptions({
+      vus: VUS,
+      iterations: ITERATIONS,
+      keys: KEYS,
+      persistTimeout: PERSIST_TIMEOUT,
+      acceptedMetric: "tally_batches_accepted",
+      accepted: VUS * ITERATIONS,
+    })
   : {
       scenarios: {
         batches: {

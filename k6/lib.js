@@ -309,6 +309,35 @@ function readKey(key, token, expected, maxRetries429) {
 }
 
 /**
+ * The options of a verify run: per-vu-iterations, so the plan (and so the expected sums) is fixed by VU and
+ * iteration; room in teardown for the polling of verifyTotals; and thresholds that fail the run unless
+ * every planned request was accepted (`acceptedMetric` reached `accepted`) and every key checked out.
+ * @param {{ vus: number, iterations: number, keys: number, persistTimeout: { seconds: number }, acceptedMetric: string, accepted: number }} plan
+ * @returns {import("k6/options").Options}
+ */
+export function verifyRunOptions(plan) {
+  return {
+    scenarios: {
+      verify: {
+        executor: "per-vu-iterations",
+        vus: plan.vus,
+        iterations: plan.iterations,
+        maxDuration: envDuration("MAX_DURATION", "5m").text,
+      },
+    },
+    teardownTimeout: `${Math.ceil(plan.persistTimeout.seconds) + 60}s`,
+    thresholds: {
+      // Fewer means iterations were cut off by MAX_DURATION or ended in another status, and the expected
+      // sums no longer hold.
+      [plan.acceptedMetric]: [`count==${plan.accepted}`],
+      checks: ["rate==1"],
+      verify_ok: ["rate==1"],
+      verify_keys_checked: [`count==${plan.keys}`],
+    },
+  };
+}
+
+/**
  * @typedef {object} VerifyTotalsOptions
  * @property {(k: number) => string} keyName the key of index k
  * @property {number[]} expected per key index, the sum of every accepted increment

@@ -16,6 +16,7 @@ import {
   newRunId,
   recordIncrement,
   retryWhileRateLimited,
+  verifyRunOptions,
   verifyTotals,
 } from "./lib.js";
 
@@ -39,26 +40,15 @@ const verifyOk = new Rate("verify_ok");
 const keysChecked = new Counter("verify_keys_checked");
 
 /** @type {import("k6/options").Options} */
-export const options = {
-  scenarios: {
-    verify: {
-      executor: "per-vu-iterations",
-      vus: VUS,
-      iterations: ITERATIONS,
-      maxDuration: envDuration("MAX_DURATION", "5m").text,
-    },
-  },
-  // Room for the polling below on top of the reads themselves.
-  teardownTimeout: `${Math.ceil(PERSIST_TIMEOUT.seconds) + 60}s`,
-  thresholds: {
-    // Every planned increment ran and was accepted (recorded as 1 per 202). Fewer means iterations were
-    // cut off by MAX_DURATION or ended in another status, and the expected sums no longer hold.
-    tally_increments_accepted: [`count==${VUS * ITERATIONS}`],
-    checks: ["rate==1"],
-    verify_ok: ["rate==1"],
-    verify_keys_checked: [`count==${KEYS}`],
-  },
-};
+export const options = verifyRunOptions({
+  vus: VUS,
+  iterations: ITERATIONS,
+  keys: KEYS,
+  persistTimeout: PERSIST_TIMEOUT,
+  // One per 202.
+  acceptedMetric: "tally_increments_accepted",
+  accepted: VUS * ITERATIONS,
+});
 
 /**
  * The key (by index) and value that iteration `iter` of VU `vu` sends. Values run from −5 to 17, so keys
