@@ -60,6 +60,8 @@ function isAlive(pid: number): boolean {
 /** mkdir is atomic: whoever creates the lock directory builds. A lock left by a dead builder is taken over. */
 async function withLock(lock: string, work: () => Promise<void>): Promise<void> {
   const giveUpAt = performance.now() + LOCK_WAIT_MS;
+  // On a fresh checkout the directory that holds the output (and so the lock) may not exist yet.
+  await mkdir(path.dirname(lock), { recursive: true });
   for (;;) {
     try {
       await mkdir(lock);

@@ -15,9 +15,11 @@ import { TEST_SECRET } from "../support/api.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const run = promisify(execFile);
-// Inside the repository (and ignored by git), so the built files resolve node_modules as dist/ does.
-const outDir = path.join(ROOT, ".tmp", `build-${randomBytes(4).toString("hex")}`);
-afterAll(() => rm(outDir, { recursive: true, force: true }));
+// Inside the repository (and ignored by git), so the built files resolve node_modules as dist/ does; in a
+// directory that does not exist yet, as .tmp/ does not on a fresh checkout.
+const buildRoot = path.join(ROOT, ".tmp", `build-${randomBytes(4).toString("hex")}`);
+const outDir = path.join(buildRoot, "dist");
+afterAll(() => rm(buildRoot, { recursive: true, force: true }));
 
 function started(entry: string, env: Record<string, string>): ServiceProcess {
   const process = spawnService(entry, env);
