@@ -3,7 +3,7 @@ import type { Config } from "../config.ts";
 import { exitForOperator } from "../exit.ts";
 import type { Logger } from "../logger.ts";
 import type { RedisClient } from "./client.ts";
-import { evictionRisk, isFull, type RedisMemory, readRedisMemory } from "./memory.ts";
+import { evictionRisk, hasRoomAgain, isFull, type RedisMemory, readRedisMemory } from "./memory.ts";
 
 export interface RedisMemoryWatchOptions {
   redis: RedisClient;
@@ -29,14 +29,14 @@ const RISK_LEVEL = { none: 0, volatile: 1, any: 2 } as const;
 /**
  * Reads every Redis master's maxmemory-policy and memory use (INFO memory) when the client connects and
  * every `intervalMs` after, and tells readiness what it found: nothing read yet, a policy that may evict
- * accepted increments, or a Redis too full to take writes. A write refused for memory (`noteOutOfMemory`) counts as full at
- * once, until a reading shows room again.
+ * accepted increments, or a Redis too full to take writes. A reading at the limit or a write refused for memory
+ * (`noteOutOfMemory`) makes it full at once; it stays full until a reading shows clear room on every master.
  */
 export class RedisMemoryWatch {
   readonly #options: RedisMemoryWatchOptions;
   #readings: RedisMemory[] = [];
   #checked = false;
-  #refusedWrite = false;
+  #full = false;
   #loggedUnsafe = new Set<string>();
   #loggedFull = false;
   #loggedReadError = false;
@@ -61,8 +61,8 @@ export class RedisMemoryWatch {
 
   /** A write was refused with OOM: Redis is full now, whatever the last reading said. */
   noteOutOfMemory(): void {
-    this.#refusedWrite = true;
-    this.#logFull(true);
+    this.#full = true;
+    this.#logFull();
   }
 
   problem(): RedisMemoryProblem | undefined {
@@ -76,7 +76,7 @@ export class RedisMemoryWatch {
     if (unsafe.length > 0) {
       return { code: "redis_eviction_policy", detail: unsafePolicyMessage(unsafe) };
     }
-    if (this.#isFull()) {
+    if (this.#full) {
       return {
         code: "redis_full",
         detail: "Redis is at maxmemory and refuses writes until the syncer has moved a batch to Postgres",
@@ -95,11 +95,12 @@ export class RedisMemoryWatch {
       return;
     }
     this.#readings = readings;
-    if (!readings.some(isFull)) this.#refusedWrite = false;
+    if (readings.some(isFull)) this.#full = true;
+    else if (readings.every(hasRoomAgain)) this.#full = false;
     const firstReading = !this.#checked;
     this.#checked = true;
     this.#logPolicies(firstReading);
-    this.#logFull(this.#isFull());
+    this.#logFull();
   }
 
   /** Exports the readings: per master, memory used and its limit, and the risk of its eviction policy. */
@@ -146,10 +147,6 @@ export class RedisMemoryWatch {
     return evictionRisk(reading.policy) === "any" && !this.#options.allowEviction;
   }
 
-  #isFull(): boolean {
-    return this.#refusedWrite || this.#readings.some(isFull);
-  }
-
   #logPolicies(firstReading: boolean): void {
     const { logger } = this.#options;
     const unsafe = this.#readings.filter((reading) => this.#refusesPolicy(reading));
@@ -180,10 +177,10 @@ export class RedisMemoryWatch {
     this.#loggedUnsafe = current;
   }
 
-  #logFull(full: boolean): void {
-    if (full === this.#loggedFull) return;
-    this.#loggedFull = full;
-    if (full) {
+  #logFull(): void {
+    if (this.#full === this.#loggedFull) return;
+    this.#loggedFull = this.#full;
+    if (this.#full) {
       this.#options.logger.warn(
         "Redis is out of memory: new writes are refused (503 redis_full) until the syncer frees it",
       );

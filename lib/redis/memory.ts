@@ -51,6 +51,18 @@ export function parseInfoMemory(node: string, info: string): RedisMemory {
   return { node, policy, usedBytes: used - (number("mem_not_counted_for_evict") ?? 0), maxBytes: max };
 }
 
+/**
+ * Share of maxmemory a Redis that was full must fall under before it counts as having room again. A full
+ * Redis hovers at its limit, refusing one write and taking the next as the syncer frees and clients fill;
+ * without this margin readiness would flap with every reading.
+ */
+export const ROOM_AGAIN_BELOW = 0.95;
+
+/** True when a Redis that was full has clearly drained: no limit, or use under ROOM_AGAIN_BELOW of it. */
+export function hasRoomAgain(memory: RedisMemory): boolean {
+  return memory.maxBytes === 0 || memory.usedBytes < memory.maxBytes * ROOM_AGAIN_BELOW;
+}
+
 /** True when Redis refuses writes that need memory: at or over a set maxmemory. */
 export function isFull(memory: RedisMemory): boolean {
   return memory.maxBytes > 0 && memory.usedBytes >= memory.maxBytes;

@@ -159,10 +159,15 @@ describe("Redis full", () => {
     expect(refusal.status).toBe(503);
     expect(refusal.headers.get("retry-after")).toBe("5");
     expect(await refusal.json()).toMatchObject({ code: "redis_full" });
-    await waitFor(async () => (await readyz(`${api.url}/readyz`)).status === 503, {
-      message: "the API stayed ready with Redis full",
-    });
-    expect((await readyz(`${api.url}/readyz`)).body).toMatchObject({ code: "redis_full" });
+    let notReady = await readyz(`${api.url}/readyz`);
+    await waitFor(
+      async () => {
+        notReady = await readyz(`${api.url}/readyz`);
+        return notReady.status === 503;
+      },
+      { message: "the API stayed ready with Redis full" },
+    );
+    expect(notReady.body).toMatchObject({ code: "redis_full" });
     const oom = sampleValue(
       parseMetrics(await (await fetch(api.metricsUrl)).text()),
       "tally_redis_errors_total",
