@@ -1,6 +1,5 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { requestId } from "hono/request-id";
 import type { Logger } from "../lib/logger.ts";
 import { declaredLength, payloadTooLarge } from "./body.ts";
 import type { AppEnv } from "./context.ts";
@@ -10,7 +9,7 @@ import { authenticate, requireScope } from "./middleware/auth/index.ts";
 import type { TokenVerifier } from "./middleware/auth/verifier.ts";
 import type { PointSpender } from "./middleware/rate-limit/coalesce.ts";
 import { rateLimit } from "./middleware/rate-limit/index.ts";
-import { requestLogger } from "./middleware/request-logger/index.ts";
+import { requestId } from "./middleware/request-id/index.ts";
 import { buildOpenApiDocument } from "./openapi/document.ts";
 import { type Operation, routeLabel } from "./operation.ts";
 import { type HealthOptions, livenessOperation, readinessOperation } from "./operations/health.ts";
@@ -66,8 +65,7 @@ export function apiOperations(deps: AppDependencies): Operation[] {
 export function newApp(deps: AppDependencies) {
   const app = new Hono<AppEnv>();
   app.use(httpMetrics(deps.metrics));
-  app.use(requestId());
-  app.use(requestLogger(deps.logger));
+  app.use(requestId(deps.logger));
   app.use(async function closeWhileDraining(c, next) {
     await next();
     // A draining node asks clients not to reuse the connection, so they move to another node.
@@ -114,7 +112,7 @@ function labelRoute(path: string): MiddlewareHandler<AppEnv> {
 
 function limitDeclaredBody(maxBytes: number): MiddlewareHandler<AppEnv> {
   return async function limitDeclaredBody(c, next) {
-    if ((declaredLength(c.req.raw) ?? 0) > maxBytes) throw payloadTooLarge(maxBytes);
+    if ((declaredLength(c) ?? 0) > maxBytes) throw payloadTooLarge(maxBytes);
     await next();
   };
 }

@@ -1,4 +1,7 @@
+import type { Context } from "hono";
+import type { AppEnv } from "./context.ts";
 import { ApiError } from "./errors.ts";
+import { requestHeader } from "./request-headers.ts";
 
 // fatal: lenient decoding would turn bytes that are not UTF-8 into U+FFFD and store a key the client never
 // sent (merging distinct keys). A leading BOM is still skipped. Without `stream`, decode() keeps no state
@@ -13,8 +16,8 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
  * API's CPU under load. A body with a Content-Length takes the adapter's direct read instead; only a chunked
  * body, which declares no size, is streamed and counted.
  */
-export async function readJsonBody(request: Request, maxBytes: number): Promise<unknown> {
-  const bytes = await readLimited(request, maxBytes);
+export async function readJsonBody(c: Context<AppEnv>, maxBytes: number): Promise<unknown> {
+  const bytes = await readLimited(c.req.raw, declaredLength(c), maxBytes);
   let text: string;
   try {
     text = strictUtf8.decode(bytes);
@@ -34,14 +37,17 @@ export function payloadTooLarge(maxBytes: number): ApiError {
 }
 
 /** The size a request declares, or undefined when it declares none (chunked) or an unusable one. */
-export function declaredLength(request: Request): number | undefined {
-  if (request.headers.has("transfer-encoding")) return undefined;
-  const header = request.headers.get("content-length");
-  return header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
+export function declaredLength(c: Context<AppEnv>): number | undefined {
+  if (requestHeader(c, "transfer-encoding") !== undefined) return undefined;
+  const header = requestHeader(c, "content-length");
+  return header !== undefined && /^\d+$/.test(header) ? Number(header) : undefined;
 }
 
-async function readLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
-  const declared = declaredLength(request);
+async function readLimited(
+  request: Request,
+  declared: number | undefined,
+  maxBytes: number,
+): Promise<Uint8Array> {
   if (declared !== undefined) {
     if (declared > maxBytes) throw payloadTooLarge(maxBytes);
     const bytes = new Uint8Array(await request.arrayBuffer());

@@ -1,4 +1,4 @@
-import type { RequestIdVariables } from "hono/request-id";
+import type { HttpBindings } from "@hono/node-server";
 import type { Logger } from "../lib/logger.ts";
 import type { ProblemCode } from "./errors.ts";
 
@@ -16,7 +16,13 @@ export type Scope = "counters:write" | "counters:read";
  * access, a measurable cost on the increment path.
  */
 export interface AppEnv {
-  Variables: RequestIdVariables & {
+  /** Node's request and response under @hono/node-server; absent for a request built in a test. */
+  Bindings: Partial<HttpBindings> | undefined;
+  Variables: {
+    /** The request's id (X-Request-Id): on every log line and problem of the request. */
+    requestId: string;
+    /** Headers of the response being built, set with `setResponseHeader` (api/respond.ts). */
+    responseHeaders?: Record<string, string>;
     client: Client;
     /** The app's logger bound to the request id: every line a request logs goes through it. */
     logger: Logger;

@@ -1,6 +1,7 @@
 import type { Context } from "hono";
 import type { AppEnv } from "./context.ts";
 import { type ApiError, type FieldError, PROBLEMS, type ProblemCode } from "./errors.ts";
+import { respond } from "./respond.ts";
 
 /** The RFC 9457 problem every error is answered with, as the client receives it. */
 export interface Problem {
@@ -27,8 +28,7 @@ export function problemResponse(c: Context<AppEnv>, error: ApiError): Response {
     requestId: c.get("requestId"),
     ...(error.errors ? { errors: error.errors } : {}),
   };
-  // c.body keeps the headers middleware already set (request id, rate-limit state).
-  return c.body(JSON.stringify(problem), error.status, {
+  return respond(c, error.status, JSON.stringify(problem), {
     ...error.headers,
     "content-type": "application/problem+json",
   });

@@ -4,6 +4,7 @@ import type { RedisMemoryProblem, RedisMemoryWatch } from "../../lib/redis/memor
 import { ApiError } from "../errors.ts";
 import { jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
+import { respondJson } from "../respond.ts";
 import { FULL_RETRY_AFTER_S } from "../store/redis-errors.ts";
 
 // An unsafe eviction policy lasts until an operator acts: no time to suggest.
@@ -29,7 +30,7 @@ export function livenessOperation(): Operation {
     method: "GET",
     path: "/healthz",
     problems: [],
-    handler: (c) => c.json({ status: "ok" }),
+    handler: (c) => respondJson(c, 200, { status: "ok" }),
     doc: {
       summary: "The process is alive",
       parameters: [],
@@ -64,7 +65,7 @@ export function readinessOperation(options: HealthOptions): Operation {
           headers: retryAfter === undefined ? {} : { "Retry-After": String(retryAfter) },
         });
       }
-      return c.json({ status: "ready" });
+      return respondJson(c, 200, { status: "ready" });
     },
     doc: {
       summary: "The node can serve: Redis answers PING",

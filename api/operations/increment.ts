@@ -2,6 +2,7 @@ import * as v from "valibot";
 import { readJsonBody } from "../body.ts";
 import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
+import { respond } from "../respond.ts";
 import {
   bodyIsNotAnArray,
   counterKeyRules,
@@ -45,12 +46,11 @@ export function incrementOperation(options: IncrementOptions): Operation {
     bodyLimitBytes,
     problems: WRITE_PROBLEMS,
     async handler(c) {
-      const body = parseOrThrow(bodySchema, await readJsonBody(c.req.raw, bodyLimitBytes), "invalid_body");
+      const body = parseOrThrow(bodySchema, await readJsonBody(c, bodyLimitBytes), "invalid_body");
       const idempotency = idempotencyKeyOf(c);
       const outcome = await options.increment(body.key, body.value, idempotency);
       // Sent only now: Redis has acknowledged the write (or had already applied this very request).
-      if (outcome === "replayed") c.header("Idempotent-Replayed", "true");
-      return c.body(null, 202);
+      return respond(c, 202, null, outcome === "replayed" ? { "Idempotent-Replayed": "true" } : undefined);
     },
     doc: {
       summary: "Add value to the counter key",

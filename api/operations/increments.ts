@@ -3,6 +3,7 @@ import { readJsonBody } from "../body.ts";
 import { ApiError } from "../errors.ts";
 import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
+import { respond } from "../respond.ts";
 import { bodyIsNotAnArray, counterKeyRules, counterKeySchema, incrementValueSchema } from "../schemas.ts";
 import type { BatchIncrementer } from "../store/increment.ts";
 import { parseOrThrow } from "../validation.ts";
@@ -78,19 +79,14 @@ export function incrementsOperation(options: IncrementsOptions): Operation {
     bodyLimitBytes,
     problems: WRITE_PROBLEMS,
     async handler(c) {
-      const { increments } = parseOrThrow(
-        bodySchema,
-        await readJsonBody(c.req.raw, bodyLimitBytes),
-        "invalid_body",
-      );
+      const { increments } = parseOrThrow(bodySchema, await readJsonBody(c, bodyLimitBytes), "invalid_body");
       const idempotency = idempotencyKeyOf(c);
       // The request paid one point to get here; the rest of its increments pay now, before any is applied.
       const chargeMore = c.get("chargeMore");
       if (chargeMore === undefined) throw new ApiError("internal_error", "the batch's quota was not charged");
       await chargeMore(increments.length - 1);
       const outcome = await options.incrementMany(increments, idempotency);
-      if (outcome === "replayed") c.header("Idempotent-Replayed", "true");
-      return c.body(null, 202);
+      return respond(c, 202, null, outcome === "replayed" ? { "Idempotent-Replayed": "true" } : undefined);
     },
     doc: {
       summary: "Add many values to their counters in one request",

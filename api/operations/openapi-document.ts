@@ -1,4 +1,5 @@
 import type { Operation } from "../operation.ts";
+import { respond } from "../respond.ts";
 
 /**
  * GET /openapi.json, without a token: the API's description is no secret and clients fetch it first.
@@ -11,7 +12,7 @@ export function openApiDocumentOperation(document: () => string): Operation {
     path: "/openapi.json",
     problems: [],
     handler: (c) =>
-      c.body(document(), 200, {
+      respond(c, 200, document(), {
         "content-type": "application/json",
         // Changes only with a deploy; five minutes of caching spares the nodes without keeping a stale copy long.
         "cache-control": "public, max-age=300",

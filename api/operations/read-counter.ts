@@ -2,6 +2,7 @@ import * as v from "valibot";
 import { ApiError } from "../errors.ts";
 import { jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
+import { respond } from "../respond.ts";
 import { counterKeyRules, counterKeySchema } from "../schemas.ts";
 import type { CounterReader } from "../store/read-counter.ts";
 import { parseOrThrow } from "../validation.ts";
@@ -64,7 +65,7 @@ export function readCounterOperation(options: ReadCounterOptions): Operation {
       const total = reading.persisted + reading.pending;
       // Hand-built so 64-bit totals stay exact JSON integers rather than rounding through a double.
       const json = `{"key":${JSON.stringify(key)},"persisted":${reading.persisted},"pending":${reading.pending},"total":${total},"persistedAsOf":${JSON.stringify(reading.persistedAsOf)}}`;
-      return c.body(json, 200, { "content-type": "application/json" });
+      return respond(c, 200, json, { "content-type": "application/json" });
     },
     doc: {
       summary: "Read a counter: persisted, pending and their total",

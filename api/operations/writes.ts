@@ -1,6 +1,7 @@
 import type { Context } from "hono";
 import type { AppEnv } from "../context.ts";
 import type { ProblemCode } from "../errors.ts";
+import { requestHeader } from "../request-headers.ts";
 import { idempotencyKeySchema } from "../schemas.ts";
 import type { IdempotencyKey } from "../store/increment.ts";
 import { parseOrThrow } from "../validation.ts";
@@ -19,7 +20,7 @@ export const WRITE_PROBLEMS: readonly ProblemCode[] = [
 
 /** The request's Idempotency-Key, per client; undefined without the header, a 400 when it is malformed. */
 export function idempotencyKeyOf(c: Context<AppEnv>): IdempotencyKey | undefined {
-  const header = c.req.header("idempotency-key");
+  const header = requestHeader(c, "idempotency-key");
   if (header === undefined) return undefined;
   return {
     clientId: c.get("client").id,

@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv, Client, Scope } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
+import { requestHeader } from "../../request-headers.ts";
 import { InvalidTokenError, KeySourceUnavailableError, type TokenVerifier } from "./verifier.ts";
 
 const REALM = 'Bearer realm="tally"';
@@ -23,7 +24,7 @@ export function authenticate(options: AuthenticateOptions): MiddlewareHandler<Ap
     };
   }
   return async function bearerToken(c, next) {
-    const header = c.req.header("authorization");
+    const header = requestHeader(c, "authorization");
     if (header === undefined) {
       // RFC 6750 §3.1: a request without credentials gets the challenge but no error code.
       throw new ApiError("unauthorized", "send a bearer token in the Authorization header", {

@@ -2,6 +2,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { RateLimiterRes } from "rate-limiter-flexible";
 import type { AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
+import { setResponseHeader } from "../../respond.ts";
 import { redisFailure } from "../../store/redis-errors.ts";
 import type { PointSpender } from "./coalesce.ts";
 
@@ -23,10 +24,8 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> 
     throw new TypeError(`rate limit policy name "${policy}" is not a token`);
   const policyHeader = `"${policy}";q=${limiter.points};w=${limiter.duration}`;
 
-  const stateHeaders = (state: RateLimiterRes) => ({
-    "RateLimit-Policy": policyHeader,
-    RateLimit: `"${policy}";r=${state.remainingPoints};t=${Math.ceil(state.msBeforeNext / 1000)}`,
-  });
+  const stateHeader = (state: RateLimiterRes) =>
+    `"${policy}";r=${state.remainingPoints};t=${Math.ceil(state.msBeforeNext / 1000)}`;
 
   const charge = async (c: Context<AppEnv>, points: number) => {
     let state: RateLimiterRes;
@@ -39,14 +38,19 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> 
           "rate_limited",
           `rate limit of ${limiter.points} per ${limiter.duration}s reached`,
           {
-            headers: { ...stateHeaders(rejection), "Retry-After": String(retryAfter) },
+            headers: {
+              "RateLimit-Policy": policyHeader,
+              RateLimit: stateHeader(rejection),
+              "Retry-After": String(retryAfter),
+            },
           },
         );
       }
       // The limiter shares the counters' Redis: if it cannot answer (down, or full), neither could the write.
       throw redisFailure(rejection);
     }
-    for (const [name, value] of Object.entries(stateHeaders(state))) c.header(name, value);
+    setResponseHeader(c, "RateLimit-Policy", policyHeader);
+    setResponseHeader(c, "RateLimit", stateHeader(state));
   };
 
   return async function rateLimitByClient(c, next) {
