@@ -1,6 +1,7 @@
 import { type JsonSchema, type OverrideActionContext, toJsonSchema } from "@valibot/to-json-schema";
 import type * as v from "valibot";
-import { bodyIsNotAnArray, keyHasNoNul, keyIsWellFormed } from "../schemas.ts";
+import { MAX_KEY_BYTES } from "../../lib/config.ts";
+import { bodyIsNotAnArray, keyFitsInIndex, keyHasNoNul, keyIsWellFormed } from "../schemas.ts";
 
 // Every schema of what a client sends is converted from the very valibot schemas the operations validate
 // with, so the document cannot promise a rule the API does not enforce or miss one it does.
@@ -11,6 +12,8 @@ const KEY_CHECKS = new Map<unknown, JsonSchema>([
   // The object schema it precedes says "type": "object", which no array is.
   [bodyIsNotAnArray, {}],
   [keyHasNoNul, { not: { pattern: "\\u0000" } }],
+  // JSON Schema counts characters, never bytes: say it in words (describeProperties may say more).
+  [keyFitsInIndex, { description: `At most ${MAX_KEY_BYTES} bytes in UTF-8.` }],
   // Every UTF-16 unit is outside the surrogate range or half of a proper pair.
   [keyIsWellFormed, { pattern: "^(?:[^\\ud800-\\udfff]|[\\ud800-\\udbff][\\udc00-\\udfff])*$" }],
 ]);
@@ -32,14 +35,6 @@ function stateInJsonSchema({ valibotAction, jsonSchema }: OverrideActionContext)
     typeof valibotAction.requirement === "number"
   ) {
     return { ...jsonSchema, maxLength: valibotAction.requirement };
-  }
-  // JSON Schema counts characters, never bytes: say it in words (describeProperties may say more).
-  if (
-    valibotAction.type === "max_bytes" &&
-    "requirement" in valibotAction &&
-    typeof valibotAction.requirement === "number"
-  ) {
-    return { ...jsonSchema, description: `At most ${valibotAction.requirement} bytes in UTF-8.` };
   }
   // Anything else is the converter's: what it cannot state throws (errorMode stays "throw"), so a rule added
   // to a schema cannot silently go undocumented.

@@ -146,6 +146,26 @@ describe("POST /increment at MAX_KEY_LENGTH's documented maximum", () => {
       { pointer: "/key", detail: `key must be at most ${MAX_KEY_BYTES} bytes in UTF-8` },
     ]);
   });
+
+  it("counts bytes exactly at the limit, where three-byte characters meet it", async () => {
+    const widestToken = await widest.token();
+    const threeBytes = "€";
+    const fits = threeBytes.repeat(Math.floor(MAX_KEY_BYTES / 3));
+    expect((await widest.increment({ key: `${fits}kk`, value: 1 }, widestToken)).status).toBe(202);
+    await expectProblem(
+      await widest.increment({ key: `${fits}kkk`, value: 1 }, widestToken),
+      400,
+      "invalid_body",
+    );
+    // Surrogate pairs: two UTF-16 units, four bytes.
+    const pairs = "😀".repeat(MAX_KEY_BYTES / 4);
+    expect((await widest.increment({ key: pairs, value: 1 }, widestToken)).status).toBe(202);
+    await expectProblem(
+      await widest.increment({ key: `${pairs}k`, value: 1 }, widestToken),
+      400,
+      "invalid_body",
+    );
+  });
 });
 
 describe("POST /increment: other client mistakes", () => {
