@@ -35,7 +35,11 @@ async function post(path: string, body: unknown, headers: Record<string, string>
 }
 
 /** A POST with a chunked body (no Content-Length), which fetch cannot send. */
-function postChunked(path: string, chunks: string[], token: string): Promise<{ status: number; body: string }> {
+function postChunked(
+  path: string,
+  chunks: string[],
+  token: string,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const outgoing = httpRequest(
       `${base}${path}`,
@@ -57,7 +61,11 @@ function postChunked(path: string, chunks: string[], token: string): Promise<{ s
 describe("the API under @hono/node-server", () => {
   it("reads the bearer token, the request id and the Idempotency-Key, and answers with every header", async () => {
     const token = await api.token();
-    const headers = { authorization: `Bearer ${token}`, "x-request-id": "edge-7f3a", "idempotency-key": "k-1" };
+    const headers = {
+      authorization: `Bearer ${token}`,
+      "x-request-id": "edge-7f3a",
+      "idempotency-key": "k-1",
+    };
     const first = await post("/increment", { key: "node-server", value: 2 }, headers);
     expect(first.status).toBe(202);
     expect(first.headers.get("x-request-id")).toBe("edge-7f3a");
