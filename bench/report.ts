@@ -10,7 +10,12 @@ export interface BenchResults {
     connections: number;
     durationS: number;
     rounds: number;
-    baseline: LoadResult[];
+    /** API workers of the service, and of each baseline. */
+    workers: number;
+    /** bench/baselines/bare-http.ts: node:http, parse the JSON, 202. */
+    bare: LoadResult[];
+    /** bench/baselines/minimal-hono.ts: Hono + ioredis HINCRBY, nothing else. */
+    minimalHono: LoadResult[];
     service: LoadResult[];
   };
   serviceRssMb?: Record<string, number>;
@@ -33,6 +38,7 @@ export interface BenchResults {
   }[];
   syncer?: SyncerThroughput[];
   batches?: {
+    tool: string;
     /** redis-benchmark -P 1000 HINCRBY on the same Redis, in the same run. */
     redisHincrbyPerSecond: number;
     connections: number;
@@ -44,6 +50,13 @@ export interface BenchResults {
       p99Ms: number;
       errors: number;
     }[];
+    /** Increments the API counted as accepted over the whole section, and the sum Postgres holds after. */
+    accepted: number;
+    persisted: number;
+    /** Exact, from the ledger, while the largest batches ran. */
+    stalenessMaxS: number;
+    /** Peak RSS per process while the largest batches ran. */
+    rssMb: Record<string, number>;
   };
 }
 
@@ -54,10 +67,17 @@ const median = (values: number[]) => {
 };
 
 export function summarize(http: NonNullable<BenchResults["http"]>) {
-  const baseline = median(http.baseline.map((run) => run.requestsPerSecond));
-  const service = median(http.service.map((run) => run.requestsPerSecond));
-  return { baseline, service, ratio: service / baseline };
+  const rate = (runs: LoadResult[]) => median(runs.map((run) => run.requestsPerSecond));
+  const bare = rate(http.bare);
+  const minimalHono = rate(http.minimalHono);
+  const service = rate(http.service);
+  return { bare, minimalHono, service, toMinimalHono: service / minimalHono, toBare: service / bare };
 }
+
+const perRound = (runs: LoadResult[], baselines: LoadResult[]) =>
+  runs
+    .map((run, i) => (run.requestsPerSecond / (baselines[i]?.requestsPerSecond ?? Number.NaN)).toFixed(2))
+    .join(", ");
 
 export function renderReport(results: BenchResults): string {
   const { http, syncer, staleness, serviceRssMb } = results;
@@ -68,22 +88,25 @@ export function renderReport(results: BenchResults): string {
     "",
   ];
   if (http) {
-    const { baseline, service, ratio } = summarize(http);
+    const { bare, minimalHono, service, toMinimalHono, toBare } = summarize(http);
     const row = (name: string, runs: LoadResult[]) =>
       `| ${name} | ${median(runs.map((r) => r.requestsPerSecond)).toFixed(0)} | ${median(runs.map((r) => r.p50Ms)).toFixed(2)} | ${median(runs.map((r) => r.p99Ms)).toFixed(2)} | ${runs.reduce((sum, r) => sum + r.errors, 0)} |`;
     lines.push(
       "## HTTP: POST /increment",
       "",
       `Load from ${http.tool} (${http.connections} connections, ${http.durationS} s per run, ${http.rounds} ` +
-        "alternating rounds, medians). The service runs as `npm start` does, auth and rate limiting on.",
+        `alternating rounds, medians), ${http.workers} workers in each server. tally runs as \`npm start\` does ` +
+        "(its syncer beside it), with auth, rate limiting, validation, request ids, logs and metrics on.",
       "",
       "| server | req/s | p50 ms | p99 ms | errors |",
       "| --- | --- | --- | --- | --- |",
-      row("bare node:http baseline (parse JSON, 202)", http.baseline),
-      row("tally (JWT, rate limit, validation, Redis)", http.service),
+      row("bare node:http (parse JSON, 202)", http.bare),
+      row("minimal Hono + ioredis HINCRBY", http.minimalHono),
+      row("tally", http.service),
       "",
-      `**service / baseline = ${ratio.toFixed(2)}** (${service.toFixed(0)} / ${baseline.toFixed(0)} req/s); ` +
-        `per round: ${http.service.map((run, i) => (run.requestsPerSecond / (http.baseline[i]?.requestsPerSecond ?? Number.NaN)).toFixed(2)).join(", ")}`,
+      `**tally / minimal Hono = ${toMinimalHono.toFixed(2)}** (${service.toFixed(0)} / ${minimalHono.toFixed(0)} req/s; ` +
+        `per round: ${perRound(http.service, http.minimalHono)}); tally / bare node:http = ${toBare.toFixed(2)} ` +
+        `(${service.toFixed(0)} / ${bare.toFixed(0)}; per round: ${perRound(http.service, http.bare)})`,
       "",
     );
   }
@@ -92,7 +115,7 @@ export function renderReport(results: BenchResults): string {
     lines.push(
       "## Batches: POST /increments",
       "",
-      `Load from autocannon (${batches.connections} connections, ${batches.durationS} s per size), one batch body of distinct keys repeated; auth and rate limiting on (a point per increment). Against \`redis-benchmark -P 1000\` \`HINCRBY\` on the same Redis in the same run: ${batches.redisHincrbyPerSecond.toFixed(0)}/s.`,
+      `Load from ${batches.tool} (${batches.connections} connections, ${batches.durationS} s per size), one batch body of distinct keys repeated; auth and rate limiting on (a point per increment). Against \`redis-benchmark -P 1000\` \`HINCRBY\` on the same Redis in the same run: ${batches.redisHincrbyPerSecond.toFixed(0)}/s.`,
       "",
       "| increments per request | req/s | increments/s | p99 ms | errors | increments / redis-benchmark |",
       "| --- | --- | --- | --- | --- | --- |",
@@ -100,6 +123,14 @@ export function renderReport(results: BenchResults): string {
         (s) =>
           `| ${s.size} | ${s.requestsPerSecond.toFixed(0)} | ${s.incrementsPerSecond.toFixed(0)} | ${s.p99Ms.toFixed(1)} | ${s.errors} | ${(s.incrementsPerSecond / batches.redisHincrbyPerSecond).toFixed(2)} |`,
       ),
+      "",
+      `While the largest batches ran: staleness at most **${batches.stalenessMaxS.toFixed(2)} s** (exact, from the ledger); peak RSS ${Object.entries(
+        batches.rssMb,
+      )
+        .map(([name, mb]) => `${name} ${mb} MB`)
+        .join(", ")}.`,
+      "",
+      `Exactly once: the API counted ${batches.accepted} increments as accepted over the section, and Postgres holds ${batches.persisted} (${batches.accepted === batches.persisted ? "equal" : "**NOT EQUAL**"}).`,
       "",
     );
   }
@@ -144,24 +175,44 @@ export function renderReport(results: BenchResults): string {
   return lines.join("\n");
 }
 
-/** A small self-contained SVG: HTTP throughput against the baseline, syncer time against the raw upsert. */
+/**
+ * A small self-contained SVG, each group against its baselines: HTTP throughput, increments per second by
+ * batch size against redis-benchmark, syncer rows per second against the raw upsert.
+ */
 export function renderChart(results: BenchResults): string {
   const http = results.http ? summarize(results.http) : undefined;
-  const bars: { label: string; value: number; unit: string; group: number }[] = [
+  const bars: { label: string; value: number; group: number; ours: boolean }[] = [
     ...(http
       ? [
-          { label: "baseline req/s", value: http.baseline, unit: "", group: 0 },
-          { label: "tally req/s", value: http.service, unit: "", group: 0 },
+          { label: "bare node:http req/s", value: http.bare, group: 0, ours: false },
+          { label: "minimal Hono req/s", value: http.minimalHono, group: 0, ours: false },
+          { label: "tally req/s", value: http.service, group: 0, ours: true },
+        ]
+      : []),
+    ...(results.batches
+      ? [
+          {
+            label: "redis-benchmark HINCRBY/s",
+            value: results.batches.redisHincrbyPerSecond,
+            group: 1,
+            ours: false,
+          },
+          ...results.batches.sizes.map((s) => ({
+            label: `batches of ${s.size}: incr/s`,
+            value: s.incrementsPerSecond,
+            group: 1,
+            ours: true,
+          })),
         ]
       : []),
     ...(results.syncer ?? []).flatMap((s) => [
       {
         label: `raw upsert ${s.keys / 1000}K keys/s`,
         value: (s.keys / s.rawUpsertMs) * 1000,
-        unit: "",
-        group: 1,
+        group: 2,
+        ours: false,
       },
-      { label: `syncer ${s.keys / 1000}K keys/s`, value: (s.keys / s.syncerMs) * 1000, unit: "", group: 1 },
+      { label: `syncer ${s.keys / 1000}K keys/s`, value: (s.keys / s.syncerMs) * 1000, group: 2, ours: true },
     ]),
   ];
   const width = 720;
@@ -169,13 +220,13 @@ export function renderChart(results: BenchResults): string {
   const gap = 8;
   const left = 200;
   const height = bars.length * (barHeight + gap) + 60;
-  const maxByGroup = [0, 1].map((group) =>
+  const maxByGroup = [0, 1, 2].map((group) =>
     Math.max(...bars.filter((b) => b.group === group).map((b) => b.value)),
   );
   const rows = bars.map((bar, i) => {
     const y = 40 + i * (barHeight + gap);
     const w = ((width - left - 90) * bar.value) / (maxByGroup[bar.group] || 1);
-    const colour = bar.label.startsWith("tally") || bar.label.startsWith("syncer") ? "#2f6fb3" : "#9aa5b1";
+    const colour = bar.ours ? "#2f6fb3" : "#9aa5b1";
     return [
       `<text x="${left - 8}" y="${y + 15}" text-anchor="end" font-size="12">${bar.label}</text>`,
       `<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="${barHeight}" fill="${colour}"/>`,

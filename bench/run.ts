@@ -18,9 +18,10 @@ import { type BenchResults, renderChart, renderReport } from "./report.ts";
 import { rssOfTree } from "./rss.ts";
 import { fillDirtyHash, measureSyncerThroughput, type SyncerThroughput } from "./syncer-throughput.ts";
 
-// `npm run bench`: throwaway Redis and Postgres, tally as `npm start` runs it, and in the same run a bare
-// node:http baseline under the same load generator, connections and duration. Results go to stdout and to
-// bench/results/report.md + chart.svg. Loopback only; it stops by itself (two to three minutes).
+// `npm run bench`: throwaway Redis and Postgres, tally as `npm start` runs it, and in the same run two
+// baselines under the same load generator, connections, duration and worker count: a minimal Hono +
+// ioredis server and bare node:http (bench/baselines/). Results go to stdout and to bench/results/report.md +
+// chart.svg. Loopback only; it stops by itself (three to four minutes).
 
 const SECRET = "bench-secret-0123456789abcdef0123456789abcdef";
 const CONNECTIONS = 64;
@@ -99,12 +100,21 @@ try {
     log(`bench: service at ${serviceUrl} (${workers} API workers)`);
 
     if (sections.has("http")) {
-      const { http, serviceRssMb } = await measureHttp(service, serviceUrl, token);
+      const { http, serviceRssMb } = await measureHttp(service, serviceUrl, token, {
+        workers,
+        redisUrl: redisServer.url,
+      });
       results.http = http;
       results.serviceRssMb = serviceRssMb;
     }
     if (sections.has("batches")) {
-      results.batches = await measureBatches(serviceUrl, token, redisServer.port);
+      results.batches = await measureBatches(service, {
+        serviceUrl,
+        metricsUrl: await apiMetricsUrl(service),
+        token,
+        redisPort: redisServer.port,
+        pool,
+      });
     }
     if (sections.has("staleness")) {
       results.staleness = [];
@@ -162,11 +172,22 @@ function chooseSections(args: string[]): Set<Section> {
   return new Set(args.length === 0 ? SECTIONS : (args as Section[]));
 }
 
+/** tally_increments_accepted_total, summed over the API's workers (its metrics server aggregates them). */
+async function acceptedIncrements(metricsUrl: string): Promise<number> {
+  const text = await (await fetch(metricsUrl)).text();
+  return Number(/^tally_increments_accepted_total (\d+)/m.exec(text)?.[1] ?? Number.NaN);
+}
+
 /**
  * Increments per second through POST /increments at each batch size, beside what Redis itself applies with
- * `redis-benchmark -P 1000` HINCRBY: the ceiling batches approach.
+ * `redis-benchmark -P 1000` HINCRBY: the ceiling batches approach. During the batches of the largest size,
+ * staleness (exact, from the ledger) and the processes' peak RSS; after them, once the syncer has caught
+ * up, Postgres must hold exactly what the API says it accepted.
  */
-async function measureBatches(serviceUrl: string, token: string, redisPort: number) {
+async function measureBatches(
+  service: ServiceProcess,
+  { serviceUrl, metricsUrl, token, redisPort, pool }: BatchTarget,
+) {
   const { stdout } = await run("redis-benchmark", [
     "-p",
     String(redisPort),
@@ -182,7 +203,10 @@ async function measureBatches(serviceUrl: string, token: string, redisPort: numb
   ]);
   const redisHincrbyPerSecond = Number(/([\d.]+) requests per second/.exec(stdout)?.[1] ?? Number.NaN);
   log(`bench: redis-benchmark -P 1000 HINCRBY: ${redisHincrbyPerSecond.toFixed(0)}/s`);
+  const acceptedBefore = await acceptedIncrements(metricsUrl);
   const sizes = [];
+  let tool = "wrk";
+  let largest: { stalenessMaxS: number; rssMb: Record<string, number> } | undefined;
   for (const size of BATCH_SIZES) {
     const body = JSON.stringify({
       increments: Array.from({ length: size }, (_, i) => ({ key: `bench:batch:${i}`, value: 1 })),
@@ -195,7 +219,17 @@ async function measureBatches(serviceUrl: string, token: string, redisPort: numb
       body,
     };
     await generateLoad({ ...options, durationS: WARMUP_S });
+    const isLargest = size === BATCH_SIZES.at(-1);
+    const sampling = isLargest ? sampleRss(service) : undefined;
+    const from = new Date();
     const result = await generateLoad({ ...options, durationS: BATCH_DURATION_S });
+    if (sampling) {
+      largest = {
+        stalenessMaxS: await worstStalenessBeforeCommits(pool, from, new Date()),
+        rssMb: await sampling.stop(),
+      };
+    }
+    tool = result.tool;
     const incrementsPerSecond = result.requestsPerSecond * size;
     sizes.push({
       size,
@@ -208,50 +242,119 @@ async function measureBatches(serviceUrl: string, token: string, redisPort: numb
       `bench: batches of ${size}: ${result.requestsPerSecond.toFixed(0)} req/s, ${incrementsPerSecond.toFixed(0)} increments/s, ${result.errors} errors`,
     );
   }
-  return { redisHincrbyPerSecond, connections: BATCH_CONNECTIONS, durationS: BATCH_DURATION_S, sizes };
+  // The load generator stops at its deadline with requests still in flight; the API answers them after.
+  await sleep(2_000);
+  const accepted = (await acceptedIncrements(metricsUrl)) - acceptedBefore;
+  const persisted = await persistedOnceCaughtUp(pool, "bench:batch:%", accepted);
+  log(`bench: batches: ${accepted} increments accepted, ${persisted} in Postgres`);
+  return {
+    tool,
+    redisHincrbyPerSecond,
+    connections: BATCH_CONNECTIONS,
+    durationS: BATCH_DURATION_S,
+    sizes,
+    accepted,
+    persisted,
+    stalenessMaxS: largest?.stalenessMaxS ?? Number.NaN,
+    rssMb: largest?.rssMb ?? {},
+  };
 }
 
-/** Alternates a bare baseline and the service under the same load, so drift on a shared machine hits both. */
-async function measureHttp(service: ServiceProcess, serviceUrl: string, token: string) {
-  const baselinePort = await freePort();
-  const baselineProcess = spawnService("bench/baseline.ts", {}, [String(baselinePort)]);
-  cleanups.push(() => baselineProcess.stop("SIGKILL"));
-  await baselineProcess.waitForLog((line) => String(line.msg).startsWith("baseline listening"));
-  const baselineUrl = `http://127.0.0.1:${baselinePort}`;
-  log(`bench: baseline at ${baselineUrl}`);
+interface BatchTarget {
+  serviceUrl: string;
+  metricsUrl: string;
+  token: string;
+  redisPort: number;
+  pool: pg.Pool;
+}
 
+/** The sum of the counters matching `pattern`, once it reaches `expected` or stops moving for 15 s. */
+async function persistedOnceCaughtUp(pool: pg.Pool, pattern: string, expected: number): Promise<number> {
+  let last = Number.NaN;
+  let movedAt = performance.now();
+  for (;;) {
+    const { rows } = await pool.query<{ sum: string | null }>(
+      "SELECT sum(value)::text AS sum FROM counters WHERE key LIKE $1",
+      [pattern],
+    );
+    const sum = Number(rows[0]?.sum ?? 0);
+    if (sum === expected) return sum;
+    if (sum !== last) {
+      last = sum;
+      movedAt = performance.now();
+    } else if (performance.now() - movedAt > 15_000) {
+      return sum;
+    }
+    await sleep(500);
+  }
+}
+
+/** A baseline server from bench/baselines/, on its own port, with as many workers as the service. */
+async function startBaseline(name: "bare-http" | "minimal-hono", workers: number, redisUrl: string) {
+  const port = await freePort();
+  const server = spawnService(`bench/baselines/${name}.ts`, {}, [String(port), String(workers), redisUrl]);
+  cleanups.push(() => server.stop("SIGKILL"));
+  await server.waitForLog((line) => String(line.msg).startsWith(`${name} listening`));
+  log(`bench: ${name} at http://127.0.0.1:${port}`);
+  return { server, url: `http://127.0.0.1:${port}` };
+}
+
+/**
+ * Alternates the two baselines and the service under the same load, so drift on a shared machine hits all
+ * three alike.
+ */
+async function measureHttp(
+  service: ServiceProcess,
+  serviceUrl: string,
+  token: string,
+  { workers, redisUrl }: { workers: number; redisUrl: string },
+) {
+  const bare = await startBaseline("bare-http", workers, redisUrl);
+  const hono = await startBaseline("minimal-hono", workers, redisUrl);
   const target = (base: string) => ({
     token,
     connections: CONNECTIONS,
     keys: HTTP_KEYS,
     url: `${base}/increment`,
   });
-  await generateLoad({ ...target(baselineUrl), durationS: WARMUP_S });
-  await generateLoad({ ...target(serviceUrl), durationS: WARMUP_S });
-  const baselineRuns: LoadResult[] = [];
+  for (const url of [bare.url, hono.url, serviceUrl])
+    await generateLoad({ ...target(url), durationS: WARMUP_S });
+  const bareRuns: LoadResult[] = [];
+  const honoRuns: LoadResult[] = [];
   const serviceRuns: LoadResult[] = [];
   let serviceRssMb: Record<string, number> = {};
   for (let round = 1; round <= ROUNDS; round++) {
-    baselineRuns.push(await generateLoad({ ...target(baselineUrl), durationS: DURATION_S }));
+    bareRuns.push(await generateLoad({ ...target(bare.url), durationS: DURATION_S }));
+    honoRuns.push(await generateLoad({ ...target(hono.url), durationS: DURATION_S }));
     const sampling = sampleRss(service);
     serviceRuns.push(await generateLoad({ ...target(serviceUrl), durationS: DURATION_S }));
     serviceRssMb = maxRss(serviceRssMb, await sampling.stop());
     log(
-      `bench: round ${round}: baseline ${fmt(baselineRuns.at(-1))} | service ${fmt(serviceRuns.at(-1))} req/s`,
+      `bench: round ${round}: bare ${fmt(bareRuns.at(-1))} | minimal hono ${fmt(honoRuns.at(-1))} | service ${fmt(serviceRuns.at(-1))} req/s`,
     );
   }
-  await baselineProcess.stop("SIGKILL");
+  await Promise.all([bare.server.stop("SIGKILL"), hono.server.stop("SIGKILL")]);
   return {
     http: {
       tool: serviceRuns[0]?.tool ?? "wrk",
       connections: CONNECTIONS,
       durationS: DURATION_S,
       rounds: ROUNDS,
-      baseline: baselineRuns,
+      workers,
+      bare: bareRuns,
+      minimalHono: honoRuns,
       service: serviceRuns,
     },
     serviceRssMb,
   };
+}
+
+/** Where `npm start` serves the API's metrics: it prints the address once it listens. */
+async function apiMetricsUrl(service: ServiceProcess): Promise<string> {
+  const line = await service.waitForLog((entry) => /metrics at \S+ \(api\)/.test(String(entry.msg)));
+  const url = /metrics at (\S+) \(api\)/.exec(String(line.msg))?.[1];
+  if (url === undefined) throw new Error(`no API metrics address in ${JSON.stringify(line)}`);
+  return url;
 }
 
 async function waitUntilReady(service: ServiceProcess, url: string): Promise<string> {

@@ -1,4 +1,7 @@
 import { execFile } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 
@@ -32,17 +35,36 @@ export async function generateLoad(options: LoadOptions): Promise<LoadResult> {
     () => true,
     (error: { stdout?: string }) => (error.stdout ?? "").includes("wrk"),
   );
-  // wrk's script builds single increments; a fixed body goes through autocannon.
-  return wrkAvailable && options.body === undefined ? runWrk(options) : runAutocannon(options);
+  return wrkAvailable ? runWrk(options) : runAutocannon(options);
 }
 
 async function runWrk(options: LoadOptions): Promise<LoadResult> {
-  const script = fileURLToPath(new URL("./increment.lua", import.meta.url));
+  if (options.body === undefined) return wrk(options, "increment.lua", { KEYS: String(options.keys) });
+  // wrk's Lua reads the body from a file: a batch of 1,000 is too long for an environment variable.
+  const dir = await mkdtemp(path.join(tmpdir(), "tally-load-"));
+  try {
+    const bodyFile = path.join(dir, "body.json");
+    await writeFile(bodyFile, options.body);
+    return await wrk(options, "fixed-body.lua", { BODY_FILE: bodyFile });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function wrk(options: LoadOptions, script: string, env: Record<string, string>): Promise<LoadResult> {
   // One wrk thread: the machine's other core is the server's, and a second thread would take it.
   const { stdout } = await run(
     "wrk",
-    ["-t1", `-c${options.connections}`, `-d${options.durationS}s`, "--latency", "-s", script, options.url],
-    { env: { ...process.env, TOKEN: options.token, KEYS: String(options.keys) } },
+    [
+      "-t1",
+      `-c${options.connections}`,
+      `-d${options.durationS}s`,
+      "--latency",
+      "-s",
+      fileURLToPath(new URL(`./${script}`, import.meta.url)),
+      options.url,
+    ],
+    { env: { ...process.env, TOKEN: options.token, ...env } },
   );
   const number = (pattern: RegExp) => Number(pattern.exec(stdout)?.[1] ?? 0);
   const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout);
