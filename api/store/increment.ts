@@ -168,12 +168,19 @@ export function createIncrementers(
       part.indexes.push(index);
       parts.set(shard, part);
     });
+    if (idempotency === undefined) {
+      const outcomes = await Promise.all(
+        [...parts.values()].map(async (part) => ({
+          part,
+          result: storeFailureOf(await applyGroup(part.shard, part.increments)),
+        })),
+      );
+      return batchOutcome(outcomes, increments.length, false);
+    }
+    // What a retry must repeat to be the same request.
     const fingerprint = sha256(JSON.stringify(increments.map(({ key, value }) => [key, value])));
     const outcomes = await Promise.all(
       [...parts.values()].map(async (part) => {
-        if (idempotency === undefined) {
-          return { part, result: storeFailureOf(await applyGroup(part.shard, part.increments)) };
-        }
         try {
           return { part, result: storeFailureOf(await applyOnce(part, idempotency, fingerprint, true)) };
         } catch (error) {
@@ -181,7 +188,7 @@ export function createIncrementers(
         }
       }),
     );
-    return batchOutcome(outcomes, increments.length, idempotency !== undefined);
+    return batchOutcome(outcomes, increments.length, true);
   };
 
   return { one, many };
