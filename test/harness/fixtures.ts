@@ -75,7 +75,8 @@ export async function freshDatabase(): Promise<{ url: string; name: string; drop
 
 export async function waitFor<T>(
   probe: () => Promise<T | undefined | null | false>,
-  options: { timeoutMs?: number; intervalMs?: number; message?: string } = {},
+  /** `message` may be a function, to say what the last probe saw. */
+  options: { timeoutMs?: number; intervalMs?: number; message?: string | (() => string) } = {},
 ): Promise<T> {
   const timeoutMs = options.timeoutMs ?? 10_000;
   const intervalMs = options.intervalMs ?? 50;
@@ -93,7 +94,8 @@ export async function waitFor<T>(
     const remaining = deadline - Date.now();
     if (remaining <= 0) {
       const detail = lastError instanceof Error ? ` (last error: ${lastError.message})` : "";
-      throw new Error(`${options.message ?? "waitFor timed out"} after ${timeoutMs} ms${detail}`, {
+      const message = typeof options.message === "function" ? options.message() : options.message;
+      throw new Error(`${message ?? "waitFor timed out"} after ${timeoutMs} ms${detail}`, {
         cause: lastError,
       });
     }

@@ -180,12 +180,21 @@ describe("Redis Cluster", () => {
     await cluster.start(victim);
     // A batch answered anything but 202 is sent again, same key and body, until it is accepted.
     for (let n = 5; n < 25; n++) {
+      let last = "";
       await waitFor(
         async () => {
-          if (statuses.get(n) !== 202) statuses.set(n, (await send(n)).status);
+          if (statuses.get(n) !== 202) {
+            const answer = await send(n);
+            statuses.set(n, answer.status);
+            last = `${answer.status} ${answer.body}`;
+          }
           return statuses.get(n) === 202;
         },
-        { timeoutMs: 20_000, message: `batch ${n} was never accepted after the master came back` },
+        {
+          // The first batches wait for the cluster to see the master again, longer on a loaded machine.
+          timeoutMs: 40_000,
+          message: () => `batch ${n} was never accepted after the master came back; last answer: ${last}`,
+        },
       );
     }
     await deployment.startSyncer();
