@@ -1,0 +1,302 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { type Call, OpenBatch, SealedBatch } from "./batch.ts";
+import {
+  type Problem,
+  TallyClosedError,
+  TallyError,
+  TallyOutcomeUnknownError,
+  TallyRejectedError,
+} from "./errors.ts";
+import { backoffMs, DEFAULT_RETRY, type RetryPolicy, serverDelayMs } from "./retry.ts";
+import { checkIncrement } from "./rules.ts";
+import { BearerToken, type TokenSource } from "./token.ts";
+
+export interface TallyClientOptions {
+  /** The service's base URL, e.g. http://tally.internal:3000. */
+  url: string;
+  token: TokenSource;
+  /** Items per POST /increments; the service's MAX_BATCH_SIZE (1,000 unless configured otherwise). */
+  maxBatchSize?: number;
+  /** The longest a call waits for its batch to fill before the batch is sent. */
+  maxWaitMs?: number;
+  /** Calls the client holds unanswered at most; beyond, `increment()` waits for room. */
+  maxBuffered?: number;
+  /** Batches sent at once; more wait their turn. */
+  maxInFlight?: number;
+  /** The service's MAX_KEY_LENGTH (256 unless configured otherwise). */
+  maxKeyLength?: number;
+  /** One attempt's limit; past it the attempt's outcome is unknown and the batch is retried. */
+  requestTimeoutMs?: number;
+  retry?: Partial<RetryPolicy>;
+  /** Every failed attempt and every batch that fails, for the caller's logs or metrics; never a token. */
+  onError?: (error: TallyError, context: ErrorContext) => void;
+}
+
+export interface ErrorContext {
+  idempotencyKey: string;
+  /** Attempts made so far, this one included. */
+  attempt: number;
+  /** True when the batch will be sent again. */
+  willRetry: boolean;
+}
+
+/** Plain numbers for the caller's metrics. */
+export interface TallyClientStats {
+  /** Calls the service accepted (their batch answered 202). */
+  incrementsAccepted: number;
+  /** Batches the service accepted. */
+  batchesAccepted: number;
+  /** Attempts after a batch's first. */
+  retries: number;
+  /** Calls that rejected: refused by the service or of unknown outcome (not validation errors). */
+  incrementsFailed: number;
+  /** Calls held unanswered now. */
+  buffered: number;
+  /** Batches being sent now. */
+  inFlight: number;
+}
+
+const DEFAULTS = {
+  maxBatchSize: 1_000,
+  maxWaitMs: 10,
+  maxBuffered: 10_000,
+  maxInFlight: 4,
+  maxKeyLength: 256,
+  requestTimeoutMs: 10_000,
+};
+
+/** What one attempt learnt. */
+type Attempt =
+  | { kind: "accepted" }
+  | { kind: "unknown"; error: TallyError; delayMs?: number }
+  | { kind: "limited"; error: TallyRejectedError; delayMs?: number }
+  | { kind: "unauthorized"; error: TallyRejectedError }
+  | { kind: "rejected"; error: TallyRejectedError };
+
+/**
+ * Increments for tally, batched and retried so that each call resolved is counted exactly once.
+ *
+ * Calls are folded into POST /increments bodies, a batch sent when it is full or `maxWaitMs` after its
+ * first call. Every batch carries a fresh Idempotency-Key, and every retry repeats that key and the same
+ * body, so a retry after a lost answer never counts twice. A call resolves once the service answered 202
+ * for its batch; it rejects with a TallyError that says what happened otherwise.
+ */
+export class TallyClient {
+  readonly #url: string;
+  readonly #token: BearerToken;
+  readonly #options: typeof DEFAULTS;
+  readonly #retry: RetryPolicy;
+  readonly #onError: TallyClientOptions["onError"];
+  #open = new OpenBatch();
+  #openTimer: NodeJS.Timeout | undefined;
+  readonly #queue: SealedBatch[] = [];
+  readonly #sending = new Set<Promise<void>>();
+  #buffered = 0;
+  #waitingForRoom = 0;
+  #roomWaiters: (() => void)[] = [];
+  #closed = false;
+  readonly #stats = { incrementsAccepted: 0, batchesAccepted: 0, retries: 0, incrementsFailed: 0 };
+
+  constructor(options: TallyClientOptions) {
+    this.#url = new URL("increments", options.url.endsWith("/") ? options.url : `${options.url}/`).href;
+    this.#token = new BearerToken(options.token);
+    this.#options = { ...DEFAULTS };
+    for (const name of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
+      const value = options[name];
+      if (value === undefined) continue;
+      const least = name === "maxWaitMs" ? 0 : 1;
+      if (!Number.isInteger(value) || value < least) {
+        throw new TypeError(`${name} must be an integer of at least ${least}, not ${value}`);
+      }
+      this.#options[name] = value;
+    }
+    this.#retry = { ...DEFAULT_RETRY, ...options.retry };
+    if (!Number.isInteger(this.#retry.attempts) || this.#retry.attempts < 1) {
+      throw new TypeError(`retry.attempts must be an integer of at least 1, not ${this.#retry.attempts}`);
+    }
+    this.#onError = options.onError;
+  }
+
+  /**
+   * Adds `value` to the counter `key`. Resolves once the service accepted the batch that carried it;
+   * rejects at once when the call breaks the service's rules, after `close()`, and otherwise with what
+   * happened to its batch. Waits while `maxBuffered` calls are unanswered.
+   */
+  async increment(key: string, value = 1): Promise<void> {
+    checkIncrement(key, value, this.#options.maxKeyLength);
+    if (this.#closed) throw new TallyClosedError();
+    while (this.#buffered >= this.#options.maxBuffered) await this.#room();
+    return new Promise<void>((resolve, reject) => this.#add(key, value, { resolve, reject }));
+  }
+
+  /** Sends what is buffered now, and resolves once every batch sent before it has been answered. */
+  async flush(): Promise<void> {
+    this.#seal();
+    await Promise.all([...this.#sending]);
+  }
+
+  /**
+   * Stops taking calls, sends everything buffered (calls waiting for room included) and resolves once all
+   * of it has been answered. Safe to call more than once, and from a SIGTERM handler.
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    do {
+      await this.flush();
+      // A call that was waiting for room joins the batch after the last one; send that one too.
+      if (this.#waitingForRoom > 0) await sleep(this.#options.maxWaitMs);
+    } while (this.#buffered > 0 || this.#waitingForRoom > 0);
+  }
+
+  get stats(): TallyClientStats {
+    return { ...this.#stats, buffered: this.#buffered, inFlight: this.#sending.size };
+  }
+
+  /**
+   * Sends a batch whose outcome was unknown again, with its Idempotency-Key: the service applies it if it
+   * never did, and only answers if it did. Resolves on 202; rejects as a batch's calls would.
+   */
+  async resend(unknown: TallyOutcomeUnknownError): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.#buffered += 1;
+      this.#enqueue(new SealedBatch(unknown.idempotencyKey, unknown.increments, [{ resolve, reject }]));
+    });
+  }
+
+  #add(key: string, value: number, call: Call): void {
+    if (this.#open.size >= this.#options.maxBatchSize) this.#seal();
+    this.#open.add(key, value, call);
+    this.#buffered += 1;
+    if (this.#open.size >= this.#options.maxBatchSize) this.#seal();
+    else this.#openTimer ??= setTimeout(() => this.#seal(), this.#options.maxWaitMs);
+  }
+
+  #seal(): void {
+    clearTimeout(this.#openTimer);
+    this.#openTimer = undefined;
+    if (this.#open.size === 0) return;
+    const batch = this.#open.seal();
+    this.#open = new OpenBatch();
+    this.#enqueue(batch);
+  }
+
+  #enqueue(batch: SealedBatch): void {
+    this.#queue.push(batch);
+    this.#pump();
+  }
+
+  #pump(): void {
+    while (this.#sending.size < this.#options.maxInFlight) {
+      const batch = this.#queue.shift();
+      if (batch === undefined) return;
+      const sending = this.#deliver(batch).finally(() => {
+        this.#sending.delete(sending);
+        this.#buffered -= batch.calls;
+        this.#wakeRoomWaiters();
+        this.#pump();
+      });
+      this.#sending.add(sending);
+    }
+  }
+
+  async #room(): Promise<void> {
+    this.#waitingForRoom += 1;
+    try {
+      await new Promise<void>((wake) => this.#roomWaiters.push(wake));
+    } finally {
+      this.#waitingForRoom -= 1;
+    }
+  }
+
+  #wakeRoomWaiters(): void {
+    const waiters = this.#roomWaiters;
+    this.#roomWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Sends one batch until it is accepted, refused, or its retries run out; settles its calls. */
+  async #deliver(batch: SealedBatch): Promise<void> {
+    // Set once an attempt may have been applied: from then on a failure is an unknown outcome.
+    let ambiguous: TallyError | undefined;
+    let refreshedToken = false;
+    for (let attempt = 1; ; attempt++) {
+      const result = await this.#attempt(batch);
+      if (result.kind === "accepted") {
+        this.#stats.batchesAccepted += 1;
+        this.#stats.incrementsAccepted += batch.calls;
+        batch.resolve();
+        return;
+      }
+      if (result.kind === "unknown") ambiguous = result.error;
+      // A token refused once is fetched again and the attempt repeated, once per batch.
+      const retryToken = result.kind === "unauthorized" && this.#token.refreshable && !refreshedToken;
+      if (retryToken) {
+        refreshedToken = true;
+        this.#token.invalidate();
+      }
+      const retryable = result.kind === "unknown" || result.kind === "limited";
+      const willRetry = retryToken || (retryable && attempt < this.#retry.attempts);
+      this.#onError?.(result.error, { idempotencyKey: batch.idempotencyKey, attempt, willRetry });
+      if (!willRetry) {
+        this.#stats.incrementsFailed += batch.calls;
+        batch.reject(
+          ambiguous !== undefined && result.kind !== "rejected"
+            ? new TallyOutcomeUnknownError(batch.idempotencyKey, batch.increments, attempt, ambiguous)
+            : result.error,
+        );
+        return;
+      }
+      this.#stats.retries += 1;
+      if (!retryToken) {
+        const delay = "delayMs" in result ? result.delayMs : undefined;
+        await sleep(Math.max(backoffMs(this.#retry, attempt), delay ?? 0));
+      }
+    }
+  }
+
+  async #attempt(batch: SealedBatch): Promise<Attempt> {
+    let response: Response;
+    try {
+      response = await fetch(this.#url, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await this.#token.get()}`,
+          "content-type": "application/json",
+          "idempotency-key": batch.idempotencyKey,
+        },
+        body: batch.body,
+        signal: AbortSignal.timeout(this.#options.requestTimeoutMs),
+      });
+    } catch (error) {
+      // Refused, reset or timed out: the service may have applied it.
+      return { kind: "unknown", error: new TallyError("the request failed", { cause: error }) };
+    }
+    if (response.status === 202) {
+      await response.body?.cancel();
+      return { kind: "accepted" };
+    }
+    const problem = await problemOf(response);
+    const delayMs = serverDelayMs(response.headers);
+    if (response.status >= 500) {
+      return {
+        kind: "unknown",
+        error: new TallyError(`tally answered ${response.status} ${problem.code ?? ""}`.trim()),
+        delayMs,
+      };
+    }
+    const error = new TallyRejectedError(problem);
+    if (response.status === 429) return { kind: "limited", error, delayMs };
+    if (response.status === 401) return { kind: "unauthorized", error };
+    return { kind: "rejected", error };
+  }
+}
+
+async function problemOf(response: Response): Promise<Problem> {
+  const text = await response.text().catch(() => "");
+  try {
+    const body = JSON.parse(text) as Partial<Problem>;
+    return { ...body, status: response.status };
+  } catch {
+    return { status: response.status, detail: text.slice(0, 200) };
+  }
+}

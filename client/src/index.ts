@@ -1,0 +1,17 @@
+export {
+  type ErrorContext,
+  TallyClient,
+  type TallyClientOptions,
+  type TallyClientStats,
+} from "./client.ts";
+export {
+  type Increment,
+  type Problem,
+  TallyClosedError,
+  TallyError,
+  TallyOutcomeUnknownError,
+  TallyRejectedError,
+  TallyValidationError,
+} from "./errors.ts";
+export { DEFAULT_RETRY, type RetryPolicy } from "./retry.ts";
+export type { TokenSource } from "./token.ts";
