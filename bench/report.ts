@@ -37,6 +37,18 @@ export interface BenchResults {
     warmupMaxS: number;
   }[];
   syncer?: SyncerThroughput[];
+  /** The Node client with its default options, from the bench's own process. */
+  client?: {
+    callers: number;
+    callsInFlight: number;
+    keys: number;
+    durationS: number;
+    incrementsPerSecond: number;
+    /** Calls carried per POST /increments (several calls for one key are one item). */
+    callsPerBatch: number;
+    failed: number;
+    retries: number;
+  };
   batches?: {
     tool: string;
     /** redis-benchmark -P 1000 HINCRBY on the same Redis, in the same run. */
@@ -131,6 +143,19 @@ export function renderReport(results: BenchResults): string {
         .join(", ")}.`,
       "",
       `Exactly once: the API counted ${batches.accepted} increments as accepted over the section, and Postgres holds ${batches.persisted} (${batches.accepted === batches.persisted ? "equal" : "**NOT EQUAL**"}).`,
+      "",
+    );
+  }
+  const { client } = results;
+  if (client) {
+    lines.push(
+      "## The Node client (default options)",
+      "",
+      `${client.callers} callers in the bench process, each keeping ${client.callsInFlight} \`increment()\` calls in flight over ${client.keys} keys, for ${client.durationS} s after a warm-up.`,
+      "",
+      "| increments/s | calls per request | failed calls | retries |",
+      "| --- | --- | --- | --- |",
+      `| ${client.incrementsPerSecond.toFixed(0)} | ${client.callsPerBatch.toFixed(0)} | ${client.failed} | ${client.retries} |`,
       "",
     );
   }

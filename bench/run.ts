@@ -5,6 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type pg from "pg";
+import { TallyClient } from "../client/src/index.ts";
 import { parseConfig } from "../lib/config.ts";
 import { migrate } from "../lib/postgres/migrate.ts";
 import { createPool } from "../lib/postgres/pool.ts";
@@ -45,10 +46,13 @@ const STALENESS_WATCH_S = 20;
 const STALENESS_WARMUP_S = 10;
 const RESULTS_DIR = fileURLToPath(new URL("./results/", import.meta.url));
 
-const SECTIONS = ["http", "batches", "staleness", "syncer"] as const;
+const SECTIONS = ["http", "batches", "client", "staleness", "syncer"] as const;
 const BATCH_SIZES = [1, 10, 100, 1_000];
 const BATCH_CONNECTIONS = 16;
 const BATCH_DURATION_S = 5;
+const CLIENT_CALLERS = 64;
+const CLIENT_CALLS_IN_FLIGHT = 100;
+const CLIENT_KEYS = 100_000;
 type Section = (typeof SECTIONS)[number];
 
 const run = promisify(execFile);
@@ -74,7 +78,7 @@ try {
   const token = await mintToken({ secret: SECRET, subject: "bench", scopes: ["counters:write"] });
   const results: BenchResults = { machine: { cores: availableParallelism(), node: process.version } };
 
-  if (sections.has("http") || sections.has("batches") || sections.has("staleness")) {
+  if (["http", "batches", "client", "staleness"].some((section) => sections.has(section as Section))) {
     const workers = availableParallelism();
     const servicePort = await freePort();
     // As `npm start` runs it: compiled, plain node.
@@ -115,6 +119,9 @@ try {
         redisPort: redisServer.port,
         pool,
       });
+    }
+    if (sections.has("client")) {
+      results.client = await measureClient(serviceUrl, token);
     }
     if (sections.has("staleness")) {
       results.staleness = [];
@@ -287,6 +294,57 @@ async function persistedOnceCaughtUp(pool: pg.Pool, pattern: string, expected: n
     }
     await sleep(500);
   }
+}
+
+/**
+ * Increments per second through the Node client with its default options, from this process: callers that
+ * each keep CLIENT_CALLS_IN_FLIGHT calls going, as a busy server's request handlers would. The calls in
+ * flight at once are for distinct keys, so each is an item of its own: the figure is not one of summing.
+ */
+async function measureClient(serviceUrl: string, token: string) {
+  const client = new TallyClient({ url: serviceUrl, token });
+  let stop = false;
+  const run = async (durationS: number) => {
+    stop = false;
+    const before = client.stats.incrementsAccepted;
+    const began = performance.now();
+    const timer = setTimeout(() => {
+      stop = true;
+    }, durationS * 1_000);
+    await Promise.all(
+      Array.from({ length: CLIENT_CALLERS }, async (_, caller) => {
+        for (let round = 0; !stop; round++) {
+          await Promise.all(
+            Array.from({ length: CLIENT_CALLS_IN_FLIGHT }, (_, i) =>
+              client.increment(
+                `bench:client:${(caller * CLIENT_CALLS_IN_FLIGHT + i + round * CLIENT_CALLERS * CLIENT_CALLS_IN_FLIGHT) % CLIENT_KEYS}`,
+              ),
+            ),
+          );
+        }
+      }),
+    );
+    clearTimeout(timer);
+    return ((client.stats.incrementsAccepted - before) * 1_000) / (performance.now() - began);
+  };
+  await run(WARMUP_S);
+  const batchesBefore = client.stats.batchesAccepted;
+  const acceptedBefore = client.stats.incrementsAccepted;
+  const incrementsPerSecond = await run(BATCH_DURATION_S);
+  await client.close();
+  const { stats } = client;
+  const batches = stats.batchesAccepted - batchesBefore;
+  log(`bench: client: ${incrementsPerSecond.toFixed(0)} increments/s, ${stats.incrementsFailed} failed`);
+  return {
+    callers: CLIENT_CALLERS,
+    callsInFlight: CLIENT_CALLS_IN_FLIGHT,
+    keys: CLIENT_KEYS,
+    durationS: BATCH_DURATION_S,
+    incrementsPerSecond,
+    callsPerBatch: (stats.incrementsAccepted - acceptedBefore) / Math.max(1, batches),
+    failed: stats.incrementsFailed,
+    retries: stats.retries,
+  };
 }
 
 /** A baseline server from bench/baselines/, on its own port, with as many workers as the service. */
