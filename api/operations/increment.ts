@@ -88,7 +88,7 @@ export function incrementOperation(options: IncrementOptions): Operation {
             in: "header",
             required: false,
             description:
-              "Makes a retry safe: a request with the same key from the same client (the token's sub) within IDEMPOTENCY_TTL_S (24 h by default) answers 202 with Idempotent-Replayed: true and is applied once; the same key with a different body is 422 idempotency_key_reused. Compared byte for byte; a UUID per logical increment is the usual choice.",
+              "Makes a retry safe: a request with the same key from the same client (the token's sub) within IDEMPOTENCY_TTL_S (24 h by default) answers 202 with Idempotent-Replayed: true and is applied once; the same key with a different body is 422 idempotency_key_reused where the bodies share a shard (always for the same counter key), else a new request. Compared byte for byte; a UUID per logical increment is the usual choice.",
             schema: jsonSchemaOf(idempotencyKeySchema),
           },
         },

@@ -69,8 +69,9 @@ interface ShardPart {
  * not at all and answered only once Redis has applied it. The shard is the key's own (Keyspace.shardOf), so
  * a key is one Postgres row per cycle however many shards there are.
  *
- * With a key, each shard part has its own record in its shard (a single increment's shard follows (client,
- * key), so every retry lands on its record), and one Lua script checks the record and applies the part.
+ * With a key, each shard part has its own record beside it in its shard (the key's, for a single
+ * increment): shards stay key-disjoint, so syncers can apply them in parallel. A retry of the same request
+ * touches the same shards and finds its records; one Lua script checks a record and applies its part.
  */
 export function createIncrementers(
   scripts: Scripts,
@@ -119,15 +120,8 @@ export function createIncrementers(
   const applyGroup = (shard: ShardKeys, increments: readonly Increment[]) =>
     new Promise<GroupResult | Error>((settle) => collect({ shard, increments, settle }));
 
-  const applyOnce = async (
-    part: ShardPart,
-    idempotency: IdempotencyKey,
-    fingerprint: string,
-    batch: boolean,
-  ) => {
-    const record = batch
-      ? keyspace.idempotencyRecordIn(part.shard, idempotency.clientId, idempotency.key)
-      : keyspace.idempotencyRecord(idempotency.clientId, idempotency.key);
+  const applyOnce = async (part: ShardPart, idempotency: IdempotencyKey, fingerprint: string) => {
+    const record = keyspace.idempotencyRecord(part.shard, idempotency.clientId, idempotency.key);
     return scripts.incrementOnce(record, part.increments, fingerprint, limits);
   };
 
@@ -146,7 +140,6 @@ export function createIncrementers(
           { shard, increments: [increment], indexes: [0] },
           idempotency,
           sha256(JSON.stringify([key, value])),
-          false,
         ),
       );
     } catch (error) {
@@ -182,7 +175,7 @@ export function createIncrementers(
     const outcomes = await Promise.all(
       [...parts.values()].map(async (part) => {
         try {
-          return { part, result: storeFailureOf(await applyOnce(part, idempotency, fingerprint, true)) };
+          return { part, result: storeFailureOf(await applyOnce(part, idempotency, fingerprint)) };
         } catch (error) {
           return { part, result: error instanceof Error ? error : new Error(String(error)) };
         }

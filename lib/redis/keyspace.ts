@@ -111,19 +111,12 @@ export class Keyspace {
     return this.#at(shardOfKey(counterKey, this.shards.length));
   }
 
-  /** Where a client's Idempotency-Key is recorded: the shard follows (client, key), so every retry finds it. */
-  idempotencyRecord(clientId: string, idempotencyKey: string): IdempotencyRecord {
-    const hash = createHash("sha256").update(`${clientId}\n${idempotencyKey}`).digest();
-    const shard = this.#at(hash.readUInt32BE(0) % this.shards.length);
-    const digest = hash.toString("base64url");
-    return { shard, key: idempotencyRecordKey(this.prefix, shard.shard, digest), digest };
-  }
-
   /**
-   * Where a client's Idempotency-Key is recorded for a batch's part in `shard`: one record per part, each in
-   * its part's slot, so each part is checked and applied in one script even on Redis Cluster.
+   * Where a client's Idempotency-Key is recorded for a request's part in `shard`: one record per shard the
+   * request touches, each in its part's slot, so each part is checked and applied in one script even on
+   * Redis Cluster, and no shard holds anything of another's keys.
    */
-  idempotencyRecordIn(shard: ShardKeys, clientId: string, idempotencyKey: string): IdempotencyRecord {
+  idempotencyRecord(shard: ShardKeys, clientId: string, idempotencyKey: string): IdempotencyRecord {
     const digest = createHash("sha256")
       .update(`${clientId}\n${idempotencyKey}\n${shard.shard}`)
       .digest("base64url");

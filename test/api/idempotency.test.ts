@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApiError } from "../../api/errors.ts";
 import { createIncrementers } from "../../api/store/increment.ts";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
-import { allShardKeys, Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
+import { allShardKeys, Keyspace, shardKeys, shardOfKey } from "../../lib/redis/keyspace.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
 import { type RedisServer, startRedis } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
@@ -28,6 +28,14 @@ async function pendingIn(target: TestApi, shards: number, key: string): Promise<
 
 const pending = (target: TestApi, key: string) => pendingIn(target, 4, key);
 
+/** A counter key other than `not` in shard `shard` of 4. */
+function otherKeyIn(shard: number, not: string): string {
+  for (let i = 0; ; i++) {
+    const key = `other-${i}`;
+    if (key !== not && shardOfKey(key, 4) === shard) return key;
+  }
+}
+
 describe("Idempotency-Key", () => {
   it("applies a retried request once and marks the replay", async () => {
     const token = await api.token();
@@ -50,10 +58,24 @@ describe("Idempotency-Key", () => {
     const reused = await api.increment({ key: "k", value: 2 }, token, { "idempotency-key": "req-2" });
     expect(reused.status).toBe(422);
     expect((await readProblem(reused)).code).toBe("idempotency_key_reused");
-    const otherKey = await api.increment({ key: "other", value: 1 }, token, { "idempotency-key": "req-2" });
+    // The record lives in the counter key's shard: another key in that shard meets it and is refused.
+    const sameShard = otherKeyIn(shardOfKey("k", 4), "k");
+    const otherKey = await api.increment({ key: sameShard, value: 1 }, token, { "idempotency-key": "req-2" });
     expect(otherKey.status).toBe(422);
     expect(await pending(api, "k")).toBe(1);
-    expect(await pending(api, "other")).toBe(0);
+    expect(await pending(api, sameShard)).toBe(0);
+  });
+
+  it("does not see a key reused for a counter in another shard: that request is a new one", async () => {
+    const token = await api.token();
+    expect((await api.increment({ key: "k", value: 1 }, token, { "idempotency-key": "req-3" })).status).toBe(
+      202,
+    );
+    const elsewhere = otherKeyIn((shardOfKey("k", 4) + 1) % 4, "k");
+    const response = await api.increment({ key: elsewhere, value: 1 }, token, { "idempotency-key": "req-3" });
+    expect(response.status).toBe(202);
+    expect(response.headers.get("idempotent-replayed")).toBeNull();
+    expect(await pending(api, elsewhere)).toBe(1);
   });
 
   it("keeps keys per client: two clients may use the same Idempotency-Key", async () => {
@@ -65,6 +87,29 @@ describe("Idempotency-Key", () => {
     const fromBob = await api.increment({ key: "shared", value: 1 }, bob, { "idempotency-key": "same" });
     expect(fromBob.headers.get("idempotent-replayed")).toBeNull();
     expect(await pending(api, "shared")).toBe(2);
+  });
+
+  it("keeps shards key-disjoint: the increment and its record go to the counter key's shard", async () => {
+    const token = await api.token({ subject: "disjoint" });
+    const keys = Array.from({ length: 12 }, (_, i) => `disjoint-${i}`);
+    for (const [i, key] of keys.entries()) {
+      const response = await api.increment({ key, value: 1 }, token, { "idempotency-key": `disjoint-${i}` });
+      expect(response.status).toBe(202);
+    }
+    const shards = allShardKeys(api.prefix, 4);
+    for (const [i, key] of keys.entries()) {
+      const shard = shardOfKey(key, 4);
+      const holding = await Promise.all(shards.map((keys) => api.node.redis.hexists(keys.dirty, key)));
+      expect(holding.map((held, index) => (held === 1 ? index : -1)).filter((index) => index >= 0)).toEqual([
+        shard,
+      ]);
+      const record = new Keyspace(api.prefix, 4).idempotencyRecord(
+        shardKeys(api.prefix, shard),
+        "disjoint",
+        `disjoint-${i}`,
+      );
+      expect(await api.node.redis.exists(record.key)).toBe(1);
+    }
   });
 
   it("remembers a key for the configured time (24 h by default)", async () => {
