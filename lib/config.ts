@@ -112,6 +112,7 @@ const EnvSchema = v.object({
 
   SYNC_INTERVAL_MS: integer(5_000, 50, 300_000),
   SYNC_SHARDS: integer(4, 1, 1_024),
+  SYNC_CONCURRENCY: integer(2, 1, 64),
   SYNC_SCAN_COUNT: integer(1_000, 10, 100_000),
   SYNC_LEASE_TTL_MS: integer(3_000, 100, 600_000),
   SYNC_FAULT_INJECTION: optionalText,
@@ -199,6 +200,8 @@ export interface Config {
   sync: {
     intervalMs: number;
     shards: number;
+    /** Shards one syncer applies at once, each on its own Postgres connection. */
+    concurrency: number;
     scanCount: number;
     leaseTtlMs: number;
     /** Test-only: make the syncer crash or stall at a protocol step (syncer/faults.ts). */
@@ -287,6 +290,7 @@ export function parseConfig(source: Record<string, string | undefined> = process
     sync: {
       intervalMs: env.SYNC_INTERVAL_MS,
       shards: env.SYNC_SHARDS,
+      concurrency: env.SYNC_CONCURRENCY,
       scanCount: env.SYNC_SCAN_COUNT,
       leaseTtlMs: env.SYNC_LEASE_TTL_MS,
       faultInjection: env.SYNC_FAULT_INJECTION,

@@ -2,12 +2,16 @@ import type pg from "pg";
 import { textArrayLiteral } from "./array-literal.ts";
 import type { BatchHeader, QuarantinedDelta } from "./batch.ts";
 
-// Every transaction that writes counters holds this lock until it ends (pg_advisory_xact_lock). A syncer
-// upserts a batch statement by statement as it reads it, each statement in key order but the statements in
-// HSCAN order; two transactions doing that at once could lock shared rows in opposite orders and deadlock.
-// Taking turns rules that out, and costs nothing while one leader does all the work.
-// One round trip, no parameters: "tall" (0x74616c6c) is the lock's id.
-const BEGIN_AND_LOCK_SQL = "BEGIN; SELECT pg_advisory_xact_lock(1952541804)";
+// Every transaction that writes a shard's counters holds that shard's lock until it ends
+// (pg_advisory_xact_lock). A syncer upserts a batch statement by statement as it reads it, each statement in
+// key order but the statements in HSCAN order; two transactions on one shard's keys at once (two syncers
+// while a lease changes hands) could lock shared rows in opposite orders and deadlock. Taking turns per
+// shard rules that out; shards are key-disjoint, so transactions of different shards share no row and run
+// at once. One round trip: "tall" (0x74616c6c) and the shard number are the lock's id (the shard is an
+// integer of ours, not input).
+function beginAndLockSql(shard: number): string {
+  return `BEGIN; SELECT pg_advisory_xact_lock(1952541804, ${Math.trunc(shard)})`;
+}
 
 // The totals are filled in at commit, once the whole batch has been read.
 const RECORD_BATCH_SQL = `
@@ -90,7 +94,7 @@ export class BatchTransaction {
     client.on("error", ignoreConnectionError);
     const transaction = new BatchTransaction(client, header, options.isolateRows);
     try {
-      await client.query(BEGIN_AND_LOCK_SQL);
+      await client.query(beginAndLockSql(header.shard));
       const recorded = await client.query(RECORD_BATCH_SQL, [
         header.id,
         header.shard,

@@ -64,7 +64,8 @@ export async function startSyncer(
   const pool = createPool({
     connectionString: config.database.url,
     applicationName: "tally-syncer",
-    max: 2,
+    // A connection per shard applied at once, and one for the rest (idle marks, the ledger's pruning).
+    max: config.sync.concurrency + 1,
     // Postgres closing idle connections (a restart, an outage) is reported where it matters, by the next
     // query that fails; the pool replaces the connection.
     onError: (error) => logger.debug({ reason: error.message }, "postgres closed an idle connection"),
@@ -114,6 +115,7 @@ export async function startSyncer(
     logger,
     keyspace,
     intervalMs: config.sync.intervalMs,
+    concurrency: config.sync.concurrency,
     scanCount: config.sync.scanCount,
     leaseTtlMs: config.sync.leaseTtlMs,
     postgresLocation: `DATABASE_URL=${maskedUrl(config.database.url)}`,

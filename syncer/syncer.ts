@@ -20,6 +20,8 @@ export interface SyncerOptions {
   logger: Logger;
   keyspace: Keyspace;
   intervalMs: number;
+  /** Shards applied at once; shards are key-disjoint, so their transactions share no row. */
+  concurrency: number;
   scanCount: number;
   leaseTtlMs: number;
   /** Where Postgres is, for log lines (e.g. DATABASE_URL with its password masked). */
@@ -161,7 +163,7 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       if (outcome.kind === "idle") this.#advance(outcome.shard, outcome.observedAt);
       if (outcome.kind === "batch") this.#advance(outcome.shard, outcome.swappedAt);
     };
-    for (const keys of this.#shardKeys) {
+    const flush = async (keys: ShardKeys) => {
       try {
         const outcome = await flushShardOnce(ctx, keys);
         record(outcome);
@@ -170,7 +172,16 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       } catch (error) {
         failures.push({ shard: keys.shard, error });
       }
-    }
+    };
+    const due = [...this.#shardKeys];
+    await Promise.all(
+      Array.from({ length: Math.min(this.#options.concurrency, due.length) }, async () => {
+        for (let keys = due.shift(); keys !== undefined; keys = due.shift()) await flush(keys);
+      }),
+    );
+    // In shard order, whatever order they finished in.
+    outcomes.sort((a, b) => a.shard - b.shard);
+    failures.sort((a, b) => a.shard - b.shard);
     // After a cycle in which every shard synced, no unfinished batch older than this cycle exists, so no
     // ledger row older than the retention can still be needed to refuse a batch.
     if (failures.length === 0) await this.#pruneLedgerHourly();

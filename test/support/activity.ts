@@ -91,6 +91,7 @@ export function startActivitySyncer(options: {
   const batches: Batch[] = [];
   const syncer = new Syncer({
     redis: options.redis,
+    concurrency: 2,
     pool: options.pool,
     logger,
     keyspace: new Keyspace(options.prefix, 1),

@@ -33,6 +33,8 @@ export interface TestSyncerOptions {
   intervalMs?: number;
   leaseTtlMs?: number;
   scanCount?: number;
+  /** SYNC_CONCURRENCY; its default, 2, unless a test asks otherwise. */
+  concurrency?: number;
   onStep?: StepHook;
   ledgerRetentionMs?: number;
   /** Silent unless a test reads the lines. */
@@ -48,6 +50,7 @@ export function createSyncer(options: TestSyncerOptions): Syncer {
     intervalMs: options.intervalMs ?? 100,
     leaseTtlMs: options.leaseTtlMs ?? 1_000,
     scanCount: options.scanCount ?? 1_000,
+    concurrency: options.concurrency ?? 2,
     onStep: options.onStep,
     ledgerRetentionMs: options.ledgerRetentionMs,
   });

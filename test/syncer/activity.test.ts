@@ -205,6 +205,7 @@ describe("per-minute activity", () => {
     const { logger, lines } = captureLogger();
     const syncer = new Syncer({
       redis: env.redis,
+      concurrency: 2,
       pool: env.pool,
       logger,
       keyspace: new Keyspace(prefix, 1),

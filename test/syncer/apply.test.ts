@@ -6,18 +6,18 @@ import { readCounters, readLedger, useSyncerEnv } from "../support/syncer.ts";
 
 const env = useSyncerEnv();
 
-const header = (shard: number) => ({ id: randomUUID(), shard, seq: 1n, swappedAt: new Date() });
+const header = (shard: number, seq = 1n) => ({ id: randomUUID(), shard, seq, swappedAt: new Date() });
 const plain = { isolateRows: false };
 
 describe("BatchTransaction", () => {
-  it("takes turns: a second batch waits until the first has committed, so statements cannot deadlock", async () => {
+  it("takes turns per shard: a second batch of the shard waits until the first has committed, so statements cannot deadlock", async () => {
     const first = await BatchTransaction.begin(env.pool, header(0), plain);
     if (first === null) throw new Error("a new batch should begin");
     await first.upsert(["a"], ["1"]);
 
     // Were both open at once, "b" then "a" here against "a" then "b" above would be a deadlock.
     let secondBegun = false;
-    const second = BatchTransaction.begin(env.pool, header(1), plain).then(async (transaction) => {
+    const second = BatchTransaction.begin(env.pool, header(0, 2n), plain).then(async (transaction) => {
       secondBegun = true;
       if (transaction === null) throw new Error("a new batch should begin");
       await transaction.upsert(["b"], ["10"]);
@@ -35,6 +35,26 @@ describe("BatchTransaction", () => {
       new Map([
         ["a", 11n],
         ["b", 11n],
+      ]),
+    );
+  });
+
+  it("runs batches of different shards at once: shards are key-disjoint", async () => {
+    const first = await BatchTransaction.begin(env.pool, header(0), plain);
+    if (first === null) throw new Error("a new batch should begin");
+    await first.upsert(["shard0-key"], ["1"]);
+    const second = await Promise.race([
+      BatchTransaction.begin(env.pool, header(1), plain),
+      sleep(2_000).then(() => "still waiting" as const),
+    ]);
+    if (second === null || second === "still waiting") throw new Error(`the second shard's batch: ${second}`);
+    await second.upsert(["shard1-key"], ["2"]);
+    await second.commit({ keyCount: 1, deltaSum: 2n });
+    await first.commit({ keyCount: 1, deltaSum: 1n });
+    expect(await readCounters(env.pool)).toEqual(
+      new Map([
+        ["shard0-key", 1n],
+        ["shard1-key", 2n],
       ]),
     );
   });

@@ -307,6 +307,8 @@ describe("Syncer.runCycle", () => {
       pool: env.pool,
       prefix,
       shards: 2,
+      // One shard after the other, so that shard 0 has committed when shard 1 is reached.
+      concurrency: 1,
       onStep: async (step, shard) => {
         if (step !== "before-swap" || shard !== 1) return;
         if (cycle === 1) {
@@ -326,6 +328,43 @@ describe("Syncer.runCycle", () => {
     if (measured === undefined) throw new Error("shard 1 was not reached in the second cycle");
     // Counted from the end of the first cycle, it would be ~400 ms more: shard 0's old position.
     expect(measured.stalenessMs).toBeLessThanOrEqual(measured.now - shard1SwappedAfter);
+  });
+
+  it("applies SYNC_CONCURRENCY shards at once, each in its own transaction, and all of them", async () => {
+    const prefix = env.newPrefix();
+    let open = 0;
+    let mostOpen = 0;
+    const syncer = createSyncer({
+      redis: env.redis,
+      pool: env.pool,
+      prefix,
+      shards: 4,
+      concurrency: 2,
+      onStep: async (step) => {
+        if (step !== "before-commit") return;
+        open += 1;
+        mostOpen = Math.max(mostOpen, open);
+        await sleep(200);
+        open -= 1;
+      },
+    });
+    for (const shard of [0, 1, 2, 3]) await addDeltas(env.redis, prefix, [[`c${shard}`, shard + 1]], shard);
+    const report = await syncer.runCycle();
+    expect(mostOpen).toBe(2);
+    expect(report.outcomes.map((outcome) => [outcome.shard, outcome.kind])).toEqual([
+      [0, "batch"],
+      [1, "batch"],
+      [2, "batch"],
+      [3, "batch"],
+    ]);
+    expect(await readCounters(env.pool)).toEqual(
+      new Map([
+        ["c0", 1n],
+        ["c1", 2n],
+        ["c2", 3n],
+        ["c3", 4n],
+      ]),
+    );
   });
 
   it("flushes every shard in one cycle and reports each outcome", async () => {

@@ -27,6 +27,7 @@ async function syncerWithMetrics(
   const metrics = new SyncerMetrics();
   const syncer = new Syncer({
     redis,
+    concurrency: 2,
     pool: env.openPool(),
     logger: silentLogger,
     keyspace: new Keyspace(prefix, 1),
