@@ -93,8 +93,11 @@ export function createRedis(options: RedisClientOptions): RedisClient {
     ? new Cluster(options.clusterNodes, {
         redisOptions,
         enableOfflineQueue: false,
-        enableAutoPipelining: options.autoPipelining ?? false,
-        autoPipeliningIgnoredCommands: BATCHED_BY_CALLER,
+        // Never on a cluster: ioredis groups auto-pipelined commands by node and handles MOVED for the
+        // pipeline as a whole, so after a master restarts the commands of its slots keep coming back MOVED
+        // (redis/ioredis#2075; here a killed master's slots failed for 40 s under load). The increments
+        // are batched per event-loop turn and shard anyway.
+        enableAutoPipelining: false,
         lazyConnect: true,
         // Reads and writes both go to masters: a replica may lag, and every read here is one a client
         // expects to see its own writes in.
