@@ -15,8 +15,10 @@ import { mintToken } from "../lib/tokens.ts";
 import { generateLoad, type LoadResult } from "../tools/load/throughput.ts";
 import { type ServiceProcess, spawnService } from "../tools/process.ts";
 import { freePort, startPostgres, startRedis } from "../tools/servers.ts";
+import { longestSwapToCommit, worstStalenessBeforeCommits } from "./ledger.ts";
 import { type BenchResults, renderChart, renderReport } from "./report.ts";
 import { rssOfTree } from "./rss.ts";
+import { measureCurvePoint } from "./staleness-curve.ts";
 import { fillDirtyHash, measureSyncerThroughput, type SyncerThroughput } from "./syncer-throughput.ts";
 
 // `npm run bench`: throwaway Redis and Postgres, tally as `npm start` runs it, and in the same run two
@@ -44,9 +46,14 @@ const STALENESS_WATCH_S = 20;
 // batches pay once for the syncer's code being compiled and for the first update of rows inserted just
 // before. The warm-up's worst staleness is still reported, beside the figure that counts.
 const STALENESS_WARMUP_S = 10;
+// The keys-per-cycle → staleness curve: one syncer with the default shards, applying them one at a time
+// and two at once.
+const CURVE_KEYS_PER_CYCLE = [100_000, 250_000, 500_000, 1_000_000];
+const CURVE_CONCURRENCY = [1, 2];
+const CURVE_SHARDS = 4;
 const RESULTS_DIR = fileURLToPath(new URL("./results/", import.meta.url));
 
-const SECTIONS = ["http", "batches", "client", "staleness", "syncer"] as const;
+const SECTIONS = ["http", "batches", "client", "staleness", "syncer", "curve"] as const;
 const BATCH_SIZES = [1, 10, 100, 1_000];
 const BATCH_CONNECTIONS = 16;
 const BATCH_DURATION_S = 5;
@@ -154,6 +161,23 @@ try {
       log(
         `bench: syncer ${keys} keys: ${result.syncerMs.toFixed(0)} ms vs raw upsert ${result.rawUpsertMs.toFixed(0)} ms`,
       );
+    }
+  }
+
+  if (sections.has("curve")) {
+    results.curve = [];
+    for (const concurrency of CURVE_CONCURRENCY) {
+      for (const keysPerCycle of CURVE_KEYS_PER_CYCLE) {
+        const point = await measureCurvePoint(redis, (database) => postgresServer.url(database), {
+          keysPerCycle,
+          concurrency,
+          shards: CURVE_SHARDS,
+        });
+        results.curve.push(point);
+        log(
+          `bench: curve: ${keysPerCycle} keys per cycle, SYNC_CONCURRENCY=${concurrency}: staleness at most ${point.maxS.toFixed(2)} s, longest cycle ${point.longestCycleS.toFixed(2)} s`,
+        );
+      }
     }
   }
 
@@ -527,38 +551,6 @@ async function measureStaleness(
     p50S: samples[Math.floor(samples.length / 2)] ?? Number.NaN,
     warmupMaxS: warmupSamples.length > 0 ? Math.max(...warmupSamples) : Number.NaN,
   };
-}
-
-/**
- * The worst staleness of a window is the moment just before one of its commits, commit time less the swap
- * time of the shard's batch before (the ledger has both), or its end, if no commit came for a while:
- * exact, where sampling would miss up to a sampling interval. Where a cycle between two batches was idle it
- * overstates, never understates.
- */
-async function worstStalenessBeforeCommits(pool: pg.Pool, from: Date, until: Date): Promise<number> {
-  const { rows } = await pool.query<{ s: number | null }>(
-    `SELECT greatest(
-              (SELECT max(extract(epoch FROM committed_at - previous_swap))
-                 FROM (SELECT committed_at, lag(swapped_at) OVER (PARTITION BY shard ORDER BY seq) AS previous_swap
-                         FROM sync_batches) AS batches
-                WHERE committed_at >= $1 AND committed_at < $2),
-              (SELECT extract(epoch FROM $2 - min(last_swap))
-                 FROM (SELECT max(swapped_at) AS last_swap FROM sync_batches WHERE committed_at < $2
-                        GROUP BY shard) AS shards)
-            )::float8 AS s`,
-    [from, until],
-  );
-  return rows[0]?.s ?? Number.NaN;
-}
-
-/** The longest time from a batch's swap to its commit, of the batches committed in the window. */
-async function longestSwapToCommit(pool: pg.Pool, from: Date, until: Date): Promise<number> {
-  const { rows } = await pool.query<{ s: number | null }>(
-    `SELECT max(extract(epoch FROM committed_at - swapped_at))::float8 AS s
-       FROM sync_batches WHERE committed_at >= $1 AND committed_at < $2`,
-    [from, until],
-  );
-  return rows[0]?.s ?? Number.NaN;
 }
 
 function medianOf(values: number[]): number {
