@@ -53,6 +53,7 @@ describe("parseConfig", () => {
       sync: {
         intervalMs: 5_000,
         shards: 4,
+        concurrency: 2,
         scanCount: 1_000,
         leaseTtlMs: 3_000,
         faultInjection: undefined,
