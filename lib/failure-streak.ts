@@ -16,7 +16,7 @@ export class FailureStreak {
   #attempts = 0;
   #lastLoggedAt = 0;
 
-  /** `message` says what fails, e.g. "cannot claim the leader lease". */
+  /** `message` says what fails, e.g. "cannot reach Postgres". */
   constructor(logger: Logger, message: string, options: { remindEveryMs?: number; now?: () => number } = {}) {
     this.#logger = logger;
     this.#message = message;

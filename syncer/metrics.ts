@@ -74,24 +74,24 @@ export class SyncerMetrics {
     this.#deltaMagnitude.inc(magnitude);
   }
 
-  /** Subscribes to `syncer`'s cycles and reads its leadership and staleness at every scrape. Once. */
+  /** Subscribes to `syncer`'s cycles and reads its shards and staleness at every scrape. Once. */
   watch(syncer: Syncer): void {
     syncer.on("cycle", (report) => this.#record(report));
     syncer.on("batch-applied", (batch) => this.#recordBatch(batch));
     new Gauge({
       name: "tally_syncer_staleness_seconds",
-      help: "While this syncer leads: now minus the time up to which Postgres holds every accepted increment (SPEC bound: 10). 0 on a standby",
+      help: "Over the shards this syncer holds: now minus the time up to which Postgres holds every accepted increment (SPEC bound: 10). 0 while it holds none",
       registers: [this.registry],
       collect() {
-        this.set(leaderStalenessSeconds(syncer));
+        this.set(syncer.heldStalenessMs() / 1000);
       },
     });
     new Gauge({
-      name: "tally_syncer_leader",
-      help: "1 while this syncer holds the leader lease, else 0",
+      name: "tally_syncer_shards",
+      help: "Shards whose leases this syncer holds, and so applies; summed over the syncers it is SYNC_SHARDS when every shard has one",
       registers: [this.registry],
       collect() {
-        this.set(syncer.isLeader ? 1 : 0);
+        this.set(syncer.heldShards.length);
       },
     });
   }
@@ -115,24 +115,16 @@ export class SyncerMetrics {
 }
 
 /**
- * A standby syncs nothing, so its own view of staleness (counted from its start) means nothing: it reports
- * 0 and stays ready. Staleness is the leader's to report; no leader at all shows as sum(tally_syncer_leader)
- * == 0.
- */
-function leaderStalenessSeconds(syncer: Syncer): number {
-  return syncer.isLeader ? syncer.stalenessMs() / 1000 : 0;
-}
-
-/**
- * Not ready while the leader's Postgres is further behind than the SPEC allows, or while Redis is full or
- * may evict accepted increments.
+ * Not ready while Postgres is further behind than the SPEC allows on a shard this syncer holds, or while
+ * Redis is full or may evict accepted increments. A syncer that holds no shard (a standby) answers for no
+ * staleness and stays ready; shards that no syncer holds show as sum(tally_syncer_shards) < SYNC_SHARDS.
  */
 export function syncerReadiness(syncer: Syncer, redisMemory: Pick<RedisMemoryWatch, "problem">): Readiness {
-  const stalenessSeconds = leaderStalenessSeconds(syncer);
+  const stalenessSeconds = syncer.heldStalenessMs() / 1000;
   const redis = redisMemory.problem()?.code;
   return {
     ready: stalenessSeconds <= STALENESS_WARNING_S && redis === undefined,
-    detail: { leader: syncer.isLeader, stalenessSeconds, ...(redis ? { redis } : {}) },
+    detail: { shards: syncer.heldShards, stalenessSeconds, ...(redis ? { redis } : {}) },
   };
 }
 

@@ -12,7 +12,7 @@ import { pruneLedger, readSyncState } from "./apply.ts";
 import type { Batch } from "./batch.ts";
 import { type BatchOutcome, flushShardOnce, type StepHook } from "./flush-shard.ts";
 import { pruneIdempotencyIndexes } from "./idempotency-records.ts";
-import { LeaderLease } from "./lease.ts";
+import { ShardLeases } from "./shard-leases.ts";
 
 export interface SyncerOptions {
   redis: RedisClient;
@@ -69,7 +69,9 @@ export interface CycleReport {
  */
 export class Syncer extends EventEmitter<SyncerEvents> {
   readonly #options: SyncerOptions;
-  readonly #lease: LeaderLease;
+  readonly #leases: ShardLeases;
+  /** Shards being flushed right now: their leases are not given up mid-batch. */
+  readonly #flushing = new Set<number>();
   readonly #shardKeys: readonly ShardKeys[];
   readonly #scripts: Scripts;
   readonly #stop = new AbortController();
@@ -93,10 +95,12 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       options.logger,
       `cannot reach Postgres${options.postgresLocation ? ` at ${options.postgresLocation}` : ""}: batches wait in Redis and are retried every cycle`,
     );
-    const claimFailures = new FailureStreak(options.logger, "cannot claim or renew the leader lease");
-    this.#lease = new LeaderLease({
+    const claimFailures = new FailureStreak(options.logger, "cannot claim or renew the shards' leases");
+    this.#leases = new ShardLeases({
       scripts: this.#scripts,
+      shards: this.#shardKeys,
       ttlMs: options.leaseTtlMs,
+      isBusy: (shard) => this.#flushing.has(shard),
       // A Redis that cannot be reached is the connection's to report (lib/redis/connection.ts); an error
       // Redis answered (out of memory, a script refused) is the lease's.
       onClaimError: (error) => {
@@ -104,20 +108,23 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       },
       onClaimAnswered: () => claimFailures.succeeded(),
     });
-    this.#lease.on("acquired", () => {
-      options.logger.info({ holder: this.#lease.holderId }, "became the leader");
-      // A new leader syncs at once: the old one may have died just before its cycle was due.
+    this.#leases.on("acquired", (shards) => {
+      options.logger.info({ holder: this.#leases.holderId, shards }, "took shards");
+      // Another syncer may have synced them up to a later point than this one knows.
+      this.#syncStateLoaded = false;
+      // Synced at once: the syncer that had them may have died just before its cycle was due.
       this.#wake?.();
     });
-    this.#lease.on("lost", () => {
-      const holder = this.#lease.holderId;
-      if (this.#stop.signal.aborted) options.logger.info({ holder }, "released the leader lease");
-      else options.logger.warn({ holder }, "lost the leader lease");
+    this.#leases.on("lost", (shards) => {
+      const holder = this.#leases.holderId;
+      if (this.#stop.signal.aborted) options.logger.info({ holder, shards }, "released shards");
+      else options.logger.info({ holder, shards }, "gave up or lost shards");
     });
   }
 
-  get isLeader(): boolean {
-    return this.#lease.isHeld();
+  /** The shards this syncer holds the leases of, and so applies. */
+  get heldShards(): number[] {
+    return this.#leases.held().map((shard) => shard.shard);
   }
 
   get lastReport(): CycleReport | undefined {
@@ -126,24 +133,28 @@ export class Syncer extends EventEmitter<SyncerEvents> {
 
   start(): void {
     if (this.#loop) throw new Error("syncer already started");
-    this.#lease.start();
+    this.#leases.start();
     this.#loop = this.#run();
   }
 
   /**
-   * Graceful stop: no new cycle starts, the one under way finishes, then (while still the leader) one last
-   * cycle flushes what was accepted until now, and the lease is released for a standby.
+   * Graceful stop: no new cycle starts, the one under way finishes, then one last cycle flushes what was
+   * accepted until now in the shards still held, and their leases are released for the other syncers.
    */
   async stop(): Promise<void> {
     this.#stop.abort();
     this.#wake?.();
     await this.#loop;
-    if (this.#lease.isHeld()) await this.runCycle();
-    await this.#lease.release();
+    const held = this.#leases.held();
+    if (held.length > 0) await this.runCycle(held);
+    await this.#leases.release();
   }
 
-  /** One pass over every shard; a failing shard is reported and does not hold up the others. */
-  async runCycle(): Promise<CycleReport> {
+  /**
+   * One pass over `shards` (every shard unless told; the running syncer passes those it holds); a failing
+   * shard is reported and does not hold up the others.
+   */
+  async runCycle(shards: readonly ShardKeys[] = this.#shardKeys): Promise<CycleReport> {
     const startedAt = new Date();
     const began = performance.now();
     const outcomes: BatchOutcome[] = [];
@@ -164,6 +175,7 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       if (outcome.kind === "batch") this.#advance(outcome.shard, outcome.swappedAt);
     };
     const flush = async (keys: ShardKeys) => {
+      this.#flushing.add(keys.shard);
       try {
         const outcome = await flushShardOnce(ctx, keys);
         record(outcome);
@@ -171,9 +183,11 @@ export class Syncer extends EventEmitter<SyncerEvents> {
         if (outcome.kind === "batch" && outcome.resumed) record(await flushShardOnce(ctx, keys));
       } catch (error) {
         failures.push({ shard: keys.shard, error });
+      } finally {
+        this.#flushing.delete(keys.shard);
       }
     };
-    const due = [...this.#shardKeys];
+    const due = [...shards];
     await Promise.all(
       Array.from({ length: Math.min(this.#options.concurrency, due.length) }, async () => {
         for (let keys = due.shift(); keys !== undefined; keys = due.shift()) await flush(keys);
@@ -185,11 +199,9 @@ export class Syncer extends EventEmitter<SyncerEvents> {
     // After a cycle in which every shard synced, no unfinished batch older than this cycle exists, so no
     // ledger row older than the retention can still be needed to refuse a batch.
     if (failures.length === 0) await this.#pruneLedgerHourly();
-    const idempotencyRecords = await pruneIdempotencyIndexes(
-      this.#options.redis,
-      this.#shardKeys,
-      Date.now(),
-    ).catch(() => undefined);
+    const idempotencyRecords = await pruneIdempotencyIndexes(this.#options.redis, shards, Date.now()).catch(
+      () => undefined,
+    );
     const report = {
       startedAt,
       durationMs: performance.now() - began,
@@ -198,7 +210,7 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       idempotencyRecords,
     };
     this.#lastReport = report;
-    this.#log(report);
+    this.#log(report, shards);
     this.#tell("cycle", report);
     return report;
   }
@@ -208,9 +220,15 @@ export class Syncer extends EventEmitter<SyncerEvents> {
    * batch, or of a cycle that found nothing pending), over all shards. Before the first sync it counts from
    * this syncer's start.
    */
-  stalenessMs(now = Date.now()): number {
-    const known = this.#shardKeys.map((keys) => this.#syncedThrough.get(keys.shard) ?? this.#startedAt);
+  stalenessMs(now = Date.now(), shards: readonly ShardKeys[] = this.#shardKeys): number {
+    if (shards.length === 0) return 0;
+    const known = shards.map((keys) => this.#syncedThrough.get(keys.shard) ?? this.#startedAt);
     return Math.max(0, now - Math.min(...known));
+  }
+
+  /** stalenessMs over the shards this syncer holds: what it answers for; 0 while it holds none. */
+  heldStalenessMs(now = Date.now()): number {
+    return this.stalenessMs(now, this.#leases.held());
   }
 
   async #pruneLedgerHourly(): Promise<void> {
@@ -244,7 +262,9 @@ export class Syncer extends EventEmitter<SyncerEvents> {
   async #loadSyncState(): Promise<void> {
     try {
       for (const [shard, state] of await readSyncState(this.#options.pool)) {
-        if (!this.#minSeq.has(shard)) this.#minSeq.set(shard, state.lastSeq + 1n);
+        // Raised, never lowered: another syncer may have committed later batches of a shard taken over.
+        const next = state.lastSeq + 1n;
+        if ((this.#minSeq.get(shard) ?? 0n) < next) this.#minSeq.set(shard, next);
         this.#advance(shard, state.syncedThrough);
       }
       this.#syncStateLoaded = true;
@@ -259,7 +279,8 @@ export class Syncer extends EventEmitter<SyncerEvents> {
     while (!this.#stop.signal.aborted) {
       await this.#sleepUntil(nextAt);
       if (this.#stop.signal.aborted) break;
-      if (this.#lease.isHeld()) await this.runCycle();
+      const held = this.#leases.held();
+      if (held.length > 0) await this.runCycle(held);
       nextAt += intervalMs;
       const now = performance.now();
       // Overran: the next cycle starts at once (fixed rate: a slow cycle must not add a whole interval of
@@ -280,7 +301,7 @@ export class Syncer extends EventEmitter<SyncerEvents> {
     this.#wake = undefined;
   }
 
-  #log(report: CycleReport): void {
+  #log(report: CycleReport, shards: readonly ShardKeys[]): void {
     const { logger } = this.#options;
     for (const outcome of report.outcomes) {
       if (outcome.kind !== "batch") continue;
@@ -308,7 +329,7 @@ export class Syncer extends EventEmitter<SyncerEvents> {
         "shard sync failed; its batch will be retried",
       );
     }
-    const stalenessSeconds = this.stalenessMs() / 1000;
+    const stalenessSeconds = this.stalenessMs(Date.now(), shards) / 1000;
     if (report.failures.length > 0 || stalenessSeconds > STALENESS_WARNING_S) {
       logger.warn({ stalenessSeconds }, "postgres is behind what was accepted");
     }

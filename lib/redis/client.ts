@@ -11,6 +11,7 @@ const SCRIPTS = {
   tallyPending: { file: "pending.lua", keys: 4 },
   tallyLeaseClaim: { file: "lease-claim.lua", keys: 1 },
   tallyLeaseRelease: { file: "lease-release.lua", keys: 1 },
+  tallySyncersHeartbeat: { file: "syncers-heartbeat.lua", keys: 1 },
   tallyIncrementOnce: { file: "increment-once.lua", keys: 3 },
   tallyIncrementBatch: { file: "increment-batch.lua", keys: 1 },
 } as const;
@@ -43,6 +44,7 @@ declare module "ioredis" {
     ): Result<[Nullable<string>, Nullable<string>, Nullable<string>, Nullable<string>], Context>;
     tallyLeaseClaim(lease: Key, holder: string, ttlMs: number): Result<0 | 1, Context>;
     tallyLeaseRelease(lease: Key, holder: string): Result<0 | 1, Context>;
+    tallySyncersHeartbeat(syncers: Key, holder: string, aliveMs: number): Result<number, Context>;
     /** `pairs`: counter key, value, counter key, value, ... */
     tallyIncrementOnce(
       dirty: Key,

@@ -16,6 +16,8 @@ export interface ShardKeys {
   seq: string;
   /** The shard's Idempotency-Key records by expiry (sorted set), to bound and count them. */
   idempotencyIndex: string;
+  /** Which syncer applies the shard: its holder id, with a TTL. */
+  lease: string;
 }
 
 export function shardKeys(prefix: string, shard: number): ShardKeys {
@@ -27,6 +29,7 @@ export function shardKeys(prefix: string, shard: number): ShardKeys {
     flushingMeta: `${tag}:flushing:meta`,
     seq: `${tag}:seq`,
     idempotencyIndex: `${tag}:idem-index`,
+    lease: `${tag}:lease`,
   };
 }
 
@@ -60,8 +63,9 @@ export function allShardKeys(prefix: string, shards: number): ShardKeys[] {
   return Array.from({ length: shards }, (_, shard) => shardKeys(prefix, shard));
 }
 
-export function leaseKey(prefix: string): string {
-  return `${prefix}:syncer:leader`;
+/** The syncer processes alive (a sorted set by expiry): they share the shards' leases by their number. */
+export function syncersKey(prefix: string): string {
+  return `${prefix}:syncers`;
 }
 
 /** The syncer's per-minute activity stream, unless STATS_STREAM names another key. */
@@ -93,7 +97,7 @@ export interface IdempotencyRecord {
 export class Keyspace {
   readonly prefix: string;
   readonly shards: readonly ShardKeys[];
-  readonly lease: string;
+  readonly syncers: string;
   readonly activityStream: string;
   readonly rateLimitPrefix: string;
 
@@ -101,7 +105,7 @@ export class Keyspace {
     if (!Number.isInteger(shardCount) || shardCount < 1) throw new RangeError(`shard count ${shardCount}`);
     this.prefix = prefix;
     this.shards = allShardKeys(prefix, shardCount);
-    this.lease = leaseKey(prefix);
+    this.syncers = syncersKey(prefix);
     this.activityStream = activityStreamKey(prefix);
     this.rateLimitPrefix = rateLimitKeyPrefix(prefix);
   }

@@ -140,13 +140,23 @@ export class Scripts {
     return typeof reply === "string" ? refused(reply) : INCREMENT_ONCE_RESULTS[reply];
   }
 
-  /** Takes or extends the syncer lease; true when `holder` holds it afterwards. */
-  async claimLease(holder: string, ttlMs: number): Promise<boolean> {
-    return (await this.#redis.tallyLeaseClaim(this.#keyspace.lease, holder, ttlMs)) === 1;
+  /** Takes or extends a shard's syncer lease; true when `holder` holds it afterwards. */
+  async claimLease(shard: ShardKeys, holder: string, ttlMs: number): Promise<boolean> {
+    return (await this.#redis.tallyLeaseClaim(shard.lease, holder, ttlMs)) === 1;
   }
 
-  /** Gives the lease up if `holder` holds it. */
-  async releaseLease(holder: string): Promise<void> {
-    await this.#redis.tallyLeaseRelease(this.#keyspace.lease, holder);
+  /** Gives a shard's lease up if `holder` holds it. */
+  async releaseLease(shard: ShardKeys, holder: string): Promise<void> {
+    await this.#redis.tallyLeaseRelease(shard.lease, holder);
+  }
+
+  /** Says `holder` is alive for `aliveMs`; resolves to the number of syncers alive. */
+  async syncersHeartbeat(holder: string, aliveMs: number): Promise<number> {
+    return this.#redis.tallySyncersHeartbeat(this.#keyspace.syncers, holder, aliveMs);
+  }
+
+  /** Takes `holder` out of the living at once, so the others take its shards without waiting. */
+  async syncerLeaves(holder: string): Promise<void> {
+    await this.#redis.zrem(this.#keyspace.syncers, holder);
   }
 }

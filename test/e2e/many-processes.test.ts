@@ -78,7 +78,7 @@ describe("several processes on one host", () => {
     }
     for (const syncer of syncers) await syncer.waitForLog((line) => line.msg === "metrics listening");
     await waitFor(
-      async () => syncers.some((syncer) => syncer.logs.some((line) => line.msg === "became the leader")),
+      async () => syncers.some((syncer) => syncer.logs.some((line) => line.msg === "took shards")),
       {
         message: "no syncer led",
       },

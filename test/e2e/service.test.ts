@@ -146,7 +146,8 @@ describe("the whole service", () => {
     expect(after.some((sample) => sample.name === "tally_process_resident_memory_bytes")).toBe(true);
 
     const syncer = parseMetrics(await (await fetch(syncerMetrics)).text());
-    expect(sampleValue(syncer, "tally_syncer_leader")).toBe(1);
+    // The one syncer holds every shard (the default four).
+    expect(sampleValue(syncer, "tally_syncer_shards")).toBe(4);
     expect(sampleValue(syncer, "tally_syncer_batches_total", { outcome: "applied" })).toBeGreaterThan(0);
     expect((await fetch(new URL("/readyz", syncerMetrics))).status).toBe(200);
   });
@@ -178,7 +179,7 @@ describe("the whole service", () => {
 
     expect(await service.stop("SIGTERM")).toBe(0);
     expect((await persisted()).get("last-write")).toBe(42n);
-    expect(service.logs.some((line) => line.msg === "released the leader lease")).toBe(true);
+    expect(service.logs.some((line) => line.msg === "released shards")).toBe(true);
     const primaryStopping = service.logs.find(
       (line) => line.msg === "shutting down" && line.pid === service.child.pid,
     );

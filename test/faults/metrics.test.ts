@@ -56,7 +56,7 @@ describe("metrics ports", () => {
     expect((await fetch(new URL("/healthz", api.metricsUrl))).status).toBe(404);
 
     const syncerSamples = await scrape(syncer.metricsUrl);
-    expect(sampleValue(syncerSamples, "tally_syncer_leader")).toBe(1);
+    expect(sampleValue(syncerSamples, "tally_syncer_shards")).toBe(1);
     expect(sampleValue(syncerSamples, "tally_syncer_batches_total", { outcome: "applied" })).toBeGreaterThan(
       0,
     );
@@ -75,7 +75,7 @@ describe("metrics ports", () => {
       { timeoutMs: 20_000, intervalMs: 250, message: "the syncer's /readyz never failed" },
     );
     expect(performance.now() - stoppedAt).toBeGreaterThan(9_000);
-    expect(notReady).toMatchObject({ status: "not ready", leader: true });
+    expect(notReady).toMatchObject({ status: "not ready", shards: [0] });
     expect(notReady.stalenessSeconds).toBeGreaterThan(10);
     const behind = await scrape(syncer.metricsUrl);
     expect(sampleValue(behind, "tally_syncer_staleness_seconds")).toBeGreaterThan(10);

@@ -180,7 +180,7 @@ describe("Redis full", () => {
     // A syncer that starts now must still take the lease: only a sync can free Redis.
     await syncer.stop("SIGKILL");
     syncer = await d.startSyncer();
-    await syncer.waitForLog((line) => line.msg === "became the leader", 10_000);
+    await syncer.waitForLog((line) => line.msg === "took shards", 10_000);
 
     await postgres.start();
     const backAt = performance.now();

@@ -49,3 +49,38 @@ describe("kill -9 of the syncer", () => {
     expect(survivor.logs.some((line) => line.level === "error")).toBe(false);
   });
 });
+
+describe("kill -9 of one of two syncers that share the shards", () => {
+  it.each(STEPS)(
+    "at $step: the other takes its shards back; nothing lost, nothing doubled",
+    async ({ step }) => {
+      const deployment = await Deployment.forTest({
+        env: { SYNC_INTERVAL_MS: "250", SYNC_LEASE_TTL_MS: "1000", SYNC_SHARDS: "4" },
+      });
+      const api = await deployment.startApi();
+      const load = new Load({
+        targets: () => [api.url],
+        token: await deployment.token(),
+        concurrency: 6,
+      }).start();
+      const survivor = await deployment.startSyncer();
+      await load.waitForAccepted(100);
+
+      // It joins, gets half of the shards from the survivor, and dies the second time it reaches the step.
+      const doomed = await deployment.startSyncer({ SYNC_FAULT_INJECTION: `${step}:kill@2` });
+      expect((await doomed.exited).signal).toBe("SIGKILL");
+      const took = doomed.logs.find((line) => line.msg === "took shards");
+      expect(took?.shards).toHaveLength(2);
+
+      await load.waitForAccepted(200);
+      await load.stop();
+      await deployment.waitForDrain();
+
+      expect(exactlyOnceViolations(load.sent, await deployment.counters())).toEqual([]);
+      expect(load.count("unknown")).toBe(0);
+      // The survivor gave the doomed one its share, and took it back after the TTL.
+      expect(survivor.logs.filter((line) => line.msg === "took shards").length).toBeGreaterThanOrEqual(2);
+      expect(survivor.logs.some((line) => line.level === "error")).toBe(false);
+    },
+  );
+});

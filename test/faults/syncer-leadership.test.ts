@@ -2,10 +2,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
 import type { ServiceProcess } from "../../tools/process.ts";
-import { Deployment } from "../support/deployment.ts";
+import { waitFor } from "../harness/fixtures.ts";
+import { Deployment, type SyncerProcess } from "../support/deployment.ts";
+import { parseMetrics, sampleValue } from "../support/metrics.ts";
 
-const becameLeader = (syncer: ServiceProcess) =>
-  syncer.logs.filter((line) => line.msg === "became the leader");
+const tookShards = (syncer: ServiceProcess) => syncer.logs.filter((line) => line.msg === "took shards");
 
 describe("several syncer processes", () => {
   it.each([
@@ -33,7 +34,7 @@ describe("several syncer processes", () => {
       for (let i = 0; i < count; i++) {
         syncers.push(await deployment.startSyncer({ SYNC_FAULT_INJECTION: `${step}:freeze=600` }));
       }
-      const takeovers = () => syncers.reduce((sum, syncer) => sum + becameLeader(syncer).length, 0);
+      const takeovers = () => syncers.reduce((sum, syncer) => sum + tookShards(syncer).length, 0);
       while (takeovers() < 6) {
         await load.waitForAccepted(50);
       }
@@ -44,10 +45,10 @@ describe("several syncer processes", () => {
 
       expect(exactlyOnceViolations(load.sent, await deployment.counters())).toEqual([]);
       expect(load.count("accepted")).toBeGreaterThan(0);
-      // More than one process led, and leaders lost the lease mid-cycle: the scenario really happened.
-      expect(syncers.filter((syncer) => becameLeader(syncer).length > 0).length).toBeGreaterThan(1);
+      // More than one process held the shard, and holders lost it mid-cycle: the scenario really happened.
+      expect(syncers.filter((syncer) => tookShards(syncer).length > 0).length).toBeGreaterThan(1);
       const lost = syncers.flatMap((syncer) =>
-        syncer.logs.filter((line) => line.msg === "lost the leader lease"),
+        syncer.logs.filter((line) => line.msg === "gave up or lost shards"),
       );
       expect(lost.length).toBeGreaterThan(0);
       const { rows } = await deployment.pool.query<{ n: string }>("SELECT count(*) AS n FROM sync_batches");
@@ -70,7 +71,7 @@ describe("leader failover", () => {
       pauseMs: 5,
     }).start();
     const first = await deployment.startSyncer();
-    await first.waitForLog((line) => line.msg === "became the leader");
+    await first.waitForLog((line) => line.msg === "took shards");
     const second = await deployment.startSyncer();
     // Let the leader commit a batch under load, so there is a staleness to keep.
     const d = deployment;
@@ -79,7 +80,7 @@ describe("leader failover", () => {
 
     const killedAt = Date.now();
     await first.stop("SIGKILL");
-    await second.waitForLog((line) => line.msg === "became the leader", 10_000);
+    await second.waitForLog((line) => line.msg === "took shards", 10_000);
     const takeoverSeconds = (Date.now() - killedAt) / 1000;
 
     // Watch staleness through the next two cycles of the new leader.
@@ -106,3 +107,69 @@ async function waitUntil(probe: () => Promise<boolean>, timeoutMs = 20_000): Pro
     await sleep(100);
   }
 }
+
+describe("syncers sharing the shards", () => {
+  it("three syncers join and leave under load: shares follow, every shard always has a syncer, exactly once", {
+    timeout: 90_000,
+  }, async () => {
+    const deployment = await Deployment.forTest({
+      env: { SYNC_INTERVAL_MS: "300", SYNC_LEASE_TTL_MS: "1000", SYNC_SHARDS: "6" },
+    });
+    const api = await deployment.startApi();
+    const load = new Load({
+      targets: () => [api.url],
+      token: await deployment.token(),
+      concurrency: 4,
+    }).start();
+    const shardsOf = async (syncer: SyncerProcess) =>
+      sampleValue(parseMetrics(await (await fetch(syncer.metricsUrl)).text()), "tally_syncer_shards") ?? -1;
+    const settleOn = async (shares: [SyncerProcess, number][], message: string) =>
+      waitFor(
+        async () => {
+          const held = await Promise.all(shares.map(([syncer]) => shardsOf(syncer)));
+          return held.every((count, i) => count === shares[i]?.[1]);
+        },
+        { timeoutMs: 15_000, message },
+      );
+
+    const a = await deployment.startSyncer();
+    await settleOn([[a, 6]], "one syncer did not take every shard");
+    await load.waitForAccepted(100);
+    const b = await deployment.startSyncer();
+    const c = await deployment.startSyncer();
+    await settleOn(
+      [
+        [a, 2],
+        [b, 2],
+        [c, 2],
+      ],
+      "three syncers did not settle on two shards each",
+    );
+    await load.waitForAccepted(200);
+
+    // Leaves gracefully: releases at once, the other two take three each.
+    await b.stop("SIGTERM");
+    await settleOn(
+      [
+        [a, 3],
+        [c, 3],
+      ],
+      "two syncers did not take the leaver's shards",
+    );
+    await load.waitForAccepted(200);
+
+    // Dies: its shards wait for the TTL, then go to the last one.
+    await c.stop("SIGKILL");
+    await settleOn([[a, 6]], "the last syncer did not take the dead one's shards");
+    await load.waitForAccepted(200);
+    await load.stop();
+    await deployment.waitForDrain();
+
+    expect(exactlyOnceViolations(load.sent, await deployment.counters())).toEqual([]);
+    expect(load.count("unknown")).toBe(0);
+    const { rows } = await deployment.pool.query<{ shard: number }>(
+      "SELECT DISTINCT shard FROM sync_batches ORDER BY shard",
+    );
+    expect(rows.map((row) => row.shard)).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+});

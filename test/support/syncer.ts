@@ -3,13 +3,13 @@ import { afterAll, beforeAll, beforeEach } from "vitest";
 import type { Logger } from "../../lib/logger.ts";
 import { createPool } from "../../lib/postgres/pool.ts";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
-import { allShardKeys, Keyspace, leaseKey, shardKeys } from "../../lib/redis/keyspace.ts";
+import { allShardKeys, Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
 import type { StepHook } from "../../syncer/flush-shard.ts";
 import { Syncer } from "../../syncer/syncer.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
 import { silentLogger } from "./logger.ts";
 
-export { leaseKey, shardKeys, silentLogger };
+export { shardKeys, silentLogger };
 
 /** A client with tally's Lua scripts, built the way the syncer builds its own. */
 export async function openRedis(url: string, name = "test-syncer"): Promise<RedisClient> {

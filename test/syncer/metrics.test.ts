@@ -118,7 +118,7 @@ describe("syncer metrics", () => {
     expect(sampleValue(samples, "tally_syncer_cycles_total", { result: "ok" })).toBe(1);
   });
 
-  it("export leadership and, while leading, a staleness computed at scrape time; standbys are ready", async () => {
+  it("export the shards held and, over them, a staleness computed at scrape time; a syncer holding none is ready", async () => {
     const prefix = env.newPrefix();
     const first = await syncerWithMetrics(prefix);
     const second = await syncerWithMetrics(prefix);
@@ -126,8 +126,9 @@ describe("syncer metrics", () => {
       await first.syncer.stop();
       await second.syncer.stop();
     });
+    // One shard: the second syncer's fair share is that shard too, which the first holds.
     const leader = async (s: { scrape(): Promise<Sample[]> }) =>
-      sampleValue(await s.scrape(), "tally_syncer_leader");
+      sampleValue(await s.scrape(), "tally_syncer_shards");
     const staleness = async (s: { scrape(): Promise<Sample[]> }) =>
       sampleValue(await s.scrape(), "tally_syncer_staleness_seconds") ?? Number.NaN;
 
@@ -148,13 +149,13 @@ describe("syncer metrics", () => {
     expect(after - before).toBeGreaterThanOrEqual(0.25);
     expect(syncerReadiness(first.syncer, NO_MEMORY_PROBLEM)).toMatchObject({
       ready: true,
-      detail: { leader: true },
+      detail: { shards: [0] },
     });
     // A standby reports no staleness of its own, and is ready.
     expect(await staleness(second)).toBe(0);
     expect(syncerReadiness(second.syncer, NO_MEMORY_PROBLEM)).toEqual({
       ready: true,
-      detail: { leader: false, stalenessSeconds: 0 },
+      detail: { shards: [], stalenessSeconds: 0 },
     });
 
     // The leader steps down (releasing the lease): the standby takes over, and the gauges follow.

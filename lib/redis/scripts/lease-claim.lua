@@ -1,10 +1,10 @@
 #!lua flags=allow-oom
 --[[
-  Takes the syncer leader lease, or extends it when the caller already holds it.
-  Runs under a full Redis (allow-oom): a syncer must be able to lead exactly when Redis is full, since
-  only its sync frees memory.
+  Takes a shard's syncer lease, or extends it when the caller already holds it.
+  Runs under a full Redis (allow-oom): a syncer must be able to take a shard exactly when Redis is full,
+  since only its sync frees memory.
 
-  KEYS[1]  lease key
+  KEYS[1]  the shard's lease key
 
   ARGV[1]  holder id of the caller
   ARGV[2]  lease time to live, ms

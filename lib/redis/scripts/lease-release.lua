@@ -1,9 +1,9 @@
 #!lua flags=allow-oom
 --[[
-  Gives up the syncer leader lease so that a standby takes over at once instead of after the TTL.
+  Gives up a shard's syncer lease so that another syncer takes it at once instead of after the TTL.
   Runs under a full Redis (allow-oom), like the claim.
 
-  KEYS[1]  lease key
+  KEYS[1]  the shard's lease key
 
   ARGV[1]  holder id of the caller
 
