@@ -46,10 +46,14 @@ const STALENESS_WATCH_S = 20;
 // batches pay once for the syncer's code being compiled and for the first update of rows inserted just
 // before. The warm-up's worst staleness is still reported, beside the figure that counts.
 const STALENESS_WARMUP_S = 10;
-// The keys-per-cycle → staleness curve: one syncer with the default shards, applying them one at a time
-// and two at once.
+// The keys-per-cycle → staleness curve, with the default shards: one syncer applying them one at a time and
+// two at once (SYNC_CONCURRENCY), and two syncers sharing them, one at a time each.
 const CURVE_KEYS_PER_CYCLE = [100_000, 250_000, 500_000, 1_000_000];
-const CURVE_CONCURRENCY = [1, 2];
+const CURVE_SETUPS = [
+  { syncers: 1, concurrency: 1 },
+  { syncers: 1, concurrency: 2 },
+  { syncers: 2, concurrency: 1 },
+];
 const CURVE_SHARDS = 4;
 const RESULTS_DIR = fileURLToPath(new URL("./results/", import.meta.url));
 
@@ -166,16 +170,21 @@ try {
 
   if (sections.has("curve")) {
     results.curve = [];
-    for (const concurrency of CURVE_CONCURRENCY) {
+    const openRedis = async () => {
+      const client = createRedis({ url: redisServer.url, name: "bench-curve", commandTimeoutMs: 60_000 });
+      await connectRedis(client);
+      return client;
+    };
+    for (const setup of CURVE_SETUPS) {
       for (const keysPerCycle of CURVE_KEYS_PER_CYCLE) {
-        const point = await measureCurvePoint(redis, (database) => postgresServer.url(database), {
+        const point = await measureCurvePoint(redis, openRedis, (database) => postgresServer.url(database), {
           keysPerCycle,
-          concurrency,
+          ...setup,
           shards: CURVE_SHARDS,
         });
         results.curve.push(point);
         log(
-          `bench: curve: ${keysPerCycle} keys per cycle, SYNC_CONCURRENCY=${concurrency}: staleness at most ${point.maxS.toFixed(2)} s, longest cycle ${point.longestCycleS.toFixed(2)} s`,
+          `bench: curve: ${keysPerCycle} keys per cycle, ${setup.syncers} syncer(s), SYNC_CONCURRENCY=${setup.concurrency}: staleness at most ${point.maxS.toFixed(2)} s, longest cycle ${point.longestCycleS.toFixed(2)} s`,
         );
       }
     }
