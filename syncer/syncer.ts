@@ -59,8 +59,10 @@ export interface CycleReport {
   outcomes: BatchOutcome[];
   /** Shards whose flush failed this cycle; their batch stays in Redis and is retried next cycle. */
   failures: { shard: number; error: unknown }[];
-  /** Idempotency-Key records held over every shard; undefined when Redis could not be asked. */
+  /** Idempotency-Key records held over the cycle's shards; undefined when Redis could not be asked. */
   idempotencyRecords: number | undefined;
+  /** The shards the cycle covered. */
+  shards: number[];
 }
 
 /**
@@ -208,6 +210,7 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       outcomes,
       failures,
       idempotencyRecords,
+      shards: shards.map((keys) => keys.shard),
     };
     this.#lastReport = report;
     this.#log(report, shards);

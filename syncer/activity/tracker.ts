@@ -9,9 +9,10 @@ import type { Batch } from "../batch.ts";
  * - A minute is reported once every shard is known to be synced past its end, so its numbers are final,
  *   with no guessed grace period; one that cannot be confirmed is reported `maxHoldMs` after its end as
  *   partial, so memory stays bounded, and a batch of it committed later is logged instead.
- * - `partial` says this syncer may not have applied every batch of the minute (it started or became leader
- *   in it, missed cycles, or saw another syncer's batch as a gap in a shard's seq). Each batch is applied by
- *   exactly one syncer, so partial entries of one minute add up, except their distinct keys.
+ * - `partial` says this syncer may not have applied every batch of the minute (it started or took shards in
+ *   it, missed cycles, held only some of the shards, or saw another syncer's batch as a gap in a shard's
+ *   seq). Each batch is applied by exactly one syncer, so partial entries of one minute add up; their
+ *   distinct keys add up too where the syncers held different shards (shards are key-disjoint).
  * - Distinct keys are counted exactly, in a Set per minute that keeps the batches' key strings alive until
  *   the minute is reported.
  */
@@ -59,6 +60,8 @@ type BatchData = Pick<Batch, "swappedAt" | "keys" | "deltas">;
 export interface CycleData {
   startedAt: Date;
   durationMs: number;
+  /** The shards the cycle covered (the ones this syncer holds); every shard when absent. */
+  shards?: readonly number[];
   outcomes: readonly (
     | { kind: "idle"; shard: number; observedAt: Date }
     | { kind: "batch"; shard: number; seq: bigint; swappedAt: Date; applied: boolean }
@@ -81,6 +84,8 @@ export class ActivityTracker {
   #lastCycle: { startedAt: number; endedAt: number } | undefined;
   /** Per shard: every batch swapped before this time is committed (by someone). */
   readonly #syncedThrough = new Map<number, number>();
+  /** The shards of the last cycle: this syncer's share, whose completeness its reports wait for. */
+  #covered: readonly number[] | undefined;
   /** Per shard: the seq and swap time of the last batch seen, to notice a batch someone else applied. */
   readonly #lastBatch = new Map<number, { seq: bigint; swappedAt: number }>();
 
@@ -126,11 +131,17 @@ export class ActivityTracker {
       this.#coveredSince = startedAt;
     }
     this.#coveredSince ??= startedAt;
+    const previousEnd = last?.endedAt ?? startedAt;
     this.#lastCycle = { startedAt, endedAt };
+    this.#covered = report.shards;
     // While leading, every period gets an entry, zeros included. Created before the outcomes are read, so
     // that what they say (partial) lands on them.
     const from = Math.max(this.#startOf(this.#coveredSince), this.#reportedThrough);
     for (let start = from; start <= this.#startOf(endedAt); start += this.#periodMs) this.#period(start);
+    // Syncers sharing the shards: each reports its share of a minute, the others' batches are not in it.
+    if (report.shards !== undefined && report.shards.length < this.#options.shards) {
+      this.#markPartial(previousEnd, endedAt);
+    }
 
     for (const outcome of report.outcomes) {
       if (outcome.kind === "idle") {
@@ -197,10 +208,11 @@ export class ActivityTracker {
       this.#syncedThrough.set(shard, through);
   }
 
-  /** Every batch swapped before the returned time has been committed, in every shard. */
+  /** Every batch swapped before the returned time has been committed, in every shard this syncer covers. */
   #completeThrough(): number {
+    const shards = this.#covered ?? Array.from({ length: this.#options.shards }, (_, shard) => shard);
     let through = Number.POSITIVE_INFINITY;
-    for (let shard = 0; shard < this.#options.shards; shard++) {
+    for (const shard of shards) {
       through = Math.min(through, this.#syncedThrough.get(shard) ?? Number.NEGATIVE_INFINITY);
     }
     return through;

@@ -51,12 +51,17 @@ class FakeLeader {
    * recorded as they commit; a shard without a batch is idle, unless listed in `failing` (no outcome at all,
    * as when its flush throws). The cycle takes `durationMs`.
    */
-  cycle(at: number, batches: BatchSpec[] = [], options: { durationMs?: number; failing?: number[] } = {}) {
+  cycle(
+    at: number,
+    batches: BatchSpec[] = [],
+    options: { durationMs?: number; failing?: number[]; held?: number[] } = {},
+  ) {
     const durationMs = options.durationMs ?? 20;
     this.clock = at;
     const outcomes: CycleData["outcomes"][number][] = [];
     const failing = new Set(options.failing ?? []);
-    for (let shard = 0; shard < this.shards; shard++) {
+    const held = options.held ?? Array.from({ length: this.shards }, (_, shard) => shard);
+    for (const shard of held) {
       if (failing.has(shard)) continue;
       const specs = batches.filter((spec) => (spec.shard ?? 0) === shard);
       if (specs.length === 0) outcomes.push({ kind: "idle", shard, observedAt: new Date(at) });
@@ -76,7 +81,12 @@ class FakeLeader {
       }
     }
     this.clock = at + durationMs;
-    this.tracker.observeCycle({ startedAt: new Date(at), durationMs, outcomes });
+    this.tracker.observeCycle({
+      startedAt: new Date(at),
+      durationMs,
+      outcomes,
+      ...(options.held ? { shards: options.held } : {}),
+    });
   }
 
   /** Idle cycles every INTERVAL from `from` (inclusive) to `to` (exclusive). */
@@ -279,6 +289,29 @@ describe("ActivityTracker", () => {
     // Its own batches are counted whatever the flag.
     expect(leader.reportFor(at(4, 0))).toMatchObject({ uniqueKeys: 2, batches: 2 });
     expect(leader.reportFor(at(3, 0))).toMatchObject({ uniqueKeys: 0, batches: 0 });
+  });
+
+  it("holding half of the shards: reports its share of each minute as partial, as soon as its shards are synced", () => {
+    const syncer = new FakeLeader(4);
+    for (let t = at(-1, 50); t < at(1, 5); t += INTERVAL) {
+      const batches: BatchSpec[] =
+        t === at(0, 10)
+          ? [
+              { shard: 0, entries: [["a", 2n]] },
+              { shard: 1, entries: [["b", 3n]] },
+            ]
+          : [];
+      syncer.cycle(t, batches, { held: [0, 1] });
+    }
+    // Shards 2 and 3 are another syncer's: the minute is due once 0 and 1 are synced past it, not after the
+    // two-minute hold.
+    expect(syncer.reportFor(at(0, 0))).toEqual({
+      minute: new Date(at(0, 0)),
+      uniqueKeys: 2,
+      deltaTotal: 5n,
+      batches: 2,
+      partial: true,
+    });
   });
 
   it("a standby that lost the lease reports what it held once the hold has passed, from its timer", () => {
