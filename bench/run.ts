@@ -19,7 +19,7 @@ import { longestSwapToCommit, worstStalenessBeforeCommits } from "./ledger.ts";
 import { type BenchResults, renderChart, renderReport } from "./report.ts";
 import { rssOfTree } from "./rss.ts";
 import { measureCurvePoint } from "./staleness-curve.ts";
-import { fillDirtyHash, measureSyncerThroughput, type SyncerThroughput } from "./syncer-throughput.ts";
+import { incrementInShards, measureSyncerThroughput, type SyncerThroughput } from "./syncer-throughput.ts";
 
 // `npm run bench`: throwaway Redis and Postgres, tally as `npm start` runs it, and in the same run two
 // baselines under the same load generator, connections, duration and worker count: a minimal Hono +
@@ -512,17 +512,7 @@ async function measureStaleness(
       const names = Array.from({ length: STALENESS_KEYS_PER_CYCLE }, (_, i) =>
         keys === "new" ? `stale:${cycle}:${i}` : `stale:${i}`,
       );
-      // Each key into its own shard's dirty hash, as the API puts it.
-      const byShard = new Map(keyspace.shards.map((shard) => [shard, [] as string[]]));
-      for (const name of names) byShard.get(keyspace.shardOf(name))?.push(name);
-      for (const [{ dirty }, shardNames] of byShard) {
-        await fillDirtyHash(
-          redis,
-          dirty,
-          shardNames,
-          shardNames.map(() => "1"),
-        );
-      }
+      await incrementInShards(redis, keyspace, names);
       injected += STALENESS_KEYS_PER_CYCLE;
       await sleep(Math.max(0, 5_000 - (performance.now() - began)));
     }

@@ -6,7 +6,7 @@ import type { RedisClient } from "../lib/redis/client.ts";
 import { Keyspace } from "../lib/redis/keyspace.ts";
 import { Syncer } from "../syncer/syncer.ts";
 import { worstStalenessBeforeCommits } from "./ledger.ts";
-import { fillDirtyHash } from "./syncer-throughput.ts";
+import { incrementInShards } from "./syncer-throughput.ts";
 
 export interface CurvePoint {
   keysPerCycle: number;
@@ -54,8 +54,6 @@ export async function measureCurvePoint(
     await pool.query("VACUUM ANALYZE counters");
     const keyspace = new Keyspace(`curve${keysPerCycle}s${syncerCount}c${concurrency}`, shards);
     const names = Array.from({ length: keysPerCycle }, (_, i) => `curve:${i}`);
-    const byShard = new Map(keyspace.shards.map((shard) => [shard, [] as string[]]));
-    for (const name of names) byShard.get(keyspace.shardOf(name))?.push(name);
 
     let longestCycleMs = 0;
     const watchFrom = new Date(Date.now() + WARMUP_S * 1_000);
@@ -84,14 +82,7 @@ export async function measureCurvePoint(
     const injector = (async () => {
       while (!stop) {
         const began = performance.now();
-        for (const [{ dirty }, shardNames] of byShard) {
-          await fillDirtyHash(
-            redis,
-            dirty,
-            shardNames,
-            shardNames.map(() => "1"),
-          );
-        }
+        await incrementInShards(redis, keyspace, names);
         await sleep(Math.max(0, INTERVAL_MS - (performance.now() - began)));
       }
     })();
