@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { allShardKeys, type ShardKeys, shardKeys, shardOfKey } from "../../lib/redis/keyspace.ts";
+import { allShardKeys, Keyspace, type ShardKeys, shardKeys, shardOfKey } from "../../lib/redis/keyspace.ts";
 import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
 import { type RedisClusterServer, startRedisCluster } from "../../tools/redis-cluster.ts";
 import { waitFor } from "../harness/fixtures.ts";
@@ -76,8 +76,8 @@ describe("Redis Cluster", () => {
     );
     expect(new Set(mastersUsed).size).toBe(3);
 
-    // A key can also have deltas in other shards (an Idempotency-Key picks the shard of its record, and
-    // SYNC_SHARDS can change): reads and the syncer add every shard up.
+    // A key can also have deltas in other shards (left there by a deployment with another SYNC_SHARDS):
+    // reads and the syncer add every shard up.
     const elsewhere = shards.filter((keys) => keys.shard !== shardOfKey("key:0", SHARDS));
     for (const keys of elsewhere) await deployment.redis.hincrby(keys.dirty, "key:0", 1);
     const expected = 30 + elsewhere.length;
@@ -91,24 +91,45 @@ describe("Redis Cluster", () => {
     expect((await deployment.counters()).get("key:0")).toBe(BigInt(expected));
   });
 
-  it("applies retries with an Idempotency-Key once: the record lives in the shard's slot", async () => {
+  it("applies retries with an Idempotency-Key once, each key's increments and records in the key's shard", async () => {
     const deployment = await create();
     const api = await deployment.startApi();
     const token = await deployment.token();
-    const send = (idempotencyKey: string) =>
+    const send = (key: string, idempotencyKey: string) =>
       fetch(`${api.url}/increment`, {
         method: "POST",
         headers: { authorization: `Bearer ${token}`, "idempotency-key": idempotencyKey },
-        body: JSON.stringify({ key: "paid", value: 10 }),
+        body: JSON.stringify({ key, value: 10 }),
       });
-    // 20 logical increments, each sent three times: the retries of one land on one shard, on one master.
-    for (let request = 0; request < 20; request++) {
-      const statuses = await Promise.all([1, 2, 3].map(() => send(`order-${request}`).then((r) => r.status)));
+    // 24 logical increments over 8 keys, each sent three times at once.
+    const keys = Array.from({ length: 8 }, (_, i) => `paid:${i}`);
+    for (let request = 0; request < 24; request++) {
+      const key = keys[request % keys.length] ?? "paid:0";
+      const statuses = await Promise.all(
+        [1, 2, 3].map(() => send(key, `order-${request}`).then((r) => r.status)),
+      );
       expect(statuses).toEqual([202, 202, 202]);
     }
+
+    // Key-disjoint shards: every key only in its own shard's dirty hash, its records in that shard's slot.
+    const keyspace = new Keyspace(deployment.prefix, SHARDS);
+    const shards = keyspace.shards;
+    const dirtyHashes = await Promise.all(shards.map((shard) => deployment.redis.hgetall(shard.dirty)));
+    for (const key of keys) {
+      expect(dirtyHashes.flatMap((hash, shard) => (key in hash ? [shard] : []))).toEqual([
+        shardOfKey(key, SHARDS),
+      ]);
+    }
+    for (let request = 0; request < 24; request++) {
+      const shard = keyspace.shardOf(keys[request % keys.length] ?? "paid:0");
+      const record = keyspace.idempotencyRecord(shard, "load", `order-${request}`);
+      expect(await deployment.redis.exists(record.key)).toBe(1);
+    }
+
     await deployment.startSyncer();
     await deployment.waitForDrain();
-    expect((await deployment.counters()).get("paid")).toBe(200n);
+    const counters = await deployment.counters();
+    for (const key of keys) expect(counters.get(key)).toBe(30n);
   });
 
   it("survives a master killed and restarted mid-run: 503s while it is down, nothing acknowledged lost", async () => {
