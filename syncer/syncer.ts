@@ -87,6 +87,7 @@ export class Syncer extends EventEmitter<SyncerEvents> {
   #wake: (() => void) | undefined;
   #lastReport: CycleReport | undefined;
   readonly #postgresUnreachable: FailureStreak;
+  readonly #overruns: FailureStreak;
 
   constructor(options: SyncerOptions) {
     super();
@@ -96,6 +97,10 @@ export class Syncer extends EventEmitter<SyncerEvents> {
     this.#postgresUnreachable = new FailureStreak(
       options.logger,
       `cannot reach Postgres${options.postgresLocation ? ` at ${options.postgresLocation}` : ""}: batches wait in Redis and are retried every cycle`,
+    );
+    this.#overruns = new FailureStreak(
+      options.logger,
+      "cycles take longer than SYNC_INTERVAL_MS: Postgres is not keeping up with the distinct keys per cycle and staleness grows (docs/scaling.md, the next bottleneck)",
     );
     const claimFailures = new FailureStreak(options.logger, "cannot claim or renew the shards' leases");
     this.#leases = new ShardLeases({
@@ -283,7 +288,14 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       await this.#sleepUntil(nextAt);
       if (this.#stop.signal.aborted) break;
       const held = this.#leases.held();
-      if (held.length > 0) await this.runCycle(held);
+      if (held.length > 0) {
+        const report = await this.runCycle(held);
+        if (report.durationMs > intervalMs) {
+          this.#overruns.failed(`a cycle over ${held.length} shards took ${Math.round(report.durationMs)} ms`);
+        } else {
+          this.#overruns.succeeded();
+        }
+      }
       nextAt += intervalMs;
       const now = performance.now();
       // Overran: the next cycle starts at once (fixed rate: a slow cycle must not add a whole interval of

@@ -1,12 +1,14 @@
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { describe, expect, it, vi } from "vitest";
+import { describe, expect, it, onTestFinished, vi } from "vitest";
 import { MAX_KEY_BYTES } from "../../lib/config.ts";
 import { Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
 import { BatchTransaction } from "../../syncer/apply.ts";
 import { type FlushContext, flushShardOnce } from "../../syncer/flush-shard.ts";
 import type { Syncer } from "../../syncer/syncer.ts";
+import { waitFor } from "../harness/fixtures.ts";
+import { captureLogger } from "../support/logger.ts";
 import {
   addDeltas,
   createSyncer,
@@ -365,6 +367,38 @@ describe("Syncer.runCycle", () => {
         ["c3", 4n],
       ]),
     );
+  });
+
+  it("says once when cycles take longer than the interval, and when they fit again", async () => {
+    const prefix = env.newPrefix();
+    const { logger, lines } = captureLogger();
+    let slow = true;
+    const syncer = createSyncer({
+      redis: await env.openRedis(),
+      pool: env.openPool(),
+      prefix,
+      intervalMs: 100,
+      logger,
+      onStep: async (step) => {
+        if (step === "before-swap" && slow) await sleep(150);
+      },
+    });
+    onTestFinished(() => syncer.stop());
+    syncer.start();
+    const overrun = (line: { msg: string }) =>
+      line.msg.startsWith("cycles take longer than SYNC_INTERVAL_MS");
+    await waitFor(async () => lines.some(overrun), { message: "no line about overrunning cycles" });
+    await sleep(500);
+    // Every cycle overran meanwhile; one line, a reminder only after 30 s.
+    expect(lines.filter(overrun)).toHaveLength(1);
+    expect(lines.find(overrun)).toMatchObject({
+      level: "warn",
+      reason: expect.stringMatching(/took \d+ ms/),
+    });
+    slow = false;
+    await waitFor(async () => lines.some((line) => line.msg.endsWith(": recovered") && overrun(line)), {
+      message: "no line when the cycles fit again",
+    });
   });
 
   it("flushes every shard in one cycle and reports each outcome", async () => {
