@@ -291,7 +291,9 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       if (held.length > 0) {
         const report = await this.runCycle(held);
         if (report.durationMs > intervalMs) {
-          this.#overruns.failed(`a cycle over ${held.length} shards took ${Math.round(report.durationMs)} ms`);
+          this.#overruns.failed(
+            `a cycle over ${held.length} shards took ${Math.round(report.durationMs)} ms`,
+          );
         } else {
           this.#overruns.succeeded();
         }
