@@ -37,15 +37,22 @@ export interface ShardLeasesOptions {
  * and the shard's advisory lock, see apply.ts). A lease is judged on the local monotonic clock: after a
  * failed renewal it is given up once the TTL last secured has run out, even if Redis cannot be asked.
  *
- * Emits "acquired" and "lost" with the shard numbers that changed in one round.
+ * Emits "acquired", "released" (given up: over its share, or on release()) and "lost" (lapsed or taken: its
+ * renewals failed) with the shard numbers that changed in one round.
  */
-export class ShardLeases extends EventEmitter<{ acquired: [shards: number[]]; lost: [shards: number[]] }> {
+export class ShardLeases extends EventEmitter<{
+  acquired: [shards: number[]];
+  released: [shards: number[]];
+  lost: [shards: number[]];
+}> {
   readonly holderId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   readonly #options: ShardLeasesOptions & { renewEveryMs: number; standbyPollMs: number };
   /** The shards in this holder's order of preference. */
   readonly #preferred: readonly ShardKeys[];
   readonly #heldUntil = new Map<number, number>();
   #believedHeld = new Set<number>();
+  /** Given up on purpose since the last transition report. */
+  #givenUp = new Set<number>();
   #timer: NodeJS.Timeout | undefined;
   /** Bumped by release(): a claim already on the wire then must not bring a lease back. */
   #generation = 0;
@@ -97,6 +104,7 @@ export class ShardLeases extends EventEmitter<{ acquired: [shards: number[]]; lo
         const held = this.isHeld(shard.shard);
         if (held && kept >= share && !this.#options.isBusy?.(shard.shard)) {
           this.#heldUntil.delete(shard.shard);
+          this.#givenUp.add(shard.shard);
           await scripts.releaseLease(shard, this.holderId);
           continue;
         }
@@ -124,6 +132,7 @@ export class ShardLeases extends EventEmitter<{ acquired: [shards: number[]]; lo
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#generation++;
+    for (const shard of this.#heldUntil.keys()) this.#givenUp.add(shard);
     this.#heldUntil.clear();
     const { scripts } = this.#options;
     // Asked for every shard, held or not: a claim still on the wire may just have taken one, and commands on
@@ -138,8 +147,12 @@ export class ShardLeases extends EventEmitter<{ acquired: [shards: number[]]; lo
   #emitTransitions(): void {
     const now = new Set(this.held().map((shard) => shard.shard));
     const acquired = [...now].filter((shard) => !this.#believedHeld.has(shard));
-    const lost = [...this.#believedHeld].filter((shard) => !now.has(shard));
+    const gone = [...this.#believedHeld].filter((shard) => !now.has(shard));
+    const released = gone.filter((shard) => this.#givenUp.has(shard));
+    const lost = gone.filter((shard) => !this.#givenUp.has(shard));
     this.#believedHeld = now;
+    this.#givenUp.clear();
+    if (released.length > 0) this.emit("released", released);
     if (lost.length > 0) this.emit("lost", lost);
     if (acquired.length > 0) this.emit("acquired", acquired);
   }

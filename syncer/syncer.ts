@@ -122,10 +122,12 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       // Synced at once: the syncer that had them may have died just before its cycle was due.
       this.#wake?.();
     });
+    this.#leases.on("released", (shards) => {
+      options.logger.info({ holder: this.#leases.holderId, shards }, "released shards");
+    });
     this.#leases.on("lost", (shards) => {
-      const holder = this.#leases.holderId;
-      if (this.#stop.signal.aborted) options.logger.info({ holder, shards }, "released shards");
-      else options.logger.info({ holder, shards }, "gave up or lost shards");
+      // Its renewals failed (Redis out of reach, a long pause): another syncer may be applying them now.
+      options.logger.warn({ holder: this.#leases.holderId, shards }, "lost shards");
     });
   }
 

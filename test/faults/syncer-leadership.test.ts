@@ -47,9 +47,7 @@ describe("several syncer processes", () => {
       expect(load.count("accepted")).toBeGreaterThan(0);
       // More than one process held the shard, and holders lost it mid-cycle: the scenario really happened.
       expect(syncers.filter((syncer) => tookShards(syncer).length > 0).length).toBeGreaterThan(1);
-      const lost = syncers.flatMap((syncer) =>
-        syncer.logs.filter((line) => line.msg === "gave up or lost shards"),
-      );
+      const lost = syncers.flatMap((syncer) => syncer.logs.filter((line) => line.msg === "lost shards"));
       expect(lost.length).toBeGreaterThan(0);
       const { rows } = await deployment.pool.query<{ n: string }>("SELECT count(*) AS n FROM sync_batches");
       expect(Number(rows[0]?.n)).toBeGreaterThan(3);

@@ -71,14 +71,18 @@ describe("ShardLeases", () => {
     if (a === undefined || b === undefined) throw new Error("two leases expected");
     await a.claim();
     expect(heldBy(a)).toEqual([0, 1, 2, 3]);
+    const released: number[][] = [];
     const lost: number[][] = [];
+    a.on("released", (shards) => released.push(shards));
     a.on("lost", (shards) => lost.push(shards));
 
     expect(await b.claim()).toBe(2);
     expect(heldBy(b)).toEqual([]);
     await a.claim();
     expect(heldBy(a)).toHaveLength(2);
-    expect(lost.flat()).toHaveLength(2);
+    // Given up on purpose, not lost.
+    expect(released.flat()).toHaveLength(2);
+    expect(lost).toEqual([]);
     await b.claim();
     expect([...heldBy(a), ...heldBy(b)].sort()).toEqual([0, 1, 2, 3]);
   });
@@ -128,8 +132,13 @@ describe("ShardLeases", () => {
       },
       { message: "b never took over the abandoned shards" },
     );
-    // a judges by its own clock that the TTLs it secured have run out, without asking Redis.
+    // a judges by its own clock that the TTLs it secured have run out, without asking Redis: lost, not
+    // released.
     await waitFor(async () => heldBy(a).length === 0, { message: "a still believes it holds shards" });
+    const lost = new Promise<number[]>((resolve) => a.once("lost", resolve));
+    // Its next round (it woke up) reports the lapse.
+    await a.claim();
+    expect((await lost).length).toBeGreaterThan(0);
   });
 
   it("stays released when a claim was still in flight at release()", async () => {
