@@ -53,6 +53,8 @@ export class ShardLeases extends EventEmitter<{
   #believedHeld = new Set<number>();
   /** Given up on purpose since the last transition report. */
   #givenUp = new Set<number>();
+  /** Syncers alive at the last heartbeat Redis answered (this one included). */
+  #alive = 1;
   #timer: NodeJS.Timeout | undefined;
   /** Bumped by release(): a claim already on the wire then must not bring a lease back. */
   #generation = 0;
@@ -90,39 +92,59 @@ export class ShardLeases extends EventEmitter<{
   /**
    * One round: says this syncer is alive, gives up what is over its share (unless busy), renews what it
    * keeps and claims free shards up to its share. Resolves to the share.
+   *
+   * Every lease call stands on its own: on Redis Cluster the shards' leases live on different masters, and
+   * one that does not answer must not keep the others from being renewed. Renewals and releases go out at
+   * once; free shards are claimed one at a time, in order of preference, until the share is reached.
    */
   async claim(): Promise<number> {
     const { scripts, ttlMs, shards } = this.#options;
     const generation = this.#generation;
-    let share = shards.length;
-    try {
-      const alive = await scripts.syncersHeartbeat(this.holderId, ttlMs);
-      share = Math.ceil(shards.length / Math.max(1, alive));
-      let kept = 0;
-      for (const shard of this.#preferred) {
-        if (generation !== this.#generation) break;
-        const held = this.isHeld(shard.shard);
-        if (held && kept >= share && !this.#options.isBusy?.(shard.shard)) {
-          this.#heldUntil.delete(shard.shard);
-          this.#givenUp.add(shard.shard);
-          await scripts.releaseLease(shard, this.holderId);
-          continue;
-        }
-        if (!held && kept >= share) continue;
-        // Count the TTL from before the request: the key may have been set at any moment after it.
-        const claimedAt = performance.now();
-        if (await scripts.claimLease(shard, this.holderId, ttlMs)) {
-          if (generation === this.#generation) this.#heldUntil.set(shard.shard, claimedAt + ttlMs);
-          kept += 1;
-        } else {
-          this.#heldUntil.delete(shard.shard);
-        }
-      }
-      this.#options.onClaimAnswered?.();
-    } catch (error) {
-      // Keep what we had: each lease is still ours until its #heldUntil, and lost after.
+    let answered = true;
+    const fail = (error: unknown) => {
+      answered = false;
       this.#options.onClaimError?.(error);
+    };
+    try {
+      this.#alive = await scripts.syncersHeartbeat(this.holderId, ttlMs);
+    } catch (error) {
+      // The count last read stands in: the leases are still worth renewing.
+      fail(error);
     }
+    const share = Math.ceil(shards.length / Math.max(1, this.#alive));
+    const held = this.#preferred.filter((shard) => this.isHeld(shard.shard));
+    const over = held.slice(share).filter((shard) => !this.#options.isBusy?.(shard.shard));
+    const kept = held.filter((shard) => !over.includes(shard));
+    for (const shard of over) {
+      this.#heldUntil.delete(shard.shard);
+      this.#givenUp.add(shard.shard);
+    }
+    const claimOne = async (shard: ShardKeys): Promise<boolean> => {
+      // Count the TTL from before the request: the key may have been set at any moment after it.
+      const claimedAt = performance.now();
+      try {
+        const holds = await scripts.claimLease(shard, this.holderId, ttlMs);
+        if (generation !== this.#generation) return false;
+        if (holds) this.#heldUntil.set(shard.shard, claimedAt + ttlMs);
+        else this.#heldUntil.delete(shard.shard);
+        return holds;
+      } catch (error) {
+        // Keep what we had: the lease is still ours until its #heldUntil, and lost after.
+        fail(error);
+        return false;
+      }
+    };
+    await Promise.all([
+      ...over.map((shard) => scripts.releaseLease(shard, this.holderId).catch(fail)),
+      ...kept.map(claimOne),
+    ]);
+    let holding = kept.filter((shard) => this.isHeld(shard.shard)).length;
+    for (const shard of this.#preferred) {
+      if (holding >= share || generation !== this.#generation) break;
+      if (this.isHeld(shard.shard) || over.includes(shard)) continue;
+      if (await claimOne(shard)) holding += 1;
+    }
+    if (answered) this.#options.onClaimAnswered?.();
     this.#emitTransitions();
     return share;
   }
@@ -132,7 +154,8 @@ export class ShardLeases extends EventEmitter<{
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#generation++;
-    for (const shard of this.#heldUntil.keys()) this.#givenUp.add(shard);
+    // Only what is still held is given up; a lease that has lapsed meanwhile was lost.
+    for (const shard of this.#heldUntil.keys()) if (this.isHeld(shard)) this.#givenUp.add(shard);
     this.#heldUntil.clear();
     const { scripts } = this.#options;
     // Asked for every shard, held or not: a claim still on the wire may just have taken one, and commands on

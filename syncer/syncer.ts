@@ -155,15 +155,19 @@ export class Syncer extends EventEmitter<SyncerEvents> {
     this.#wake?.();
     await this.#loop;
     const held = this.#leases.held();
-    if (held.length > 0) await this.runCycle(held);
+    if (held.length > 0) await this.runCycle(held, { whileHeld: true });
     await this.#leases.release();
   }
 
   /**
-   * One pass over `shards` (every shard unless told; the running syncer passes those it holds); a failing
-   * shard is reported and does not hold up the others.
+   * One pass over `shards` (every shard unless told); a failing shard is reported and does not hold up the
+   * others. `whileHeld`: the running syncer's cycles skip a shard whose lease it gave up or lost since the
+   * cycle began, rather than work beside its new holder.
    */
-  async runCycle(shards: readonly ShardKeys[] = this.#shardKeys): Promise<CycleReport> {
+  async runCycle(
+    shards: readonly ShardKeys[] = this.#shardKeys,
+    { whileHeld = false }: { whileHeld?: boolean } = {},
+  ): Promise<CycleReport> {
     const startedAt = new Date();
     const began = performance.now();
     const outcomes: BatchOutcome[] = [];
@@ -183,7 +187,12 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       if (outcome.kind === "idle") this.#advance(outcome.shard, outcome.observedAt);
       if (outcome.kind === "batch") this.#advance(outcome.shard, outcome.swappedAt);
     };
+    const skipped = new Set<number>();
     const flush = async (keys: ShardKeys) => {
+      if (whileHeld && !this.#leases.isHeld(keys.shard)) {
+        skipped.add(keys.shard);
+        return;
+      }
       this.#flushing.add(keys.shard);
       try {
         const outcome = await flushShardOnce(ctx, keys);
@@ -217,7 +226,7 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       outcomes,
       failures,
       idempotencyRecords,
-      shards: shards.map((keys) => keys.shard),
+      shards: shards.map((keys) => keys.shard).filter((shard) => !skipped.has(shard)),
     };
     this.#lastReport = report;
     this.#log(report, shards);
@@ -291,7 +300,7 @@ export class Syncer extends EventEmitter<SyncerEvents> {
       if (this.#stop.signal.aborted) break;
       const held = this.#leases.held();
       if (held.length > 0) {
-        const report = await this.runCycle(held);
+        const report = await this.runCycle(held, { whileHeld: true });
         if (report.durationMs > intervalMs) {
           this.#overruns.failed(
             `a cycle over ${held.length} shards took ${Math.round(report.durationMs)} ms`,

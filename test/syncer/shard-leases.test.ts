@@ -102,6 +102,20 @@ describe("ShardLeases", () => {
     expect(heldBy(a)).toHaveLength(2);
   });
 
+  it("renews and claims the other shards when one shard's lease call fails (a master down, on a cluster)", async () => {
+    for (let good = 0; good < 4; good++) {
+      const { keyspace, leases } = await contenders(5_000, 4, 1);
+      const [only] = leases;
+      if (only === undefined) throw new Error("no lease");
+      // Every lease but one is a key of the wrong type: its calls fail with WRONGTYPE.
+      for (const shard of keyspace.shards) {
+        if (shard.shard !== good) await env.redis.hset(shard.lease, "not", "a lease");
+      }
+      await only.claim();
+      expect(heldBy(only)).toEqual([good]);
+    }
+  });
+
   it("when one releases, the other takes every shard on its next round", async () => {
     const { keyspace, leases } = await contenders(5_000, 4);
     const [a, b] = leases;
@@ -284,6 +298,36 @@ describe("Syncer and its leases", () => {
     });
     expect(standby.heldShards).toEqual([0]);
     expect(leader.heldShards).toEqual([]);
+  });
+
+  it("skips a shard whose lease it lost after the cycle began, rather than work beside its new holder", async () => {
+    const prefix = env.newPrefix();
+    const keyspace = new Keyspace(prefix, 4);
+    let stolen = false;
+    const syncer = createSyncer({
+      redis: await env.openRedis(),
+      pool: env.openPool(),
+      prefix,
+      shards: 4,
+      concurrency: 1,
+      intervalMs: 60_000,
+      leaseTtlMs: 300,
+      onStep: async (step, shard) => {
+        if (step !== "before-swap" || shard !== 0 || stolen) return;
+        stolen = true;
+        // Another syncer takes shards 1 to 3 while this one works on shard 0; its renewals then fail.
+        for (const keys of keyspace.shards.slice(1)) await env.redis.set(keys.lease, "intruder", "PX", 5_000);
+        await sleep(400);
+      },
+    });
+    onTestFinished(() => syncer.stop());
+    for (const shard of [0, 1, 2, 3]) await addDeltas(env.redis, prefix, [[`lost:${shard}`, 1]], shard);
+    syncer.start();
+    await waitFor(async () => syncer.lastReport !== undefined, { message: "no cycle ran" });
+    expect(syncer.lastReport?.outcomes.map((outcome) => outcome.shard)).toEqual([0]);
+    expect(syncer.lastReport?.shards).toEqual([0]);
+    expect(await readCounters(env.pool)).toEqual(new Map([["lost:0", 1n]]));
+    expect(syncer.heldShards).toEqual([0]);
   });
 
   it("two syncers split four shards, each applies its own, and every increment lands once", async () => {
