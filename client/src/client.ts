@@ -65,12 +65,18 @@ const DEFAULTS = {
   requestTimeoutMs: 10_000,
 };
 
+// A Retry-After longer than this is not waited out in one go: the batch is asked about again after it.
+const MAX_SERVER_DELAY_MS = 60_000;
+
 /** What one attempt learnt. */
 type Attempt =
   | { kind: "accepted" }
   | { kind: "unknown"; error: TallyError; delayMs?: number }
+  /** Nothing reached the service (no token could be had): safe to retry, and no ambiguity. */
+  | { kind: "unsent"; error: TallyError }
   | { kind: "limited"; error: TallyRejectedError; delayMs?: number }
-  | { kind: "unauthorized"; error: TallyRejectedError }
+  /** `token`: the one refused, so that a token another batch has fetched meanwhile is kept. */
+  | { kind: "unauthorized"; error: TallyRejectedError; token: string }
   | { kind: "rejected"; error: TallyRejectedError };
 
 /**
@@ -189,7 +195,7 @@ export class TallyClient {
     while (this.#sending.size < this.#options.maxInFlight) {
       const batch = this.#queue.shift();
       if (batch === undefined) return;
-      const sending = this.#deliver(batch).finally(() => {
+      const sending = this.#deliverSafely(batch).finally(() => {
         this.#sending.delete(sending);
         this.#buffered -= batch.calls;
         this.#wakeRoomWaiters();
@@ -214,6 +220,24 @@ export class TallyClient {
     for (const wake of waiters) wake();
   }
 
+  /** #deliver, whose calls settle whatever goes wrong in it (a throwing onError hook, a bug). */
+  async #deliverSafely(batch: SealedBatch): Promise<void> {
+    try {
+      await this.#deliver(batch);
+    } catch (error) {
+      this.#stats.incrementsFailed += batch.calls;
+      batch.reject(new TallyOutcomeUnknownError(batch.idempotencyKey, batch.increments, 0, error));
+    }
+  }
+
+  #tell(error: TallyError, context: ErrorContext): void {
+    try {
+      this.#onError?.(error, context);
+    } catch {
+      // The caller's hook must not stop a batch from being settled.
+    }
+  }
+
   /** Sends one batch until it is accepted, refused, or its retries run out; settles its calls. */
   async #deliver(batch: SealedBatch): Promise<void> {
     // Set once an attempt may have been applied: from then on a failure is an unknown outcome.
@@ -232,15 +256,16 @@ export class TallyClient {
       const retryToken = result.kind === "unauthorized" && this.#token.refreshable && !refreshedToken;
       if (retryToken) {
         refreshedToken = true;
-        this.#token.invalidate();
+        this.#token.invalidate(result.token);
       }
-      const retryable = result.kind === "unknown" || result.kind === "limited";
+      const retryable = result.kind === "unknown" || result.kind === "limited" || result.kind === "unsent";
       const willRetry = retryToken || (retryable && attempt < this.#retry.attempts);
-      this.#onError?.(result.error, { idempotencyKey: batch.idempotencyKey, attempt, willRetry });
+      this.#tell(result.error, { idempotencyKey: batch.idempotencyKey, attempt, willRetry });
       if (!willRetry) {
         this.#stats.incrementsFailed += batch.calls;
+        // Whatever the last answer, an earlier attempt may have been applied: only resending it settles that.
         batch.reject(
-          ambiguous !== undefined && result.kind !== "rejected"
+          ambiguous !== undefined
             ? new TallyOutcomeUnknownError(batch.idempotencyKey, batch.increments, attempt, ambiguous)
             : result.error,
         );
@@ -249,18 +274,25 @@ export class TallyClient {
       this.#stats.retries += 1;
       if (!retryToken) {
         const delay = "delayMs" in result ? result.delayMs : undefined;
-        await sleep(Math.max(backoffMs(this.#retry, attempt), delay ?? 0));
+        const asked = Math.min(delay ?? 0, MAX_SERVER_DELAY_MS);
+        await sleep(Math.max(backoffMs(this.#retry, attempt), asked));
       }
     }
   }
 
   async #attempt(batch: SealedBatch): Promise<Attempt> {
+    let token: string;
+    try {
+      token = await this.#token.get(this.#options.requestTimeoutMs);
+    } catch (error) {
+      return { kind: "unsent", error: new TallyError("no token to send the batch with", { cause: error }) };
+    }
     let response: Response;
     try {
       response = await fetch(this.#url, {
         method: "POST",
         headers: {
-          authorization: `Bearer ${await this.#token.get()}`,
+          authorization: `Bearer ${token}`,
           "content-type": "application/json",
           "idempotency-key": batch.idempotencyKey,
         },
@@ -272,7 +304,8 @@ export class TallyClient {
       return { kind: "unknown", error: new TallyError("the request failed", { cause: error }) };
     }
     if (response.status === 202) {
-      await response.body?.cancel();
+      // Accepted whatever happens to the (empty) body now: a timeout firing after the answer is not a failure.
+      await response.body?.cancel().catch(() => {});
       return { kind: "accepted" };
     }
     const problem = await problemOf(response);
@@ -286,7 +319,7 @@ export class TallyClient {
     }
     const error = new TallyRejectedError(problem);
     if (response.status === 429) return { kind: "limited", error, delayMs };
-    if (response.status === 401) return { kind: "unauthorized", error };
+    if (response.status === 401) return { kind: "unauthorized", error, token };
     return { kind: "rejected", error };
   }
 }

@@ -23,13 +23,14 @@ export class BearerToken {
     return typeof this.#source === "function";
   }
 
-  async get(now: number = Date.now()): Promise<string> {
+  /** The token to send; a source that takes longer than `timeoutMs` fails the attempt, not the client. */
+  async get(timeoutMs: number, now: number = Date.now()): Promise<string> {
     const source = this.#source;
     if (typeof source === "string") return source;
     if (this.#current !== undefined && now < this.#current.refreshAt) return this.#current.token;
     this.#fetching ??= (async () => {
       try {
-        const token = await source();
+        const token = await withTimeout(Promise.resolve(source()), timeoutMs);
         this.#current = { token, refreshAt: refreshTimeOf(token) };
         return token;
       } finally {
@@ -39,9 +40,9 @@ export class BearerToken {
     return this.#fetching;
   }
 
-  /** The service refused the token (401): the next `get()` fetches another. */
-  invalidate(): void {
-    this.#current = undefined;
+  /** The service refused `token` (401): the next `get()` fetches another, unless one already replaced it. */
+  invalidate(token: string): void {
+    if (this.#current?.token === token) this.#current = undefined;
   }
 }
 
@@ -55,4 +56,15 @@ function refreshTimeOf(token: string): number {
   } catch {
     return Number.POSITIVE_INFINITY;
   }
+}
+
+function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`the token source did not answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

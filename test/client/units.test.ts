@@ -1,6 +1,13 @@
-import { describe, expect, it } from "vitest";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { OpenBatch } from "../../client/src/batch.ts";
-import { TallyClient, TallyClosedError, TallyValidationError } from "../../client/src/index.ts";
+import {
+  TallyClient,
+  TallyClosedError,
+  TallyOutcomeUnknownError,
+  TallyValidationError,
+} from "../../client/src/index.ts";
 import { backoffMs, DEFAULT_RETRY, serverDelayMs } from "../../client/src/retry.ts";
 import { MAX_KEY_BYTES } from "../../client/src/rules.ts";
 import { BearerToken } from "../../client/src/token.ts";
@@ -92,24 +99,93 @@ describe("retry timing", () => {
 });
 
 describe("BearerToken", () => {
-  it("fetches once, shares the fetch, and fetches again shortly before exp and after invalidate", async () => {
+  it("fetches once, shares the fetch, and fetches again shortly before exp and after its token is refused", async () => {
     let fetched = 0;
     const exp = Math.floor(Date.now() / 1000) + 600;
     const token = new BearerToken(async () => {
       fetched += 1;
-      return jwtWithExp(exp);
+      return jwtWithExp(exp + fetched);
     });
-    const [a, b] = await Promise.all([token.get(), token.get()]);
+    const [a, b] = await Promise.all([token.get(1_000), token.get(1_000)]);
     expect(a).toBe(b);
     expect(fetched).toBe(1);
-    await token.get((exp - 60) * 1000);
+    await token.get(1_000, (exp - 60) * 1000);
     expect(fetched).toBe(1);
-    await token.get((exp - 10) * 1000);
+    const second = await token.get(1_000, (exp - 10) * 1000);
     expect(fetched).toBe(2);
-    token.invalidate();
-    await token.get();
+    // A 401 for a token already replaced (another batch refreshed it) keeps the new one.
+    token.invalidate(a);
+    expect(await token.get(1_000)).toBe(second);
+    token.invalidate(second);
+    await token.get(1_000);
     expect(fetched).toBe(3);
     expect(token.refreshable).toBe(true);
     expect(new BearerToken("fixed").refreshable).toBe(false);
+  });
+
+  it("fails the attempt when the source does not answer in time, and asks again next time", async () => {
+    let calls = 0;
+    const token = new BearerToken(() => {
+      calls += 1;
+      return calls === 1 ? new Promise<string>(() => {}) : "late-but-fine";
+    });
+    await expect(token.get(50)).rejects.toThrow("did not answer within 50 ms");
+    expect(await token.get(50)).toBe("late-but-fine");
+  });
+});
+
+/**
+ * An HTTP endpoint that answers each request with the next status of `script`: a proxy or a service
+ * misbehaving in one precise way, which the real service cannot be made to do on cue. Records what it got.
+ */
+async function scripted(script: number[]): Promise<{ url: string; seen: { key: string; body: string }[] }> {
+  const seen: { key: string; body: string }[] = [];
+  const server = createServer((request, response) => {
+    let body = "";
+    request.on("data", (chunk: Buffer) => {
+      body += chunk.toString("utf8");
+    });
+    request.on("end", () => {
+      seen.push({ key: String(request.headers["idempotency-key"]), body });
+      const status = script[Math.min(seen.length - 1, script.length - 1)] ?? 500;
+      response.writeHead(status, { "content-type": "application/problem+json" });
+      response.end(status === 202 ? "" : JSON.stringify({ status, code: `code_${status}` }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
+}
+
+describe("the client's retries against a scripted endpoint", () => {
+  const fast = { attempts: 3, baseDelayMs: 1, maxDelayMs: 5 };
+
+  it("sends the same Idempotency-Key and body on every attempt, and settles even when onError throws", async () => {
+    const { url, seen } = await scripted([503, 503, 202]);
+    const client = new TallyClient({
+      url,
+      token: "t",
+      retry: fast,
+      onError: () => {
+        throw new Error("a broken hook");
+      },
+    });
+    await client.increment("k", 2);
+    await client.close();
+    expect(seen).toHaveLength(3);
+    expect(new Set(seen.map((request) => request.key)).size).toBe(1);
+    expect(new Set(seen.map((request) => request.body))).toEqual(
+      new Set(['{"increments":[{"key":"k","value":2}]}']),
+    );
+  });
+
+  it("reports an unknown outcome when an attempt was ambiguous, whatever the last answer says", async () => {
+    // A 503 may have been applied; a 403 from a proxy afterwards proves nothing about it.
+    const { url } = await scripted([503, 403]);
+    const client = new TallyClient({ url, token: "t", retry: fast });
+    const failure = await client.increment("k", 1).catch((error: unknown) => error);
+    await client.close();
+    expect(failure).toBeInstanceOf(TallyOutcomeUnknownError);
+    expect((failure as TallyOutcomeUnknownError).attempts).toBe(2);
   });
 });
