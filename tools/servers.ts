@@ -254,6 +254,19 @@ function signalQuietly(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
+/** Starts a new server for the first time; one that does not come up is cleaned away before the error. */
+async function firstStart<T extends { start(): Promise<void>; destroy(): Promise<void> }>(
+  handle: T,
+): Promise<T> {
+  try {
+    await handle.start();
+  } catch (error) {
+    await handle.destroy();
+    throw error;
+  }
+  return handle;
+}
+
 /** Every live descendant of `root`, from /proc (Linux). */
 function descendantsOf(root: number): number[] {
   const parentOf = new Map<number, number>();
@@ -509,13 +522,7 @@ export async function startRedis(
       await removeDir(dataDir);
     },
   };
-  try {
-    await start();
-  } catch (error) {
-    await handle.destroy();
-    throw error;
-  }
-  return handle;
+  return firstStart(handle);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -645,11 +652,5 @@ export async function startPostgres(): Promise<PostgresServer> {
       await removeDir(baseDir);
     },
   };
-  try {
-    await start();
-  } catch (error) {
-    await handle.destroy();
-    throw error;
-  }
-  return handle;
+  return firstStart(handle);
 }

@@ -3,12 +3,11 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApiError } from "../../api/errors.ts";
 import { createIncrementers } from "../../api/store/increment.ts";
-import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys, Keyspace, shardKeys, shardOfKey } from "../../lib/redis/keyspace.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
-import { type RedisServer, startRedis } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { createTestApi, readProblem, type TestApi } from "../support/api.ts";
+import { usePrivateRedis } from "../support/redis.ts";
 
 // Idempotency-Key: a retry of the same request by the same client within the TTL is applied once.
 
@@ -191,22 +190,16 @@ describe("IDEMPOTENCY_MAX_RECORDS", () => {
 });
 
 describe("a retry after a timeout that Redis applied anyway", () => {
-  let redisServer: RedisServer;
-  let redis: RedisClient;
-  beforeAll(async () => {
-    redisServer = await startRedis({ args: ["--enable-debug-command", "yes"] });
-    redis = createRedis({ url: redisServer.url, name: "test-api", commandTimeoutMs: 200 });
-    redis.on("error", () => {});
-    await connectRedis(redis);
-  });
-  afterAll(async () => {
-    redis.disconnect();
-    await redisServer.destroy();
+  const store = usePrivateRedis({
+    appendOnly: true,
+    serverArgs: ["--enable-debug-command", "yes"],
+    commandTimeoutMs: 200,
   });
 
   // Through the HTTP API the rate limiter's own Redis call would time out first; the store is where the
   // increment itself can time out after being sent, so that is where this is tested.
   it("is counted once", async () => {
+    const { redis, server: redisServer } = store;
     const keyspace = new Keyspace("retry", 1);
     const increment = createIncrementers(new Scripts(redis, keyspace), keyspace, {
       idempotencyTtlSeconds: 60,

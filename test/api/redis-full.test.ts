@@ -1,27 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ApiError } from "../../api/errors.ts";
 import { createIncrementers } from "../../api/store/increment.ts";
-import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
 import { Keyspace } from "../../lib/redis/keyspace.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
-import { type RedisServer, startRedis } from "../../tools/servers.ts";
+import { usePrivateRedis } from "../support/redis.ts";
 
 // The increment scripts on a Redis at maxmemory (noeviction): HINCRBY is refused for memory, which is the
 // store failing (503 redis_full), not the increment's fault (422 counter_out_of_range), whichever script
 // and path it comes through.
 
-let server: RedisServer;
-let redis: RedisClient;
-beforeAll(async () => {
-  server = await startRedis({ appendOnly: false });
-  redis = createRedis({ url: server.url, name: "test-full", commandTimeoutMs: 5_000 });
-  redis.on("error", () => {});
-  await connectRedis(redis);
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.destroy();
-});
+const store = usePrivateRedis();
 
 async function codeOf(attempt: Promise<unknown>): Promise<string> {
   const error = await attempt.then(
@@ -33,6 +21,7 @@ async function codeOf(attempt: Promise<unknown>): Promise<string> {
 
 describe("a full Redis", () => {
   it("refuses single and batched increments, with and without an Idempotency-Key, as redis_full", async () => {
+    const { redis } = store;
     const keyspace = new Keyspace("full", 2);
     const { one, many } = createIncrementers(new Scripts(redis, keyspace), keyspace, {
       idempotencyTtlSeconds: 60,

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
-import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
+import { exactlyOnceViolations } from "../../tools/load/accounted.ts";
 import { type PostgresServer, startMigratedPostgres } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";
@@ -40,12 +40,7 @@ describe("Postgres outage", () => {
     const api = await d.startApi();
     const syncer = await d.startSyncer();
     // Paced: 30 s of unpaced load would pile up a batch big enough to make the catch-up the slow part.
-    const load = new Load({
-      targets: () => [api.url],
-      token: await d.token(),
-      concurrency: 4,
-      pauseMs: 10,
-    }).start();
+    const load = await d.startLoad([api], { concurrency: 4, pauseMs: 10 });
     await load.waitForAccepted(200);
     // Synced at least once, so staleness is measured from a real batch and not from the syncer's start.
     await waitFor(async () => ((await d.stalenessSeconds()) ?? Number.POSITIVE_INFINITY) < 10, {

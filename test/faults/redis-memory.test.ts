@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
+import { exactlyOnceViolations } from "../../tools/load/accounted.ts";
 import { spawnService } from "../../tools/process.ts";
 import {
   type PostgresServer,
@@ -129,7 +129,7 @@ describe("Redis full", () => {
     deployment = d;
     const api = await d.startApi();
     let syncer = await d.startSyncer();
-    const load = new Load({ targets: () => [api.url], token: await d.token(), concurrency: 6 }).start();
+    const load = await d.startLoad([api], { concurrency: 6 });
     await load.waitForAccepted(200);
 
     // Room for a few thousand pending keys past what Redis holds now.

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
 import type { SyncStep } from "../../syncer/flush-shard.ts";
-import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
+import { exactlyOnceViolations } from "../../tools/load/accounted.ts";
 import { Deployment } from "../support/deployment.ts";
 
 // kill -9 of a real syncer process at each step of the protocol, under load from a real API process.
@@ -21,11 +21,7 @@ describe("kill -9 of the syncer", () => {
       env: { SYNC_INTERVAL_MS: "250", SYNC_LEASE_TTL_MS: "1000" },
     });
     const api = await deployment.startApi();
-    const load = new Load({
-      targets: () => [api.url],
-      token: await deployment.token(),
-      concurrency: 6,
-    }).start();
+    const load = await deployment.startLoad([api], { concurrency: 6 });
     await load.waitForAccepted(100);
 
     // Dies the second time it reaches the step, so one batch went through normally before.
@@ -58,11 +54,7 @@ describe("kill -9 of one of two syncers that share the shards", () => {
         env: { SYNC_INTERVAL_MS: "250", SYNC_LEASE_TTL_MS: "1000", SYNC_SHARDS: "4" },
       });
       const api = await deployment.startApi();
-      const load = new Load({
-        targets: () => [api.url],
-        token: await deployment.token(),
-        concurrency: 6,
-      }).start();
+      const load = await deployment.startLoad([api], { concurrency: 6 });
       const survivor = await deployment.startSyncer();
       await load.waitForAccepted(100);
 

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
-import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
+import { exactlyOnceViolations } from "../../tools/load/accounted.ts";
 import type { ServiceProcess } from "../../tools/process.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment, type SyncerProcess } from "../support/deployment.ts";
@@ -25,11 +25,7 @@ describe("several syncer processes", () => {
         env: { SYNC_INTERVAL_MS: "100", SYNC_LEASE_TTL_MS: "300" },
       });
       const api = await deployment.startApi();
-      const load = new Load({
-        targets: () => [api.url],
-        token: await deployment.token(),
-        concurrency: 6,
-      }).start();
+      const load = await deployment.startLoad([api], { concurrency: 6 });
       const syncers: ServiceProcess[] = [];
       for (let i = 0; i < count; i++) {
         syncers.push(await deployment.startSyncer({ SYNC_FAULT_INJECTION: `${step}:freeze=600` }));
@@ -62,12 +58,7 @@ describe("leader failover", () => {
       env: { SYNC_INTERVAL_MS: "5000", SYNC_LEASE_TTL_MS: "3000" },
     });
     const api = await deployment.startApi();
-    const load = new Load({
-      targets: () => [api.url],
-      token: await deployment.token(),
-      concurrency: 2,
-      pauseMs: 5,
-    }).start();
+    const load = await deployment.startLoad([api], { concurrency: 2, pauseMs: 5 });
     const first = await deployment.startSyncer();
     await first.waitForLog((line) => line.msg === "took shards");
     const second = await deployment.startSyncer();
@@ -114,11 +105,7 @@ describe("syncers sharing the shards", () => {
       env: { SYNC_INTERVAL_MS: "300", SYNC_LEASE_TTL_MS: "1000", SYNC_SHARDS: "6" },
     });
     const api = await deployment.startApi();
-    const load = new Load({
-      targets: () => [api.url],
-      token: await deployment.token(),
-      concurrency: 4,
-    }).start();
+    const load = await deployment.startLoad([api], { concurrency: 4 });
     const shardsOf = async (syncer: SyncerProcess) =>
       sampleValue(parseMetrics(await (await fetch(syncer.metricsUrl)).text()), "tally_syncer_shards") ?? -1;
     const settleOn = async (shares: [SyncerProcess, number][], message: string) =>

@@ -1,38 +1,26 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
+import { describe, expect, it } from "vitest";
 import { RedisMemoryWatch } from "../../lib/redis/memory-watch.ts";
-import { type RedisServer, startRedis } from "../../tools/servers.ts";
 import { captureLogger } from "../support/logger.ts";
+import { usePrivateRedis } from "../support/redis.ts";
 
 // The watch against a real Redis whose maxmemory the test moves around its use: a Redis that hovers at its
 // limit refuses one write and takes the next, and readiness must not flap with it.
 
-let server: RedisServer;
-let redis: RedisClient;
-beforeAll(async () => {
-  server = await startRedis({ appendOnly: false });
-  redis = createRedis({ url: server.url, name: "test-memory-watch", commandTimeoutMs: 5_000 });
-  redis.on("error", () => {});
-  await connectRedis(redis);
-});
-afterAll(async () => {
-  redis.disconnect();
-  await server.destroy();
-});
+const store = usePrivateRedis();
 
 async function usedBytes(): Promise<number> {
-  return Number(/used_memory:(\d+)/.exec(await redis.info("memory"))?.[1]);
+  return Number(/used_memory:(\d+)/.exec(await store.redis.info("memory"))?.[1]);
 }
 
 /** Sets maxmemory so that what Redis uses now is `share` of it. */
 async function limitTo(share: number): Promise<void> {
-  await redis.config("SET", "maxmemory", String(Math.round((await usedBytes()) / share)));
+  await store.redis.config("SET", "maxmemory", String(Math.round((await usedBytes()) / share)));
 }
 
 function watch() {
   const { logger, lines } = captureLogger();
   const memory = new RedisMemoryWatch({
-    redis,
+    redis: store.redis,
     logger,
     intervalMs: 60_000,
     allowEviction: false,
@@ -45,7 +33,7 @@ function watch() {
 
 describe("RedisMemoryWatch", () => {
   it("is full from a refused write until a reading shows clear room, not at the first reading under the limit", async () => {
-    await redis.config("SET", "maxmemory-policy", "noeviction");
+    await store.redis.config("SET", "maxmemory-policy", "noeviction");
     await limitTo(0.5);
     const { memory, lines } = watch();
     await memory.check();
@@ -69,7 +57,7 @@ describe("RedisMemoryWatch", () => {
   });
 
   it("is full at a reading at the limit and stays full while memory hovers just under it", async () => {
-    await redis.config("SET", "maxmemory-policy", "noeviction");
+    await store.redis.config("SET", "maxmemory-policy", "noeviction");
     const { memory } = watch();
     await limitTo(1);
     await memory.check();
@@ -77,13 +65,13 @@ describe("RedisMemoryWatch", () => {
     await limitTo(0.98);
     await memory.check();
     expect(memory.problem()).toMatchObject({ code: "redis_full" });
-    await redis.config("SET", "maxmemory", "0");
+    await store.redis.config("SET", "maxmemory", "0");
     await memory.check();
     expect(memory.problem()).toBeUndefined();
   });
 
   it("is not full near the limit when nothing was refused", async () => {
-    await redis.config("SET", "maxmemory-policy", "noeviction");
+    await store.redis.config("SET", "maxmemory-policy", "noeviction");
     const { memory } = watch();
     await limitTo(0.98);
     await memory.check();

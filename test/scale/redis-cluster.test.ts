@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allShardKeys, Keyspace, type ShardKeys, shardKeys, shardOfKey } from "../../lib/redis/keyspace.ts";
-import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
+import { exactlyOnceViolations } from "../../tools/load/accounted.ts";
 import { type RedisClusterServer, startRedisCluster } from "../../tools/redis-cluster.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";
@@ -34,10 +34,7 @@ describe("Redis Cluster", () => {
     const apis = [await deployment.startApi(), await deployment.startApi()];
     await deployment.startSyncer();
     await deployment.startSyncer();
-    const load = new Load({
-      targets: () => apis.map((api) => api.url),
-      token: await deployment.token(),
-    }).start();
+    const load = await deployment.startLoad(apis);
     await load.waitForAccepted(1_500);
     await load.stop();
     await deployment.waitForDrain();
@@ -136,10 +133,7 @@ describe("Redis Cluster", () => {
     const deployment = await create();
     const apis = [await deployment.startApi(), await deployment.startApi()];
     await deployment.startSyncer();
-    const load = new Load({
-      targets: () => apis.map((api) => api.url),
-      token: await deployment.token(),
-    }).start();
+    const load = await deployment.startLoad(apis);
     await load.waitForAccepted(300);
 
     const victim = await cluster.masterOf(shardKeys(deployment.prefix, 0).dirty);

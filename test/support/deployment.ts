@@ -3,6 +3,7 @@ import { onTestFinished } from "vitest";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys } from "../../lib/redis/keyspace.ts";
 import { mintToken } from "../../lib/tokens.ts";
+import { Load, type LoadOptions } from "../../tools/load/accounted.ts";
 import { type ServiceProcess, spawnService } from "../../tools/process.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
 import { TEST_SECRET } from "./api.ts";
@@ -111,6 +112,15 @@ export class Deployment {
 
   token(): Promise<string> {
     return mintToken({ secret: TEST_SECRET, subject: "load", scopes: ["counters:write", "counters:read"] });
+  }
+
+  /** The fault suite's accounted load over `apis`, with this deployment's token, started. */
+  async startLoad(apis: ApiProcess[], options: Omit<LoadOptions, "targets" | "token"> = {}): Promise<Load> {
+    return new Load({
+      targets: () => apis.map((api) => api.url),
+      token: await this.token(),
+      ...options,
+    }).start();
   }
 
   async startApi(env: Record<string, string> = {}): Promise<ApiProcess> {
