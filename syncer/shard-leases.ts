@@ -113,8 +113,8 @@ export class ShardLeases extends EventEmitter<{
     }
     const share = Math.ceil(shards.length / Math.max(1, this.#alive));
     const held = this.#preferred.filter((shard) => this.isHeld(shard.shard));
-    const over = held.slice(share).filter((shard) => !this.#options.isBusy?.(shard.shard));
-    const kept = held.filter((shard) => !over.includes(shard));
+    const over = new Set(held.slice(share).filter((shard) => !this.#options.isBusy?.(shard.shard)));
+    const kept = held.filter((shard) => !over.has(shard));
     for (const shard of over) {
       this.#heldUntil.delete(shard.shard);
       this.#givenUp.add(shard.shard);
@@ -135,13 +135,13 @@ export class ShardLeases extends EventEmitter<{
       }
     };
     await Promise.all([
-      ...over.map((shard) => scripts.releaseLease(shard, this.holderId).catch(fail)),
+      ...[...over].map((shard) => scripts.releaseLease(shard, this.holderId).catch(fail)),
       ...kept.map(claimOne),
     ]);
     let holding = kept.filter((shard) => this.isHeld(shard.shard)).length;
     for (const shard of this.#preferred) {
       if (holding >= share || generation !== this.#generation) break;
-      if (this.isHeld(shard.shard) || over.includes(shard)) continue;
+      if (this.isHeld(shard.shard) || over.has(shard)) continue;
       if (await claimOne(shard)) holding += 1;
     }
     if (answered) this.#options.onClaimAnswered?.();
