@@ -34,6 +34,12 @@ export interface RedisClusterServer {
   masters(): Promise<string[]>;
   /** host:port of the master owning `key`'s slot (hash tags respected), as a running node sees it. */
   masterOf(key: string): Promise<string>;
+  /** host:port of the replicas of `master`, as a running node sees them (failed ones included). */
+  replicasOf(master: string): Promise<string[]>;
+  /** One command on one node (by host:port), on a connection of its own. */
+  command(node: string, command: string, ...args: string[]): Promise<unknown>;
+  /** Sends a signal to one node's process: SIGSTOP pauses it (a replica that falls behind), SIGCONT resumes it. */
+  signal(node: string, signal: NodeJS.Signals): void;
   /** kill -9 one node (by host:port) and wait for exit. No-op when it is not running. */
   kill(node: string): Promise<void>;
   /** Stop one node cleanly (SIGTERM, which runs redis' SHUTDOWN path: AOF flushed, nodes.conf saved). */
@@ -65,6 +71,8 @@ export interface RedisClusterOptions {
    * node refuses every command (CLUSTERDOWN). With false, only the lost slots fail.
    */
   requireFullCoverage?: boolean;
+  /** cluster-node-timeout, default 2,000 ms: how long a node may be unreachable before it is failed. */
+  nodeTimeoutMs?: number;
 }
 
 interface ClusterNodeProcess {
@@ -77,7 +85,10 @@ interface ClusterNodeProcess {
 
 /** One line of CLUSTER NODES. */
 interface NodeEntry {
+  id: string;
   address: string;
+  /** The id of its master, for a replica. */
+  masterId: string | undefined;
   flags: string[];
   linkState: string;
   /** Inclusive slot ranges this node serves (migration markers like [5-<-id] are skipped). */
@@ -88,8 +99,15 @@ function parseClusterNodes(text: string): NodeEntry[] {
   const entries: NodeEntry[] = [];
   for (const line of text.split("\n")) {
     const fields = line.trim().split(" ");
-    const [, addressField, flagsField, , , , , linkState, ...slotFields] = fields;
-    if (addressField === undefined || flagsField === undefined || linkState === undefined) continue;
+    const [id, addressField, flagsField, masterField, , , , linkState, ...slotFields] = fields;
+    if (
+      id === undefined ||
+      addressField === undefined ||
+      flagsField === undefined ||
+      masterField === undefined ||
+      linkState === undefined
+    )
+      continue;
     // ip:port@cport[,hostname]
     const address = addressField.split("@")[0] ?? addressField;
     const slots: Array<[number, number]> = [];
@@ -99,7 +117,14 @@ function parseClusterNodes(text: string): NodeEntry[] {
       const first = Number(match[1]);
       slots.push([first, match[2] === undefined ? first : Number(match[2])]);
     }
-    entries.push({ address, flags: flagsField.split(","), linkState, slots });
+    entries.push({
+      id,
+      address,
+      masterId: masterField === "-" ? undefined : masterField,
+      flags: flagsField.split(","),
+      linkState,
+      slots,
+    });
   }
   return entries;
 }
@@ -254,6 +279,14 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       if (!owner) throw new Error(`no master owns slot ${slot} (key ${key})`);
       return owner.address;
     },
+    replicasOf: async (master) => {
+      const view = await clusterView();
+      const id = view.find((entry) => entry.address === master)?.id;
+      if (id === undefined) throw new Error(`${master} is not in the cluster's view`);
+      return view.filter((entry) => entry.masterId === id).map((entry) => entry.address);
+    },
+    command: (node, command, ...args) => query(member(node).port, command, ...args),
+    signal: (node, signal) => member(node).server.signal(signal),
     kill: (node) => member(node).server.kill(),
     // redis handles SIGTERM exactly like SHUTDOWN; a signal also works when the node is too busy to answer.
     stop: (node) => member(node).server.stop("SIGTERM"),
@@ -303,7 +336,7 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
             "--cluster-enabled", "yes",
             // Relative to --dir: each node keeps its identity and slot map across restarts.
             "--cluster-config-file", "nodes.conf",
-            "--cluster-node-timeout", String(NODE_TIMEOUT_MS),
+            "--cluster-node-timeout", String(options.nodeTimeoutMs ?? NODE_TIMEOUT_MS),
             "--cluster-require-full-coverage", options.requireFullCoverage === false ? "no" : "yes",
             "--appendonly", "yes",
             "--appendfsync", options.appendFsync ?? "everysec",

@@ -35,6 +35,8 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** kill -9, waits for exit. No-op when not running. */
   kill(): Promise<void>;
+  /** Sends `signal` to the server: SIGSTOP pauses it (a replica that falls behind), SIGCONT resumes it. */
+  signal(signal: NodeJS.Signals): void;
   /** Starts again on the same port and data dir (so AOF contents are reloaded); waits until it answers PING. No-op when running. */
   start(): Promise<void>;
   /** Kills it if running and deletes the data dir. */
@@ -516,6 +518,7 @@ export async function startRedis(
     dataDir,
     stop: () => server.stop("SIGTERM"),
     kill: () => server.kill(),
+    signal: (signal) => server.signal(signal),
     start,
     destroy: async () => {
       await server.kill();

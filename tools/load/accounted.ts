@@ -28,6 +28,7 @@ export interface LoadOptions {
   targets: () => string[];
   token: string;
   concurrency?: number;
+  /** Keys that half the requests share; 0 gives every request a key of its own. */
   hotKeys?: number;
   /** Per-request timeout; a request that times out is an unknown outcome. */
   timeoutMs?: number;
@@ -82,7 +83,7 @@ export class Load {
         await sleep(20);
         continue;
       }
-      const hot = turn % 2 === 0;
+      const hot = this.#options.hotKeys > 0 && turn % 2 === 0;
       const key = hot
         ? `hot-${this.#tag}-${(worker + turn) % this.#options.hotKeys}`
         : `u-${this.#tag}-${this.#nextUnique++}`;
