@@ -61,8 +61,13 @@ describe("kill -9 of one of two syncers that share the shards", () => {
       // It joins, gets half of the shards from the survivor, and dies the second time it reaches the step.
       const doomed = await deployment.startSyncer({ SYNC_FAULT_INJECTION: `${step}:kill@2` });
       expect((await doomed.exited).signal).toBe("SIGKILL");
-      const took = doomed.logs.find((line) => line.msg === "took shards");
-      expect(took?.shards).toHaveLength(2);
+      // Its fair share, two of the four, comes a shard at a time as the survivor gives them up; it may die
+      // holding the first.
+      const took = doomed.logs.flatMap((line) =>
+        line.msg === "took shards" ? (line.shards as number[]) : [],
+      );
+      expect(took.length).toBeGreaterThanOrEqual(1);
+      expect(new Set(took).size).toBeLessThanOrEqual(2);
 
       await load.waitForAccepted(200);
       await load.stop();
