@@ -125,7 +125,11 @@ function methodNotAllowed(allow: string): MiddlewareHandler<AppEnv> {
   };
 }
 
-const STORE_CONDITIONS: ReadonlySet<ProblemCode> = new Set(["redis_unavailable", "redis_full"]);
+const STORE_CONDITIONS: ReadonlySet<ProblemCode> = new Set([
+  "redis_unavailable",
+  "redis_full",
+  "replication_unconfirmed",
+]);
 
 function describeCause(error: ApiError): string {
   return error.cause instanceof Error ? error.cause.message : error.message;
@@ -135,8 +139,9 @@ function describeCause(error: ApiError): string {
 function toApiError(error: Error, logger: Logger, clientGone: () => boolean): ApiError {
   if (error instanceof ApiError) {
     if (STORE_CONDITIONS.has(error.code)) {
-      // Redis down or full fails every request alike: its watchers say so once (lib/redis/connection.ts,
-      // memory-watch.ts) and tally_redis_errors_total counts them; a line per request would be a flood.
+      // Redis down, full or without its replicas fails every request alike: its watchers say so once
+      // (lib/redis/connection.ts, memory-watch.ts, acknowledgements.ts) and tally_redis_errors_total counts
+      // them; a line per request would be a flood.
       logger.debug({ code: error.code, reason: describeCause(error) }, error.message);
     } else if (error.status >= 500) {
       logger.warn({ err: error.cause ?? error, code: error.code }, error.message);

@@ -48,6 +48,11 @@ export const PROBLEMS = {
     headers: ["Retry-After"],
   },
   redis_eviction_policy: { status: 503, title: "Redis may evict accepted increments" },
+  replication_unconfirmed: {
+    status: 503,
+    title: "The replicas did not confirm the write in time: its outcome is unknown",
+    headers: ["Retry-After"],
+  },
   idempotency_capacity: {
     status: 503,
     title: "No room for another Idempotency-Key record",

@@ -11,9 +11,10 @@ import type { Logger } from "../lib/logger.ts";
 import { collectProcessMetrics } from "../lib/metrics.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { createRedis, type RedisClient } from "../lib/redis/client.ts";
-import { redisLocation, watchRedisConnection } from "../lib/redis/connection.ts";
+import { redisLocation, redisLocationOf, watchRedisConnection } from "../lib/redis/connection.ts";
 import { keyspaceOf } from "../lib/redis/keyspace.ts";
 import { type RedisMemoryWatch, redisMemoryWatchFor } from "../lib/redis/memory-watch.ts";
+import { acknowledgementsFor, type ReplicaWatch, replicaWatchFor } from "../lib/redis/replica-watch.ts";
 import { Scripts } from "../lib/redis/scripts.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import { newApp } from "./app.ts";
@@ -32,8 +33,15 @@ const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
 export interface ApiInstance {
   app: ReturnType<typeof newApp>;
   redis: RedisClient;
+  /**
+   * The increments' own connection: a WAIT for the replicas holds a connection until they answer, and must
+   * not hold up reads, the rate limiter or health checks meanwhile.
+   */
+  writes: RedisClient;
   /** Not started: startApiInstance starts it (tests that build an instance do not need it). */
   redisMemory: RedisMemoryWatch;
+  /** Not started either. */
+  replicas: ReplicaWatch;
   pool: pg.Pool;
   metrics: ApiMetrics;
   /** From now on /readyz answers 503, so load balancers stop sending new requests. */
@@ -46,12 +54,19 @@ export interface ApiInstance {
  */
 export function createApiInstance(config: Config, logger: Logger): ApiInstance {
   const redis = createRedis({
-    url: config.redis.url,
-    clusterNodes: config.redis.clusterNodes,
+    ...redisLocationOf(config.redis),
     name: "tally-api",
     commandTimeoutMs: config.redis.commandTimeoutMs,
     autoPipelining: true,
   });
+  const writes = createRedis({
+    ...redisLocationOf(config.redis),
+    name: "tally-api-writes",
+    commandTimeoutMs: config.redis.commandTimeoutMs,
+    autoPipelining: true,
+  });
+  // Both reach the same Redis: the first one's watch says when it cannot be reached.
+  writes.on("error", () => {});
   watchRedisConnection(
     redis,
     logger,
@@ -71,9 +86,10 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
   });
 
   const redisMemory = redisMemoryWatchFor(redis, config, logger);
+  const replicas = replicaWatchFor(writes, config, logger);
 
   const keyspace = keyspaceOf(config);
-  const scripts = new Scripts(redis, keyspace);
+  const scripts = new Scripts(redis, keyspace, acknowledgementsFor(writes, replicas, config, logger));
   const incrementers = createIncrementers(scripts, keyspace, {
     idempotencyTtlSeconds: config.idempotencyTtlSeconds,
     idempotencyMaxRecords: config.idempotencyMaxRecords,
@@ -96,7 +112,7 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
     increment: incrementers.one,
     incrementMany: incrementers.many,
     readCounter: createCounterReader(scripts, keyspace, pool),
-    health: { redis, redisMemory, isDraining: () => draining },
+    health: { redis: [redis, writes], redisMemory, isDraining: () => draining },
     maxKeyLength: config.maxKeyLength,
     maxBatchSize: config.maxBatchSize,
     bodyLimitBytes: config.http.bodyLimitBytes,
@@ -104,7 +120,9 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
   return {
     app,
     redis,
+    writes,
     redisMemory,
+    replicas,
     pool,
     metrics,
     startDraining: () => {
@@ -138,14 +156,20 @@ export async function startApiInstance(
   const instance = createApiInstance(config, logger);
   collectProcessMetrics(instance.metrics.registry);
   instance.redisMemory.register(instance.metrics.registry);
+  instance.replicas.register(instance.metrics.registry);
   shutdown.add("redis", async () => {
-    await instance.redis.quit().catch(() => instance.redis.disconnect());
+    await Promise.all(
+      [instance.redis, instance.writes].map((client) => client.quit().catch(() => client.disconnect())),
+    );
   });
   instance.redisMemory.start();
   shutdown.add("redis memory watch", () => instance.redisMemory.stop());
+  instance.replicas.start();
+  shutdown.add("redis replica watch", () => instance.replicas.stop());
   shutdown.add("postgres", () => instance.pool.end());
   // Not awaited: the instance serves (with 503s and a failing /readyz) until Redis is reachable.
   instance.redis.connect().catch(() => {});
+  instance.writes.connect().catch(() => {});
 
   const server = createAdaptorServer({
     fetch: instance.app.fetch,

@@ -3,15 +3,13 @@ import { Counter, Histogram, Registry } from "prom-client";
 import type { AppEnv } from "./context.ts";
 import { ApiError } from "./errors.ts";
 import type { BatchIncrementer, Incrementer } from "./store/increment.ts";
-import { type RedisFailureKind, redisFailureKind } from "./store/redis-errors.ts";
+import { REDIS_FAILURE_KINDS, redisFailureKind } from "./store/redis-errors.ts";
 
 // An increment answers in about a millisecond; a Redis command gives up after REDIS_COMMAND_TIMEOUT_MS (1 s).
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 // Any other method (a scanner's PROPFIND, a random token) would be a new series per spelling.
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]);
-
-const REDIS_FAILURE_KINDS: readonly RedisFailureKind[] = ["unavailable", "timeout", "overflow", "oom"];
 
 /** The API's metrics, in a registry of their own (each API node has one; the tests make many nodes). */
 export class ApiMetrics {
@@ -42,7 +40,7 @@ export class ApiMetrics {
   });
   readonly redisErrors = new Counter({
     name: "tally_redis_errors_total",
-    help: "Requests failed by Redis: unavailable (down, not connected), timeout (no answer within REDIS_COMMAND_TIMEOUT_MS), overflow (the pending total would leave 64 bits), oom (Redis is at maxmemory and refused the write)",
+    help: "Requests failed by Redis: unavailable (not connected, or refused by Redis), timeout (no answer within REDIS_COMMAND_TIMEOUT_MS), disconnected (the connection broke with the command in flight), overflow (the pending total would leave 64 bits), oom (Redis is at maxmemory and refused the write), noreplicas (the master lacks the replicas min-replicas-to-write asks for), unconfirmed (applied, but the replicas did not confirm it within REDIS_WAIT_TIMEOUT_MS)",
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
@@ -54,7 +52,7 @@ export class ApiMetrics {
 
   constructor() {
     // Present at 0 from the start, so an alert on their rate sees the first error.
-    for (const kind of REDIS_FAILURE_KINDS) this.redisErrors.inc({ kind }, 0);
+    for (const kind of [...REDIS_FAILURE_KINDS, "unconfirmed"]) this.redisErrors.inc({ kind }, 0);
   }
 }
 
@@ -81,6 +79,7 @@ export function httpMetrics(metrics: ApiMetrics): MiddlewareHandler<AppEnv> {
       const cause = c.error instanceof ApiError ? c.error.cause : c.error;
       metrics.redisErrors.inc({ kind: redisFailureKind(cause) });
     }
+    if (problem === "replication_unconfirmed") metrics.redisErrors.inc({ kind: "unconfirmed" });
   };
 }
 

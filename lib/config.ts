@@ -54,6 +54,20 @@ function url(fallback: string, schemes: readonly string[]) {
 
 const optionalText = v.optional(v.pipe(v.string(), v.trim(), v.nonEmpty()));
 
+const hostPortList = v.pipe(
+  v.string(),
+  v.regex(/^\s*[^\s,:]+:\d+\s*(,\s*[^\s,:]+:\d+\s*)*$/, "must be host:port[,host:port...]"),
+  v.transform((text) =>
+    text.split(",").map((node) => {
+      const [host, port] = node.trim().split(":");
+      return { host: host as string, port: Number(port) };
+    }),
+  ),
+);
+
+// More than any deployment runs per master; WAIT answers at once with the count it has when asked for more.
+const MAX_WAIT_REPLICAS = 16;
+
 const EnvSchema = v.object({
   NODE_ENV: v.optional(v.picklist(["development", "production", "test"]), "development"),
   HOST: v.optional(v.pipe(v.string(), v.nonEmpty()), "0.0.0.0"),
@@ -63,18 +77,18 @@ const EnvSchema = v.object({
   LOG_LEVEL: v.optional(v.picklist(["fatal", "error", "warn", "info", "debug", "trace", "silent"]), "info"),
 
   REDIS_URL: url("redis://127.0.0.1:6379", ["redis:", "rediss:"]),
-  REDIS_CLUSTER_NODES: v.optional(
-    v.pipe(
-      v.string(),
-      v.regex(/^\s*[^\s,:]+:\d+\s*(,\s*[^\s,:]+:\d+\s*)*$/, "must be host:port[,host:port...]"),
-      v.transform((text) =>
-        text.split(",").map((node) => {
-          const [host, port] = node.trim().split(":");
-          return { host: host as string, port: Number(port) };
-        }),
-      ),
+  REDIS_CLUSTER_NODES: v.optional(hostPortList),
+  REDIS_SENTINELS: v.optional(hostPortList),
+  REDIS_SENTINEL_MASTER: v.optional(v.pipe(v.string(), v.trim(), v.nonEmpty()), "mymaster"),
+  REDIS_WAIT_REPLICAS: v.optional(
+    v.union(
+      [v.literal("auto"), wholeNumber(0, MAX_WAIT_REPLICAS)],
+      `must be auto or a whole number from 0 to ${MAX_WAIT_REPLICAS}`,
     ),
+    "auto",
   ),
+  REDIS_WAIT_TIMEOUT_MS: v.optional(wholeNumber(1, 60_000)),
+  REDIS_WAIT_AOF: flag(false),
   REDIS_KEY_PREFIX: v.optional(
     v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, "must be 1-64 of A-Z a-z 0-9 _ . -")),
     "tally",
@@ -175,6 +189,18 @@ export interface Config {
     url: string;
     /** Seed nodes of a Redis Cluster; when set, REDIS_URL is not used. */
     clusterNodes: { host: string; port: number }[] | undefined;
+    /** Redis Sentinels that name the master; when set, REDIS_URL is not used. */
+    sentinels: { host: string; port: number }[] | undefined;
+    /** The master's name at the Sentinels. */
+    sentinelMaster: string;
+    /** What a write waits for before it is acknowledged (lib/redis/acknowledgements.ts). */
+    acknowledgement: {
+      /** Replicas of the master that must hold a write: a number, or "auto" (see lib/redis/replica-watch.ts). */
+      replicas: number | "auto";
+      timeoutMs: number;
+      /** Wait for the write to be fsynced to the AOF of the master and of those replicas (WAITAOF). */
+      aof: boolean;
+    };
     keyPrefix: string;
     commandTimeoutMs: number;
     /** Run even when maxmemory-policy may evict accepted increments (lib/redis/memory.ts). */
@@ -245,6 +271,20 @@ function resolveAuth(env: Env): AuthConfig {
   return { mode: "hs256", secret: DEV_JWT_SECRET, ...claims, isDevelopmentSecret: true };
 }
 
+/** Redis settings that are each valid but do not fit together. */
+function checkRedisSettings(env: Env): void {
+  if (env.REDIS_CLUSTER_NODES && env.REDIS_SENTINELS) {
+    throw new ConfigError("set either REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both");
+  }
+  // The client gives up on a command after REDIS_COMMAND_TIMEOUT_MS; a WAIT that may last as long would be
+  // reported as Redis not answering instead of as replicas that did not confirm.
+  if (env.REDIS_WAIT_TIMEOUT_MS !== undefined && env.REDIS_WAIT_TIMEOUT_MS >= env.REDIS_COMMAND_TIMEOUT_MS) {
+    throw new ConfigError(
+      `REDIS_WAIT_TIMEOUT_MS (${env.REDIS_WAIT_TIMEOUT_MS}) must be below REDIS_COMMAND_TIMEOUT_MS (${env.REDIS_COMMAND_TIMEOUT_MS})`,
+    );
+  }
+}
+
 export function parseConfig(source: Record<string, string | undefined> = process.env): Config {
   // Treat VAR= (empty) as unset, the way shells and compose files commonly leave it.
   const present = Object.fromEntries(Object.entries(source).filter(([, value]) => value !== ""));
@@ -257,6 +297,7 @@ export function parseConfig(source: Record<string, string | undefined> = process
     throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
   }
   const env = result.output;
+  checkRedisSettings(env);
   return {
     env: env.NODE_ENV,
     http: {
@@ -275,6 +316,13 @@ export function parseConfig(source: Record<string, string | undefined> = process
     redis: {
       url: env.REDIS_URL,
       clusterNodes: env.REDIS_CLUSTER_NODES,
+      sentinels: env.REDIS_SENTINELS,
+      sentinelMaster: env.REDIS_SENTINEL_MASTER,
+      acknowledgement: {
+        replicas: env.REDIS_WAIT_REPLICAS,
+        timeoutMs: env.REDIS_WAIT_TIMEOUT_MS ?? Math.floor(env.REDIS_COMMAND_TIMEOUT_MS / 2),
+        aof: env.REDIS_WAIT_AOF,
+      },
       keyPrefix: env.REDIS_KEY_PREFIX,
       commandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,
       allowEviction: env.REDIS_ALLOW_EVICTION,

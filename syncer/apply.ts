@@ -194,6 +194,19 @@ export async function markShardIdle(pool: pg.Pool, shard: number, observedAt: Da
   );
 }
 
+/** The key count and delta sum the ledger recorded for a batch it applied; undefined when it has no row. */
+export async function readLedgerTotals(
+  pool: pg.Pool,
+  batchId: string,
+): Promise<{ keyCount: number; deltaSum: bigint } | undefined> {
+  const { rows } = await pool.query<{ key_count: number; delta_sum: string }>(
+    "SELECT key_count, delta_sum::text FROM sync_batches WHERE batch_id = $1",
+    [batchId],
+  );
+  const row = rows[0];
+  return row === undefined ? undefined : { keyCount: row.key_count, deltaSum: BigInt(row.delta_sum) };
+}
+
 export interface ShardSyncState {
   /** The highest committed seq, so new batch numbers never go backwards after Redis data loss. */
   lastSeq: bigint;

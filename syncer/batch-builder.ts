@@ -55,6 +55,11 @@ export class BatchBuilder {
     };
   }
 
+  /** Distinct fields read so far, those with a delta of 0 included: the hash's HLEN once all are read. */
+  get fieldsRead(): number {
+    return this.#seen.size;
+  }
+
   get totals(): { keyCount: number; deltaSum: bigint } {
     return { keyCount: this.batch.keys.length, deltaSum: this.#deltaSum };
   }

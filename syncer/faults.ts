@@ -53,6 +53,11 @@ export function faultHook(spec: FaultSpec, logger: Logger): StepHook {
   return async (step, shard) => {
     if (step !== spec.step) return;
     if (spec.action === "stall") {
+      // Said before the pause, so that a test can act while the syncer waits at the step.
+      writeSync(
+        1,
+        `${JSON.stringify({ level: "warn", pid: process.pid, step, shard, msg: "fault injection: stall" })}\n`,
+      );
       await sleep(spec.ms);
       return;
     }

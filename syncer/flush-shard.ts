@@ -3,7 +3,7 @@ import type pg from "pg";
 import type { RedisClient } from "../lib/redis/client.ts";
 import type { ShardKeys } from "../lib/redis/keyspace.ts";
 import type { Scripts } from "../lib/redis/scripts.ts";
-import { BatchTransaction, isRowDataError, markShardIdle } from "./apply.ts";
+import { BatchTransaction, isRowDataError, markShardIdle, readLedgerTotals } from "./apply.ts";
 import type { Batch, BatchHeader, QuarantinedDelta } from "./batch.ts";
 import { BatchBuilder, type Statement } from "./batch-builder.ts";
 
@@ -51,6 +51,8 @@ export type BatchOutcome =
       applied: boolean;
       /** True for a batch left over by a crashed or slower syncer. */
       resumed: boolean;
+      /** True when the shard's sequence counter was missing in Redis (its data was lost). */
+      renumbered: boolean;
       quarantined: QuarantinedDelta[];
     }
   /** The flushing hash changed hands while we read it: another syncer finished this batch. */
@@ -67,12 +69,19 @@ export async function flushShardOnce(ctx: FlushContext, keys: ShardKeys): Promis
   await ctx.onStep?.("before-swap", shard);
   const observedAt = new Date();
   const minSeq = ctx.minSeq.get(shard) ?? 1n;
-  const swapped = await ctx.scripts.swap(keys, randomUUID(), observedAt, minSeq);
-  if (swapped === null) {
+  const { value: swap, confirmed } = await ctx.scripts.swap(keys, randomUUID(), observedAt, minSeq);
+  if (swap.kind === "empty") {
     await markShardIdle(ctx.pool, shard, observedAt);
     return { kind: "idle", shard, observedAt };
   }
-  const { batchId, seq, swappedAt, resumed } = swapped;
+  if (swap.kind === "behind") {
+    throw new RedisWentBackError(
+      shard,
+      `its batch sequence in Redis is ${swap.seq}, but Postgres has committed batch ${minSeq - 1n}`,
+    );
+  }
+  const { batchId, seq, swappedAt, resumed, renumbered } = swap.batch;
+  if (!confirmed) throw new SwapUnconfirmedError(shard, batchId);
   if (ctx.maxBatchAgeMs !== undefined && observedAt.getTime() - swappedAt.getTime() > ctx.maxBatchAgeMs) {
     throw new Error(
       `batch ${batchId} was swapped at ${swappedAt.toISOString()}, longer ago than the ledger retention: ` +
@@ -92,15 +101,103 @@ export async function flushShardOnce(ctx: FlushContext, keys: ShardKeys): Promis
     if (!isRowDataError(error)) throw error;
     result = await applyFlushingHash(ctx, keys, header, true);
   }
+  // A leftover the ledger knows must be the batch it applied: one that holds anything else comes from a
+  // Redis that went back in time, and deleting it would hide that.
+  if (result.kind === "already-applied" && resumed) result = await checkLeftover(ctx, keys, header);
   if (result.kind === "superseded") return { kind: "superseded", shard, batchId };
   await ctx.onStep?.("after-commit", shard);
   if (result.kind === "applied") ctx.onBatchApplied?.(result.batch);
   await ctx.scripts.finish(keys, batchId);
   if (seq + 1n > minSeq) ctx.minSeq.set(shard, seq + 1n);
-  const outcome = { kind: "batch", shard, batchId, seq, swappedAt, resumed } as const;
+  const outcome = { kind: "batch", shard, batchId, seq, swappedAt, resumed, renumbered } as const;
   return result.kind === "applied"
     ? { ...outcome, applied: true, keys: result.batch.keys.length, quarantined: result.quarantined }
     : { ...outcome, applied: false, keys: 0, quarantined: [] };
+}
+
+/**
+ * Redis holds a shard's state that Postgres shows it once went beyond: a replica promoted without the
+ * latest writes. Syncing the shard now could count increments twice, so it is not synced until an operator
+ * has looked (docs/operations.md, "Redis went back in time").
+ */
+export class RedisWentBackError extends Error {
+  override name = "RedisWentBackError";
+  constructor(
+    readonly shard: number,
+    reason: string,
+  ) {
+    super(`Redis went back in time on shard ${shard}: ${reason}`);
+  }
+}
+
+/** The replicas did not confirm a swap in time: the batch waits in Redis, and is resumed next cycle. */
+export class SwapUnconfirmedError extends Error {
+  override name = "SwapUnconfirmedError";
+  constructor(
+    readonly shard: number,
+    readonly batchId: string,
+  ) {
+    super(
+      `the replicas did not confirm the swap of shard ${shard}'s batch ${batchId} within REDIS_WAIT_TIMEOUT_MS`,
+    );
+  }
+}
+
+/**
+ * After a batch was read with HSCAN: "superseded" when its meta names another batch (another syncer
+ * finished it, and what was scanned may mix in a newer one; the ledger row held makes that impossible, and
+ * this keeps the guarantee from resting on that reasoning alone), else "complete". Throws when the scan
+ * missed fields: the flushing hash never changes, so that only happens when the server answering the scan
+ * changed under it (a failover, a restart), and HSCAN's cursor is not valid on another server's table.
+ */
+async function checkScan(
+  redis: RedisClient,
+  keys: ShardKeys,
+  header: BatchHeader,
+  builder: BatchBuilder,
+): Promise<"superseded" | "complete"> {
+  const [batchId, fields] = await Promise.all([
+    redis.hget(keys.flushingMeta, "batch"),
+    redis.hlen(keys.flushing),
+  ]);
+  if (batchId !== header.id) return "superseded";
+  if (builder.fieldsRead !== fields) throw new IncompleteScanError(header, builder.fieldsRead, fields);
+  return "complete";
+}
+
+/** A batch's HSCAN missed fields: it is rolled back and read again from the start, next cycle. */
+export class IncompleteScanError extends Error {
+  override name = "IncompleteScanError";
+  constructor(header: BatchHeader, read: number, fields: number) {
+    super(
+      `the read of shard ${header.shard}'s batch ${header.id} found ${read} of its ${fields} keys (Redis changed under the scan: a failover or a restart); it is read again next cycle`,
+    );
+  }
+}
+
+/**
+ * Reads a leftover batch that the ledger already holds and compares it with what the ledger applied:
+ * "already-applied" when they agree (it is only cleaned up), "superseded" when another syncer finished it
+ * meanwhile; throws RedisWentBackError when they differ.
+ */
+async function checkLeftover(ctx: FlushContext, keys: ShardKeys, header: BatchHeader): Promise<ApplyResult> {
+  const builder = new BatchBuilder(header);
+  let cursor = "0";
+  do {
+    const [next, flat] = await ctx.redis.hscan(keys.flushing, cursor, "COUNT", ctx.scanCount);
+    builder.addPage(flat);
+    cursor = next;
+  } while (cursor !== "0");
+  if ((await checkScan(ctx.redis, keys, header, builder)) === "superseded") return { kind: "superseded" };
+  const applied = await readLedgerTotals(ctx.pool, header.id);
+  const found = builder.totals;
+  if (applied !== undefined && (applied.keyCount !== found.keyCount || applied.deltaSum !== found.deltaSum)) {
+    throw new RedisWentBackError(
+      header.shard,
+      `batch ${header.id} is back in Redis with ${found.keyCount} keys summing to ${found.deltaSum}, but the ledger applied it with ${applied.keyCount} keys summing to ${applied.deltaSum}`,
+    );
+  }
+  return { kind: "already-applied" };
 }
 
 // Rows per upsert statement: at least `minRows` before the first one starts (so that it starts early), at
@@ -171,19 +268,16 @@ async function applyFlushingHash(
       if (cursor === "0") break;
       [cursor, flat] = await scan(cursor);
     }
-    // If the meta changed, another syncer finished this batch and what we scanned may mix in a newer one.
-    // The ledger row we hold makes that impossible; the check costs no time (it runs beside the last
-    // statements) and keeps the guarantee from resting on that reasoning alone.
-    const meta = redis.hget(keys.flushingMeta, "batch");
-    meta.catch(() => {});
+    // Run beside the last statements, so they cost no time: see checkScan.
+    const scanned = checkScan(redis, keys, header, builder);
+    scanned.catch(() => {});
     for (;;) {
       await upserting;
       const statement = builder.takeStatement(1, maxRows);
       if (statement === undefined) break;
       send(statement);
     }
-    const current = await meta;
-    if (current !== header.id) {
+    if ((await scanned) === "superseded") {
       await transaction.rollback();
       return { kind: "superseded" };
     }

@@ -87,6 +87,14 @@ export class SyncerMetrics {
       },
     });
     new Gauge({
+      name: "tally_syncer_stopped_shards",
+      help: "Shards this syncer holds but does not sync because Redis went back in time on them (a replica promoted without the latest writes); an operator must look (docs/operations.md)",
+      registers: [this.registry],
+      collect() {
+        this.set(syncer.stoppedShards.length);
+      },
+    });
+    new Gauge({
       name: "tally_syncer_shards",
       help: "Shards whose leases this syncer holds, and so applies; summed over the syncers it is SYNC_SHARDS when every shard has one",
       registers: [this.registry],
@@ -115,16 +123,23 @@ export class SyncerMetrics {
 }
 
 /**
- * Not ready while Postgres is further behind than the SPEC allows on a shard this syncer holds, or while
- * Redis is full or may evict accepted increments. A syncer that holds no shard (a standby) answers for no
+ * Not ready while Postgres is further behind than the SPEC allows on a shard this syncer holds, while a
+ * shard it holds is stopped because Redis went back in time, or while Redis is full or may evict accepted
+ * increments. A syncer that holds no shard (a standby) answers for no
  * staleness and stays ready; shards that no syncer holds show as sum(tally_syncer_shards) < SYNC_SHARDS.
  */
 export function syncerReadiness(syncer: Syncer, redisMemory: Pick<RedisMemoryWatch, "problem">): Readiness {
   const stalenessSeconds = syncer.heldStalenessMs() / 1000;
   const redis = redisMemory.problem()?.code;
+  const stopped = syncer.stoppedShards;
   return {
-    ready: stalenessSeconds <= STALENESS_WARNING_S && redis === undefined,
-    detail: { shards: syncer.heldShards, stalenessSeconds, ...(redis ? { redis } : {}) },
+    ready: stalenessSeconds <= STALENESS_WARNING_S && redis === undefined && stopped.length === 0,
+    detail: {
+      shards: syncer.heldShards,
+      stalenessSeconds,
+      ...(redis ? { redis } : {}),
+      ...(stopped.length > 0 ? { stoppedShards: stopped } : {}),
+    },
   };
 }
 

@@ -5,9 +5,10 @@ import { collectProcessMetrics } from "../lib/metrics.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { isPostgresUnreachable } from "../lib/postgres/unreachable.ts";
 import { createRedis } from "../lib/redis/client.ts";
-import { redisLocation, watchRedisConnection } from "../lib/redis/connection.ts";
+import { redisLocation, redisLocationOf, watchRedisConnection } from "../lib/redis/connection.ts";
 import { keyspaceOf } from "../lib/redis/keyspace.ts";
 import { type RedisMemoryWatch, redisMemoryWatchFor } from "../lib/redis/memory-watch.ts";
+import { acknowledgementsFor, replicaWatchFor } from "../lib/redis/replica-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import { Activity } from "./activity/index.ts";
 import { WebhookSender } from "./activity/webhook.ts";
@@ -40,8 +41,7 @@ export async function startSyncer(
 ): Promise<RunningSyncer> {
   const keyspace = keyspaceOf(config);
   const redis = createRedis({
-    url: config.redis.url,
-    clusterNodes: config.redis.clusterNodes,
+    ...redisLocationOf(config.redis),
     name: "tally-syncer",
     // HSCAN pages and the apply wait on nothing slow in Redis, but give them more room than an API write.
     commandTimeoutMs: Math.max(config.redis.commandTimeoutMs, 5_000),
@@ -58,6 +58,10 @@ export async function startSyncer(
   const redisMemory = redisMemoryWatchFor(redis, config, logger);
   redisMemory.start();
   shutdown.add("redis memory watch", () => redisMemory.stop());
+  const replicas = replicaWatchFor(redis, config, logger);
+  replicas.start();
+  shutdown.add("redis replica watch", () => replicas.stop());
+  const acknowledgements = acknowledgementsFor(redis, replicas, config, logger);
   // Not awaited: until Redis answers, the lease cannot be claimed and this syncer stands by.
   redis.connect().catch(() => {});
 
@@ -109,8 +113,11 @@ export async function startSyncer(
   const metrics = new SyncerMetrics();
   collectProcessMetrics(metrics.registry);
   redisMemory.register(metrics.registry);
+  replicas.register(metrics.registry);
+  acknowledgements.register(metrics.registry);
   const syncer = new Syncer({
     redis,
+    acknowledgements,
     pool,
     logger,
     keyspace,

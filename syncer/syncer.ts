@@ -4,18 +4,27 @@ import type pg from "pg";
 import { FailureStreak } from "../lib/failure-streak.ts";
 import type { Logger } from "../lib/logger.ts";
 import { isPostgresUnreachable } from "../lib/postgres/unreachable.ts";
+import type { Acknowledgements } from "../lib/redis/acknowledgements.ts";
 import type { RedisClient } from "../lib/redis/client.ts";
 import { isRedisUnreachable } from "../lib/redis/connection.ts";
 import type { Keyspace, ShardKeys } from "../lib/redis/keyspace.ts";
 import { Scripts } from "../lib/redis/scripts.ts";
 import { pruneLedger, readSyncState } from "./apply.ts";
 import type { Batch } from "./batch.ts";
-import { type BatchOutcome, flushShardOnce, type StepHook } from "./flush-shard.ts";
+import {
+  type BatchOutcome,
+  flushShardOnce,
+  RedisWentBackError,
+  type StepHook,
+  SwapUnconfirmedError,
+} from "./flush-shard.ts";
 import { pruneIdempotencyIndexes } from "./idempotency-records.ts";
 import { ShardLeases } from "./shard-leases.ts";
 
 export interface SyncerOptions {
   redis: RedisClient;
+  /** How swaps are confirmed by the replicas before their batches are applied; none waited for if unset. */
+  acknowledgements?: Acknowledgements;
   pool: pg.Pool;
   logger: Logger;
   keyspace: Keyspace;
@@ -88,12 +97,15 @@ export class Syncer extends EventEmitter<SyncerEvents> {
   #lastReport: CycleReport | undefined;
   readonly #postgresUnreachable: FailureStreak;
   readonly #overruns: FailureStreak;
+  readonly #unconfirmedSwaps: FailureStreak;
+  /** Shards not synced because Redis went back in time on them, with why. */
+  readonly #stopped = new Map<number, string>();
 
   constructor(options: SyncerOptions) {
     super();
     this.#options = options;
     this.#shardKeys = options.keyspace.shards;
-    this.#scripts = new Scripts(options.redis, options.keyspace);
+    this.#scripts = new Scripts(options.redis, options.keyspace, options.acknowledgements);
     this.#postgresUnreachable = new FailureStreak(
       options.logger,
       `cannot reach Postgres${options.postgresLocation ? ` at ${options.postgresLocation}` : ""}: batches wait in Redis and are retried every cycle`,
@@ -101,6 +113,10 @@ export class Syncer extends EventEmitter<SyncerEvents> {
     this.#overruns = new FailureStreak(
       options.logger,
       "cycles take longer than SYNC_INTERVAL_MS: Postgres is not keeping up with the distinct keys per cycle and staleness grows (docs/scaling.md, the next bottleneck)",
+    );
+    this.#unconfirmedSwaps = new FailureStreak(
+      options.logger,
+      "the replicas do not confirm the swaps within REDIS_WAIT_TIMEOUT_MS: batches wait in Redis until they do",
     );
     const claimFailures = new FailureStreak(options.logger, "cannot claim or renew the shards' leases");
     this.#leases = new ShardLeases({
@@ -134,6 +150,11 @@ export class Syncer extends EventEmitter<SyncerEvents> {
   /** The shards this syncer holds the leases of, and so applies. */
   get heldShards(): number[] {
     return this.#leases.held().map((shard) => shard.shard);
+  }
+
+  /** The shards this syncer holds that it does not sync because Redis went back in time on them. */
+  get stoppedShards(): number[] {
+    return this.heldShards.filter((shard) => this.#stopped.has(shard));
   }
 
   get lastReport(): CycleReport | undefined {
@@ -292,6 +313,32 @@ export class Syncer extends EventEmitter<SyncerEvents> {
     }
   }
 
+  /** One error line when a shard stops because Redis went back in time, one info line when it syncs again. */
+  #logStoppedShards(report: CycleReport): void {
+    const { logger } = this.#options;
+    for (const { shard, error } of report.failures) {
+      if (!(error instanceof RedisWentBackError) || this.#stopped.has(shard)) continue;
+      this.#stopped.set(shard, error.message);
+      logger.error(
+        {
+          shard,
+          reason: error.message,
+          consequence:
+            "a replica was promoted without the latest writes; syncing the shard now could count increments twice, so it stays unsynced and this syncer not ready until an operator has looked",
+          runbook: "docs/operations.md#redis-went-back-in-time",
+        },
+        "shard stopped: Redis went back in time",
+      );
+    }
+    // A cycle may finish a shard's leftover batch and then stop at its next: only a shard that did not
+    // fail in the cycle syncs again.
+    const failed = new Set(report.failures.map(({ shard }) => shard));
+    for (const { shard } of report.outcomes) {
+      if (failed.has(shard) || !this.#stopped.delete(shard)) continue;
+      logger.info({ shard }, "shard syncs again");
+    }
+  }
+
   async #run(): Promise<void> {
     const { intervalMs } = this.#options;
     let nextAt = performance.now() + intervalMs;
@@ -331,8 +378,18 @@ export class Syncer extends EventEmitter<SyncerEvents> {
 
   #log(report: CycleReport, shards: readonly ShardKeys[]): void {
     const { logger } = this.#options;
+    this.#logStoppedShards(report);
+    const unconfirmed = report.failures.find((failure) => failure.error instanceof SwapUnconfirmedError);
+    if (unconfirmed) this.#unconfirmedSwaps.failed(unconfirmed.error);
+    else if (report.outcomes.length > 0) this.#unconfirmedSwaps.succeeded();
     for (const outcome of report.outcomes) {
       if (outcome.kind !== "batch") continue;
+      if (outcome.renumbered) {
+        logger.warn(
+          { shard: outcome.shard, seq: String(outcome.seq) },
+          "the shard's batch sequence was missing in Redis: Redis lost its data, and the increments it held that Postgres did not have are lost; numbering goes on from Postgres'",
+        );
+      }
       for (const item of outcome.quarantined) {
         logger.error(
           { shard: outcome.shard, batchId: outcome.batchId, ...item },
@@ -350,8 +407,11 @@ export class Syncer extends EventEmitter<SyncerEvents> {
     if (unreachable) this.#postgresUnreachable.failed(unreachable.error);
     else if (report.outcomes.length > 0) this.#postgresUnreachable.succeeded();
     for (const failure of report.failures) {
-      // Redis out of reach is its connection's to report (lib/redis/connection.ts).
+      // Redis out of reach is its connection's to report (lib/redis/connection.ts); the others are said
+      // above, once each.
       if (isPostgresUnreachable(failure.error) || isRedisUnreachable(failure.error)) continue;
+      if (failure.error instanceof RedisWentBackError || failure.error instanceof SwapUnconfirmedError)
+        continue;
       logger.error(
         { shard: failure.shard, err: failure.error },
         "shard sync failed; its batch will be retried",

@@ -14,7 +14,8 @@ const RETRY_AFTER_S: Partial<Record<RedisMemoryProblem["code"], number>> = {
 };
 
 export interface HealthOptions {
-  redis: RedisClient;
+  /** Every connection the node serves with: it is ready when each of them answers. */
+  redis: readonly RedisClient[];
   /** Not ready while Redis is full or may evict accepted increments. */
   redisMemory: Pick<RedisMemoryWatch, "problem" | "noteOutOfMemory">;
   /** True once shutdown began: the node reports not ready so the load balancer drains it. */
@@ -51,7 +52,7 @@ export function readinessOperation(options: HealthOptions): Operation {
     async handler(c) {
       if (options.isDraining()) throw new ApiError("shutting_down", "this node is draining");
       try {
-        await options.redis.ping();
+        await Promise.all(options.redis.map((client) => client.ping()));
       } catch (error) {
         throw new ApiError("redis_unavailable", "Redis does not answer", {
           headers: { "Retry-After": "1" },

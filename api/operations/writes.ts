@@ -15,6 +15,7 @@ export const WRITE_PROBLEMS: readonly ProblemCode[] = [
   "idempotency_capacity",
   "redis_unavailable",
   "redis_full",
+  "replication_unconfirmed",
   "internal_error",
 ];
 

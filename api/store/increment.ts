@@ -1,6 +1,12 @@
 import { createHash } from "node:crypto";
 import type { Keyspace, ShardKeys } from "../../lib/redis/keyspace.ts";
-import type { GroupResult, Increment, Refused, Scripts } from "../../lib/redis/scripts.ts";
+import type {
+  GroupResult,
+  Increment,
+  IncrementOnceResult,
+  Refused,
+  Scripts,
+} from "../../lib/redis/scripts.ts";
 import { batchPerTurn } from "../../lib/turn-batch.ts";
 import { ApiError, type FieldError } from "../errors.ts";
 import { redisFailure, redisFailureKind } from "./redis-errors.ts";
@@ -46,11 +52,17 @@ const CAPACITY_RETRY_AFTER_S = 5;
 
 const OUT_OF_RANGE = "the pending total for this key would leave the 64-bit range";
 
+/**
+ * Redis applied the increments but the replicas they must reach did not confirm holding them in time: a
+ * failover could still undo them, so their outcome is unknown.
+ */
+type Unconfirmed = "unconfirmed";
+
 /** One request's increments in one shard, waiting for the end of the event-loop turn. */
 interface PendingGroup {
   shard: ShardKeys;
   increments: readonly Increment[];
-  settle(result: GroupResult | Error): void;
+  settle(result: GroupResult | Unconfirmed | Error): void;
 }
 
 /** One shard's part of a request: its increments, and where each stands in the request. */
@@ -86,12 +98,13 @@ export function createIncrementers(
 
   const sendToShard = async (shard: ShardKeys, groups: PendingGroup[]) => {
     try {
-      const results = await scripts.incrementGroups(
+      const { value: results, confirmed } = await scripts.incrementGroups(
         shard,
         groups.map((group) => group.increments),
       );
       for (const [index, group] of groups.entries()) {
-        group.settle(results[index] ?? new Error("no reply for this group"));
+        const result = results[index] ?? new Error("no reply for this group");
+        group.settle(result === "applied" && !confirmed ? "unconfirmed" : result);
       }
     } catch (error) {
       for (const group of groups) group.settle(error instanceof Error ? error : new Error(String(error)));
@@ -118,11 +131,14 @@ export function createIncrementers(
       for (const call of shardCalls) void sendToShard(shard, call.groups);
   });
   const applyGroup = (shard: ShardKeys, increments: readonly Increment[]) =>
-    new Promise<GroupResult | Error>((settle) => collect({ shard, increments, settle }));
+    new Promise<GroupResult | Unconfirmed | Error>((settle) => collect({ shard, increments, settle }));
 
   const applyOnce = async (part: ShardPart, idempotency: IdempotencyKey, fingerprint: string) => {
     const record = keyspace.idempotencyRecord(part.shard, idempotency.clientId, idempotency.key);
-    return scripts.incrementOnce(record, part.increments, fingerprint, limits);
+    const { value, confirmed } = await scripts.incrementOnce(record, part.increments, fingerprint, limits);
+    const result: IncrementOnceResult | Unconfirmed =
+      (value === "applied" || value === "replayed") && !confirmed ? "unconfirmed" : value;
+    return result;
   };
 
   const one: Incrementer = async (key, value, idempotency) => {
@@ -131,6 +147,7 @@ export function createIncrementers(
     if (idempotency === undefined) {
       const result = storeFailureOf(await applyGroup(shard, [increment]));
       if (result === "applied") return "applied";
+      if (result === "unconfirmed") throw unconfirmed();
       throw result instanceof Error ? redisFailure(result) : outOfRange(result);
     }
     let result: Awaited<ReturnType<typeof applyOnce>> | Error;
@@ -147,6 +164,7 @@ export function createIncrementers(
     }
     if (result instanceof Error) throw redisFailure(result);
     if (typeof result === "object") throw outOfRange(result);
+    if (result === "unconfirmed") throw unconfirmed();
     if (result === "full") throw capacityReached();
     if (result === "reused") throw keyReused();
     return result;
@@ -187,7 +205,7 @@ export function createIncrementers(
   return { one, many };
 }
 
-type PartResult = GroupResult | Error | "replayed" | "reused" | "full";
+type PartResult = GroupResult | Unconfirmed | Error | "replayed" | "reused" | "full";
 
 /**
  * The answer to a batch from its shard parts' results. Parts on different shards cannot be one atomic step
@@ -214,8 +232,11 @@ function batchOutcome(
   const refused = outcomes.flatMap(({ part, result }) =>
     typeof result === "object" && !(result instanceof Error) ? [{ part, result }] : [],
   );
-  const failed = outcomes.find(({ result }) => result instanceof Error || result === "full");
+  const failed = outcomes.find(
+    ({ result }) => result instanceof Error || result === "full" || result === "unconfirmed",
+  );
   if (failed?.result === "full") throw capacityReached(partly);
+  if (failed?.result === "unconfirmed") throw unconfirmed(partly);
   if (failed && failed.result instanceof Error) {
     const error = redisFailure(failed.result);
     // Nothing applied: the single increment's wording holds ("it was not counted"); else say what was.
@@ -252,6 +273,14 @@ function storeFailureOf<T>(result: T | Refused): T | Refused | Error {
 
 function outOfRange(refused: Refused): ApiError {
   return new ApiError("counter_out_of_range", OUT_OF_RANGE, { cause: asReplyError(refused.error) });
+}
+
+function unconfirmed(more = ""): ApiError {
+  return new ApiError(
+    "replication_unconfirmed",
+    `Redis applied the increment but its replicas did not confirm holding it within REDIS_WAIT_TIMEOUT_MS, so a failover could still undo it: it may or may not count. Retry with the same Idempotency-Key, which applies it at most once${more && `.${more}`}`,
+    { headers: { "Retry-After": "1" } },
+  );
 }
 
 function capacityReached(more = ""): ApiError {

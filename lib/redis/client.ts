@@ -33,7 +33,13 @@ declare module "ioredis" {
       batchId: string,
       swappedAtMs: number,
       minSeq: number,
-    ): Result<Nullable<[batchId: string, seq: string, swappedAtMs: string, resumed: 0 | 1]>, Context>;
+    ): Result<
+      | ["new", batchId: string, seq: string, swappedAtMs: string, renumbered: 0 | 1]
+      | ["resumed", batchId: string, seq: string, swappedAtMs: string]
+      | ["empty"]
+      | ["behind", seq: string],
+      Context
+    >;
     tallyFinish(flushing: Key, flushingMeta: Key, batchId: string): Result<0 | 1, Context>;
     tallyPending(
       dirty: Key,
@@ -62,10 +68,17 @@ declare module "ioredis" {
   }
 }
 
-export interface RedisClientOptions {
+/** Where the service's Redis is: one server by URL, a Redis Cluster, or a master that Sentinels name. */
+export interface RedisLocation {
   url: string;
   /** Seed nodes of a Redis Cluster; when set, `url` is ignored and a Cluster client is made. */
-  clusterNodes?: ClusterNode[];
+  clusterNodes?: { host: string; port: number }[];
+  /** Sentinels to ask for the master named `sentinelMaster`; when set, `url` is ignored. */
+  sentinels?: { host: string; port: number }[];
+  sentinelMaster?: string;
+}
+
+export interface RedisClientOptions extends RedisLocation {
   /** Connection name shown by CLIENT LIST, to tell the API's connections from the syncer's. */
   name: string;
   commandTimeoutMs: number;
@@ -92,7 +105,7 @@ export function createRedis(options: RedisClientOptions): RedisClient {
     lazyConnect: true,
   };
   const redis: RedisClient = options.clusterNodes
-    ? new Cluster(options.clusterNodes, {
+    ? new Cluster(options.clusterNodes as ClusterNode[], {
         redisOptions,
         enableOfflineQueue: false,
         // Never on a cluster: ioredis groups auto-pipelined commands by node and handles MOVED for the
@@ -110,15 +123,39 @@ export function createRedis(options: RedisClientOptions): RedisClient {
         retryDelayOnFailover: 100,
         maxRedirections: 4,
         clusterRetryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 10), 2_000),
+        // Writes that wait for replicas go to a master's own connection (lib/redis/masters.ts), which follows
+        // no MOVED: the slot map is refreshed when such a write fails, and on this period besides.
+        slotsRefreshInterval: SLOTS_REFRESH_INTERVAL_MS,
       })
-    : new Redis(options.url, redisOptions);
-  for (const [name, script] of Object.entries(SCRIPTS)) {
-    redis.defineCommand(name, {
-      numberOfKeys: script.keys,
-      lua: readFileSync(new URL(`./scripts/${script.file}`, import.meta.url), "utf8"),
-    });
-  }
+    : options.sentinels
+      ? new Redis({
+          ...redisOptions,
+          sentinels: options.sentinels,
+          name: options.sentinelMaster ?? "mymaster",
+          role: "master",
+          // Told of a failover by the Sentinels (+switch-master), the client reconnects to the new master at
+          // once instead of when the old one's connection breaks.
+          failoverDetector: true,
+          // A master demoted while we were connected answers writes with READONLY: ask the Sentinels again.
+          reconnectOnError: (error) => error.message.startsWith("READONLY"),
+        })
+      : new Redis(options.url, redisOptions);
+  defineScripts(redis);
+  // A Cluster runs the counters' writes on its masters' own connections too (lib/redis/masters.ts).
+  if (redis instanceof Cluster) redis.on("+node", (node: Redis) => defineScripts(node));
   return redis;
+}
+
+const SLOTS_REFRESH_INTERVAL_MS = 5_000;
+
+const SCRIPT_SOURCES = Object.entries(SCRIPTS).map(([name, script]) => ({
+  name,
+  numberOfKeys: script.keys,
+  lua: readFileSync(new URL(`./scripts/${script.file}`, import.meta.url), "utf8"),
+}));
+
+function defineScripts(redis: RedisClient): void {
+  for (const { name, numberOfKeys, lua } of SCRIPT_SOURCES) redis.defineCommand(name, { numberOfKeys, lua });
 }
 
 /** Connects, waiting up to `timeoutMs`; the client keeps reconnecting by itself after that. */

@@ -2,7 +2,7 @@ import type { Config } from "../config.ts";
 import { FailureStreak } from "../failure-streak.ts";
 import type { Logger } from "../logger.ts";
 import { maskedUrl } from "../masked-url.ts";
-import { connectRedis, createRedis, type RedisClient } from "./client.ts";
+import { connectRedis, createRedis, type RedisClient, type RedisLocation } from "./client.ts";
 
 // How ioredis fails a command while it has no connection (enableOfflineQueue is off, maxRetriesPerRequest 0).
 const NOT_CONNECTED_MESSAGES = new Set([
@@ -16,16 +16,31 @@ export function isRedisUnreachable(error: unknown): boolean {
   return (
     NOT_CONNECTED_MESSAGES.has(error.message) ||
     error.name === "MaxRetriesPerRequestError" ||
-    error.name === "ClusterAllFailedError"
+    error.name === "ClusterAllFailedError" ||
+    // A Cluster client that does not know a slot's master yet (lib/redis/masters.ts), as after a failover.
+    error.name === "SlotMapError"
   );
 }
 
 /** Where the service's Redis is, as the operator configured it (a password masked). */
 export function redisLocation(redis: Config["redis"]): string {
-  if (redis.clusterNodes) {
-    return `REDIS_CLUSTER_NODES=${redis.clusterNodes.map(({ host, port }) => `${host}:${port}`).join(",")}`;
+  const list = (nodes: { host: string; port: number }[]) =>
+    nodes.map(({ host, port }) => `${host}:${port}`).join(",");
+  if (redis.clusterNodes) return `REDIS_CLUSTER_NODES=${list(redis.clusterNodes)}`;
+  if (redis.sentinels) {
+    return `REDIS_SENTINELS=${list(redis.sentinels)} (master ${JSON.stringify(redis.sentinelMaster)})`;
   }
   return `REDIS_URL=${maskedUrl(redis.url)}`;
+}
+
+/** The settings createRedis needs to find the service's Redis. */
+export function redisLocationOf(redis: Config["redis"]): RedisLocation {
+  return {
+    url: redis.url,
+    clusterNodes: redis.clusterNodes,
+    sentinels: redis.sentinels,
+    sentinelMaster: redis.sentinelMaster,
+  };
 }
 
 /**
@@ -51,8 +66,7 @@ export function watchRedisConnection(
  */
 export async function warnIfRedisUnreachable(config: Config, logger: Logger): Promise<void> {
   const probe = createRedis({
-    url: config.redis.url,
-    clusterNodes: config.redis.clusterNodes,
+    ...redisLocationOf(config.redis),
     name: "tally-probe",
     commandTimeoutMs: config.redis.commandTimeoutMs,
   });

@@ -1,5 +1,5 @@
-import { Cluster } from "ioredis";
 import type { RedisClient } from "./client.ts";
+import { masterConnections, parseInfo } from "./info.ts";
 
 /**
  * What Redis may throw away when it reaches `maxmemory`:
@@ -33,11 +33,7 @@ export interface RedisMemory {
  * policy and the limit too.
  */
 export function parseInfoMemory(node: string, info: string): RedisMemory {
-  const fields = new Map<string, string>();
-  for (const line of info.split("\r\n")) {
-    const colon = line.indexOf(":");
-    if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1));
-  }
+  const fields = parseInfo(info);
   const number = (name: string) => {
     const value = Number(fields.get(name));
     return Number.isFinite(value) ? value : undefined;
@@ -70,10 +66,9 @@ export function isFull(memory: RedisMemory): boolean {
 
 /** Reads every master: on a Redis Cluster each one has its own settings and its own share of the keys. */
 export async function readRedisMemory(redis: RedisClient): Promise<RedisMemory[]> {
-  const masters = redis instanceof Cluster ? redis.nodes("master") : [redis];
   return Promise.all(
-    masters.map(async (master) =>
-      parseInfoMemory(`${master.options.host}:${master.options.port}`, await master.info("memory")),
+    masterConnections(redis).map(async ({ node, connection }) =>
+      parseInfoMemory(node, await connection.info("memory")),
     ),
   );
 }

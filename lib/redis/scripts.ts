@@ -1,5 +1,7 @@
+import { type Acknowledged, Acknowledgements, NO_REPLICAS } from "./acknowledgements.ts";
 import type { RedisClient } from "./client.ts";
 import type { IdempotencyRecord, Keyspace, ShardKeys } from "./keyspace.ts";
+import { Masters } from "./masters.ts";
 
 /** What swap.lua hands out: the batch to apply, new or left over. */
 export interface SwappedBatch {
@@ -8,7 +10,18 @@ export interface SwappedBatch {
   swappedAt: Date;
   /** True for a batch a crashed or slower syncer left unfinished. */
   resumed: boolean;
+  /** True when the shard's sequence counter was missing (Redis lost its data) and restarted from Postgres'. */
+  renumbered: boolean;
 }
+
+/**
+ * What swap.lua found: a batch to apply, nothing to flush, or a shard whose sequence counter is below what
+ * Postgres committed, which only a Redis that went back in time shows (nothing was done).
+ */
+export type SwapOutcome =
+  | { kind: "batch"; batch: SwappedBatch }
+  | { kind: "empty" }
+  | { kind: "behind"; seq: bigint };
 
 /** What pending.lua reads of one shard for one counter key; each null when absent. */
 export interface ShardPending {
@@ -45,6 +58,29 @@ function pairsOf(increments: readonly Increment[], into: (string | number)[] = [
   return into;
 }
 
+function swapOutcome(reply: Awaited<ReturnType<RedisClient["tallySwap"]>>): SwapOutcome {
+  switch (reply[0]) {
+    case "empty":
+      return { kind: "empty" };
+    case "behind":
+      return { kind: "behind", seq: BigInt(reply[1]) };
+    case "new":
+    case "resumed": {
+      const [kind, batchId, seq, swappedAtMs] = reply;
+      return {
+        kind: "batch",
+        batch: {
+          batchId,
+          seq: BigInt(seq),
+          swappedAt: new Date(Number(swappedAtMs)),
+          resumed: kind === "resumed",
+          renumbered: kind === "new" && reply[4] === 1,
+        },
+      };
+    }
+  }
+}
+
 /** A script's "<position from 1>:<error>" as a Refused. */
 function refused(reply: string): Refused {
   const colon = reply.indexOf(":");
@@ -54,41 +90,44 @@ function refused(reply: string): Refused {
 /**
  * Typed calls of tally's Lua scripts (lib/redis/scripts/*.lua, registered by createRedis): each builds its
  * script's KEYS from the keyspace, so no caller lists keys by position, and each turns the script's reply
- * into a value its caller can use.
+ * into a value its caller can use. The writes a failover must not undo (increments, swaps) go through
+ * `acknowledgements` and say whether the replicas confirmed them; without it they wait for no replica.
  */
 export class Scripts {
   readonly #redis: RedisClient;
   readonly #keyspace: Keyspace;
+  readonly #acknowledgements: Acknowledgements;
 
-  constructor(redis: RedisClient, keyspace: Keyspace) {
+  constructor(redis: RedisClient, keyspace: Keyspace, acknowledgements?: Acknowledgements) {
     this.#redis = redis;
     this.#keyspace = keyspace;
+    this.#acknowledgements =
+      acknowledgements ??
+      new Acknowledgements({ masters: new Masters(redis), policy: NO_REPLICAS, timeoutMs: 0, aof: false });
   }
 
-  /** Starts a batch for the shard (or returns the unfinished one); null when it has nothing to flush. */
+  /**
+   * Starts a batch for the shard, or returns the unfinished one. Confirmed once the shard's replicas hold
+   * the swap: only then may the batch be applied.
+   */
   async swap(
     shard: ShardKeys,
     batchId: string,
     swappedAt: Date,
     minSeq: bigint,
-  ): Promise<SwappedBatch | null> {
-    const reply = await this.#redis.tallySwap(
-      shard.dirty,
-      shard.flushing,
-      shard.flushingMeta,
-      shard.seq,
-      batchId,
-      swappedAt.getTime(),
-      Number(minSeq),
+  ): Promise<Acknowledged<SwapOutcome>> {
+    const { value: reply, confirmed } = await this.#acknowledgements.write(shard.dirty, (master) =>
+      master.tallySwap(
+        shard.dirty,
+        shard.flushing,
+        shard.flushingMeta,
+        shard.seq,
+        batchId,
+        swappedAt.getTime(),
+        Number(minSeq),
+      ),
     );
-    if (reply === null) return null;
-    const [id, seq, swappedAtMs, resumed] = reply;
-    return {
-      batchId: id,
-      seq: BigInt(seq),
-      swappedAt: new Date(Number(swappedAtMs)),
-      resumed: resumed === 1,
-    };
+    return { value: swapOutcome(reply), confirmed };
   }
 
   /** Deletes the shard's flushing hash while it still holds `batchId`; false when it holds another or none. */
@@ -108,36 +147,50 @@ export class Scripts {
     return { dirty, flushing, flushingSeq, lastSeq };
   }
 
-  /** Applies groups of increments to the shard in one round trip, each group whole or not at all. */
-  async incrementGroups(shard: ShardKeys, groups: readonly (readonly Increment[])[]): Promise<GroupResult[]> {
+  /**
+   * Applies groups of increments to the shard in one round trip, each group whole or not at all; confirmed
+   * once the shard's replicas hold them.
+   */
+  async incrementGroups(
+    shard: ShardKeys,
+    groups: readonly (readonly Increment[])[],
+  ): Promise<Acknowledged<GroupResult[]>> {
     const args: (string | number)[] = [groups.length, ...groups.map((group) => group.length)];
     for (const group of groups) pairsOf(group, args);
-    const replies = await this.#redis.tallyIncrementBatch(shard.dirty, ...args);
-    return groups.map((_, index) => {
+    const { value: replies, confirmed } = await this.#acknowledgements.write(shard.dirty, (master) =>
+      master.tallyIncrementBatch(shard.dirty, ...args),
+    );
+    const results = groups.map((_, index): GroupResult => {
       const reply = replies[index];
       return reply === 1 ? "applied" : refused(reply ?? "1:no reply for this group");
     });
+    return { value: results, confirmed };
   }
 
-  /** Applies increments, whole or not at all, at most once per Idempotency-Key record. */
+  /**
+   * Applies increments, whole or not at all, at most once per Idempotency-Key record; confirmed once the
+   * shard's replicas hold them (for a replay: hold the first request's).
+   */
   async incrementOnce(
     record: IdempotencyRecord,
     increments: readonly Increment[],
     fingerprint: string,
     limits: { ttlSeconds: number; maxRecordsInShard: number },
-  ): Promise<IncrementOnceResult> {
-    const reply = await this.#redis.tallyIncrementOnce(
-      record.shard.dirty,
-      record.key,
-      record.shard.idempotencyIndex,
-      fingerprint,
-      limits.ttlSeconds,
-      Date.now(),
-      limits.maxRecordsInShard,
-      record.digest,
-      ...pairsOf(increments),
+  ): Promise<Acknowledged<IncrementOnceResult>> {
+    const { value: reply, confirmed } = await this.#acknowledgements.write(record.shard.dirty, (master) =>
+      master.tallyIncrementOnce(
+        record.shard.dirty,
+        record.key,
+        record.shard.idempotencyIndex,
+        fingerprint,
+        limits.ttlSeconds,
+        Date.now(),
+        limits.maxRecordsInShard,
+        record.digest,
+        ...pairsOf(increments),
+      ),
     );
-    return typeof reply === "string" ? refused(reply) : INCREMENT_ONCE_RESULTS[reply];
+    return { value: typeof reply === "string" ? refused(reply) : INCREMENT_ONCE_RESULTS[reply], confirmed };
   }
 
   /** Takes or extends a shard's syncer lease; true when `holder` holds it afterwards. */

@@ -16,7 +16,7 @@ const dirty = () => shardKeys(api.prefix, 0).dirty;
 
 describe("POST /increment: the increments of one turn share a script", () => {
   it("sends them in one command, and in scripts of at most 1,000 when more arrive", async () => {
-    const batches = vi.spyOn(api.node.redis, "tallyIncrementBatch");
+    const batches = vi.spyOn(api.node.writes, "tallyIncrementBatch");
     const few = await Promise.all(
       Array.from({ length: 50 }, (_, i) => api.increment({ key: `few:${i % 7}`, value: 2 }, token)),
     );
@@ -37,7 +37,7 @@ describe("POST /increment: the increments of one turn share a script", () => {
   it("answers each on its own: one that would overflow is refused, the others in its batch are applied", async () => {
     const nearMax = (2n ** 63n - 10n).toString();
     await api.node.redis.hset(dirty(), "edge", nearMax);
-    const batches = vi.spyOn(api.node.redis, "tallyIncrementBatch");
+    const batches = vi.spyOn(api.node.writes, "tallyIncrementBatch");
     const [overflow, other, fits] = await Promise.all([
       api.increment({ key: "edge", value: 11 }, token),
       api.increment({ key: "beside-edge", value: 1 }, token),

@@ -86,10 +86,13 @@ describe("API metrics", () => {
     expect(sampleValue(samples, "tally_rate_limited_total")).toBe(1);
     expect(sampleValue(samples, "tally_increments_accepted_total")).toBe(2);
     expect(sorted(samples, "tally_redis_errors_total")).toEqual([
+      { labels: { kind: "disconnected" }, value: 0 },
+      { labels: { kind: "noreplicas" }, value: 0 },
       { labels: { kind: "oom" }, value: 0 },
       { labels: { kind: "overflow" }, value: 0 },
       { labels: { kind: "timeout" }, value: 0 },
       { labels: { kind: "unavailable" }, value: 0 },
+      { labels: { kind: "unconfirmed" }, value: 0 },
     ]);
   });
 
@@ -175,10 +178,13 @@ describe("API metrics when Redis fails", () => {
 
     const samples = await scrape(api);
     expect(sorted(samples, "tally_redis_errors_total")).toEqual([
+      { labels: { kind: "disconnected" }, value: 0 },
+      { labels: { kind: "noreplicas" }, value: 0 },
       { labels: { kind: "oom" }, value: 0 },
       { labels: { kind: "overflow" }, value: 0 },
       { labels: { kind: "timeout" }, value: 1 },
       { labels: { kind: "unavailable" }, value: 1 },
+      { labels: { kind: "unconfirmed" }, value: 0 },
     ]);
     expect(
       sampleValue(samples, "tally_http_requests_total", {

@@ -38,6 +38,8 @@ describe("parseConfig", () => {
       metrics: { port: 9464, portSet: false },
       redis: {
         url: "redis://127.0.0.1:6379",
+        sentinelMaster: "mymaster",
+        acknowledgement: { replicas: "auto", timeoutMs: 500, aof: false },
         keyPrefix: "tally",
         commandTimeoutMs: 1_000,
         allowEviction: false,
@@ -102,6 +104,11 @@ describe("parseConfig", () => {
     { name: "JWT_MAX_LIFETIME_S", value: "0" },
     { name: "REDIS_ALLOW_EVICTION", value: "sometimes" },
     { name: "HTTP_REQUEST_TIMEOUT_MS", value: "10" },
+    { name: "REDIS_WAIT_REPLICAS", value: "all" },
+    { name: "REDIS_WAIT_REPLICAS", value: "17" },
+    { name: "REDIS_WAIT_TIMEOUT_MS", value: "0" },
+    { name: "REDIS_WAIT_AOF", value: "sometimes" },
+    { name: "REDIS_SENTINELS", value: "sentinel-without-port" },
   ])("rejects $name=$value with a ConfigError naming the variable", ({ name, value }) => {
     const error = configError({ [name]: value });
 
@@ -128,6 +135,34 @@ describe("parseConfig", () => {
     expect(parseConfig({ METRICS_PORT: "9100" }).metrics).toEqual({ port: 9100, portSet: true });
     expect(parseConfig({ METRICS_PORT: "0" }).metrics).toEqual({ port: 0, portSet: true });
     expect(parseConfig({ METRICS_PORT: "" }).metrics).toEqual({ port: 9464, portSet: false });
+  });
+
+  it("reads the acknowledgements' settings: auto or a number of replicas, a wait below the command timeout", () => {
+    expect(parseConfig({ REDIS_WAIT_REPLICAS: "2", REDIS_WAIT_AOF: "yes" }).redis.acknowledgement).toEqual({
+      replicas: 2,
+      timeoutMs: 500,
+      aof: true,
+    });
+    // The wait defaults to half the command timeout, which must outlast it.
+    expect(parseConfig({ REDIS_COMMAND_TIMEOUT_MS: "200" }).redis.acknowledgement.timeoutMs).toBe(100);
+    expect(configError({ REDIS_WAIT_TIMEOUT_MS: "1000" }).message).toBe(
+      "REDIS_WAIT_TIMEOUT_MS (1000) must be below REDIS_COMMAND_TIMEOUT_MS (1000)",
+    );
+  });
+
+  it("reads REDIS_SENTINELS and the master's name, and refuses them beside REDIS_CLUSTER_NODES", () => {
+    expect(
+      parseConfig({ REDIS_SENTINELS: "s1:26379,s2:26379", REDIS_SENTINEL_MASTER: "counters" }).redis,
+    ).toMatchObject({
+      sentinels: [
+        { host: "s1", port: 26379 },
+        { host: "s2", port: 26379 },
+      ],
+      sentinelMaster: "counters",
+    });
+    expect(configError({ REDIS_SENTINELS: "s1:26379", REDIS_CLUSTER_NODES: "c1:7000" }).message).toBe(
+      "set either REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both",
+    );
   });
 
   it("reads REDIS_CLUSTER_NODES as a list of seed nodes", () => {

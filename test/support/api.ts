@@ -44,9 +44,10 @@ export async function createTestApi(env: Record<string, string> = {}): Promise<T
     ...env,
   });
   const node = createApiInstance(config, silentLogger);
-  await connectRedis(node.redis);
-  // What a running node does as soon as Redis is ready: /readyz waits for this first reading.
-  await node.redisMemory.check();
+  await Promise.all([connectRedis(node.redis), connectRedis(node.writes)]);
+  // What a running node does as soon as Redis is ready: /readyz waits for this first reading, and writes
+  // wait for a replica until they know whether Redis has one.
+  await Promise.all([node.redisMemory.check(), node.replicas.check()]);
   return {
     node,
     config,
@@ -66,6 +67,8 @@ export async function createTestApi(env: Record<string, string> = {}): Promise<T
       }),
     close: async () => {
       node.redis.disconnect();
+      node.writes.disconnect();
+      node.replicas.stop();
       await node.pool.end();
       await database.drop();
     },

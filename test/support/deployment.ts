@@ -24,6 +24,8 @@ export interface DeploymentOptions {
   redisUrl?: string;
   /** host:port of Redis Cluster nodes: the processes then get REDIS_CLUSTER_NODES instead of REDIS_URL. */
   clusterNodes?: string[];
+  /** host:port of Sentinels and the master's name there: the processes then find Redis through them. */
+  sentinels?: { addresses: string[]; master: string };
   /** Defaults to a fresh database on the shared Postgres. */
   databaseUrl?: string;
   /** Environment for every process (SYNC_INTERVAL_MS, SYNC_SHARDS, …). */
@@ -58,13 +60,15 @@ export class Deployment {
     const database = options.databaseUrl ? undefined : await freshDatabase();
     const databaseUrl = options.databaseUrl ?? (database?.url as string);
     const redisUrl = options.redisUrl ?? sharedRedisUrl();
-    const clusterNodes = options.clusterNodes?.map((node) => {
+    const hostPort = (node: string) => {
       const [host, port] = node.split(":");
       return { host: host ?? "127.0.0.1", port: Number(port) };
-    });
+    };
     const redis = createRedis({
       url: redisUrl,
-      clusterNodes,
+      clusterNodes: options.clusterNodes?.map(hostPort),
+      sentinels: options.sentinels?.addresses.map(hostPort),
+      sentinelMaster: options.sentinels?.master,
       name: "test-inspector",
       commandTimeoutMs: 5_000,
     });
@@ -76,6 +80,12 @@ export class Deployment {
       {
         REDIS_URL: redisUrl,
         ...(options.clusterNodes ? { REDIS_CLUSTER_NODES: options.clusterNodes.join(",") } : {}),
+        ...(options.sentinels
+          ? {
+              REDIS_SENTINELS: options.sentinels.addresses.join(","),
+              REDIS_SENTINEL_MASTER: options.sentinels.master,
+            }
+          : {}),
         DATABASE_URL: databaseUrl,
         JWT_SECRET: TEST_SECRET,
         RATE_LIMIT_POINTS: "1000000",
@@ -93,6 +103,9 @@ export class Deployment {
         // The suite runs many processes on two cores; a stall there must not turn into 503 timeouts that
         // tests expecting none would trip over. An unreachable Redis still fails at once.
         REDIS_COMMAND_TIMEOUT_MS: "5000",
+        // Not half of that, the default: a write waits at most two of these for replicas that do not answer,
+        // and the load generators give up on a request after five seconds.
+        REDIS_WAIT_TIMEOUT_MS: "1000",
         ...options.env,
       },
       redis,

@@ -2,10 +2,17 @@ import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished, vi } from "vitest";
 import { MAX_KEY_BYTES } from "../../lib/config.ts";
+import { Acknowledgements, NO_REPLICAS } from "../../lib/redis/acknowledgements.ts";
 import { Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
+import { Masters } from "../../lib/redis/masters.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
 import { BatchTransaction } from "../../syncer/apply.ts";
-import { type FlushContext, flushShardOnce } from "../../syncer/flush-shard.ts";
+import {
+  type FlushContext,
+  flushShardOnce,
+  RedisWentBackError,
+  SwapUnconfirmedError,
+} from "../../syncer/flush-shard.ts";
 import type { Syncer } from "../../syncer/syncer.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { captureLogger } from "../support/logger.ts";
@@ -184,6 +191,132 @@ describe("flushShardOnce", () => {
     expect(await readLedger(env.pool)).toMatchObject([
       { key_count: 5_000, delta_sum: String((5_000 * 5_001) / 2) },
     ]);
+  });
+
+  it("rolls back a batch whose read missed a key (the server changed under the scan) and reads it again next time", async () => {
+    const prefix = env.newPrefix();
+    const keys = shardKeys(prefix, 0);
+    await addDeltas(env.redis, prefix, [
+      ["a", 1],
+      ["b", 2],
+    ]);
+    // A key the scan has passed by when the hook runs: what a cursor continued on another server misses.
+    const missed = flushContext({
+      onStep: async (step) => {
+        if (step === "during-read") await env.redis.hset(keys.flushing, "c", "3");
+      },
+    });
+
+    await expect(flushShardOnce(missed, keys)).rejects.toThrow(/found 2 of its 3 keys/);
+    expect(await readLedger(env.pool)).toEqual([]);
+    expect(await readCounters(env.pool)).toEqual(new Map());
+
+    const outcome = await flushShardOnce(flushContext(), keys);
+    expect(outcome).toMatchObject({ kind: "batch", applied: true, resumed: true, keys: 3 });
+    expect(await readCounters(env.pool)).toEqual(
+      new Map([
+        ["a", 1n],
+        ["b", 2n],
+        ["c", 3n],
+      ]),
+    );
+  });
+
+  it("stops, touching nothing, when Redis' batch sequence is below what Postgres committed", async () => {
+    const prefix = env.newPrefix();
+    const keys = shardKeys(prefix, 0);
+    await addDeltas(env.redis, prefix, [["a", 1]]);
+    await env.redis.set(keys.seq, "3");
+
+    // Postgres committed batch 7 of this shard: a Redis at 3 lost the swaps of batches 4 to 7.
+    const flush = flushShardOnce(flushContext({ minSeq: new Map([[0, 8n]]) }), keys);
+
+    await expect(flush).rejects.toBeInstanceOf(RedisWentBackError);
+    await expect(flush).rejects.toThrow(
+      "Redis went back in time on shard 0: its batch sequence in Redis is 3, but Postgres has committed batch 7",
+    );
+    expect(await env.redis.hgetall(keys.dirty)).toEqual({ a: "1" });
+    expect(await env.redis.exists(keys.flushing)).toBe(0);
+    expect(await readLedger(env.pool)).toEqual([]);
+  });
+
+  it("stops when a leftover batch the ledger applied comes back with other contents, and keeps it for an operator", async () => {
+    const prefix = env.newPrefix();
+    const keys = shardKeys(prefix, 0);
+    await addDeltas(env.redis, prefix, [
+      ["a", 1],
+      ["b", 2],
+    ]);
+    // Applied and committed, but its finish never happened: then Redis went back to a state of the batch
+    // with a key less (a replica that had not received every increment before the swap).
+    await flushShardOnce(
+      flushContext({
+        onStep: async (step) => {
+          if (step === "after-commit") throw new Error("crash before the finish");
+        },
+      }),
+      keys,
+    ).catch(() => undefined);
+    await env.redis.hdel(keys.flushing, "b");
+
+    const flush = flushShardOnce(flushContext(), keys);
+
+    await expect(flush).rejects.toBeInstanceOf(RedisWentBackError);
+    await expect(flush).rejects.toThrow(
+      /is back in Redis with 1 keys summing to 1, but the ledger applied it with 2 keys summing to 3/,
+    );
+    expect(await env.redis.hgetall(keys.flushing)).toEqual({ a: "1" });
+    expect(await readCounters(env.pool)).toEqual(
+      new Map([
+        ["a", 1n],
+        ["b", 2n],
+      ]),
+    );
+  });
+
+  it("cleans up a leftover batch the ledger applied when it comes back the same", async () => {
+    const prefix = env.newPrefix();
+    const keys = shardKeys(prefix, 0);
+    await addDeltas(env.redis, prefix, [["a", 5]]);
+    await flushShardOnce(
+      flushContext({
+        onStep: async (step) => {
+          if (step === "after-commit") throw new Error("crash before the finish");
+        },
+      }),
+      keys,
+    ).catch(() => undefined);
+
+    const outcome = await flushShardOnce(flushContext(), keys);
+
+    expect(outcome).toMatchObject({ kind: "batch", applied: false, resumed: true });
+    expect(await env.redis.exists(keys.flushing)).toBe(0);
+    expect(await readCounters(env.pool)).toEqual(new Map([["a", 5n]]));
+  });
+
+  it("applies nothing while the replicas do not confirm the swap, and the batch waits in Redis", async () => {
+    const prefix = env.newPrefix();
+    const keys = shardKeys(prefix, 0);
+    await addDeltas(env.redis, prefix, [["a", 5]]);
+    // The shared Redis has no replica: asked to wait for one, the swap is never confirmed.
+    const scripts = new Scripts(
+      env.redis,
+      new Keyspace("flush", 1),
+      new Acknowledgements({
+        masters: new Masters(env.redis),
+        policy: { ...NO_REPLICAS, required: () => 1 },
+        timeoutMs: 50,
+        aof: false,
+      }),
+    );
+
+    const flush = flushShardOnce(flushContext({ scripts }), keys);
+
+    await expect(flush).rejects.toBeInstanceOf(SwapUnconfirmedError);
+    expect(await env.redis.hgetall(keys.flushing)).toEqual({ a: "5" });
+    expect(await readLedger(env.pool)).toEqual([]);
+    // Once confirmed (here: no replica asked for), the same batch is resumed and applied.
+    expect(await flushShardOnce(flushContext(), keys)).toMatchObject({ applied: true, resumed: true });
   });
 
   it("rolls back the transaction it opened when the first read fails, so the next flush is not locked out", async () => {
@@ -367,6 +500,49 @@ describe("Syncer.runCycle", () => {
         ["c3", 4n],
       ]),
     );
+  });
+
+  it("stops a shard whose Redis went back, with one error line however many cycles find it so, until it is set right", async () => {
+    const prefix = env.newPrefix();
+    const keys = shardKeys(prefix, 0);
+    const { logger, lines } = captureLogger();
+    const syncer = createSyncer({ redis: env.redis, pool: env.pool, prefix, logger });
+    // Batch 1 applied and finished, batch 2 applied but left unfinished; then Redis goes back to before
+    // batch 2's swap was counted: its counter says 1 while Postgres has committed 2.
+    await addDeltas(env.redis, prefix, [["a", 1]]);
+    await syncer.runCycle();
+    await addDeltas(env.redis, prefix, [["a", 2]]);
+    await flushShardOnce(
+      flushContext({
+        minSeq: new Map([[0, 2n]]),
+        onStep: async (step) => {
+          if (step === "after-commit") throw new Error("crash before the finish");
+        },
+      }),
+      keys,
+    ).catch(() => undefined);
+    await env.redis.set(keys.seq, "0");
+    await addDeltas(env.redis, prefix, [["a", 4]]);
+
+    // The leftover is finished (the ledger has it, unchanged), then the next swap finds the counter behind.
+    const first = await syncer.runCycle();
+    expect(first.outcomes).toMatchObject([{ kind: "batch", applied: false, resumed: true }]);
+    expect(first.failures).toMatchObject([{ shard: 0, error: expect.any(RedisWentBackError) }]);
+    await syncer.runCycle();
+    await syncer.runCycle();
+
+    const stopped = lines.filter((line) => line.msg === "shard stopped: Redis went back in time");
+    expect(stopped).toMatchObject([
+      { level: "error", shard: 0, runbook: "docs/operations.md#redis-went-back-in-time" },
+    ]);
+    expect(lines.some((line) => line.msg === "shard syncs again")).toBe(false);
+    expect(await readCounters(env.pool)).toEqual(new Map([["a", 3n]]));
+
+    // The runbook's "keep what Redis holds": the counter set to Postgres' last batch.
+    await env.redis.set(keys.seq, "2");
+    await syncer.runCycle();
+    expect(lines.filter((line) => line.msg === "shard syncs again")).toMatchObject([{ shard: 0 }]);
+    expect(await readCounters(env.pool)).toEqual(new Map([["a", 7n]]));
   });
 
   it("says once when cycles take longer than the interval, and when they fit again", async () => {

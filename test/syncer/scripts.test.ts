@@ -48,7 +48,7 @@ describe("swap.lua", () => {
 
     const result = await swap(keys, batchId, 1_700_000_000_123);
 
-    expect(result).toEqual([batchId, "1", "1700000000123", 0]);
+    expect(result).toEqual(["new", batchId, "1", "1700000000123", 0]);
     expect(await redis.exists(keys.dirty)).toBe(0);
     expect(await redis.hgetall(keys.flushing)).toEqual({ a: "5", b: "-3" });
     expect(await redis.hgetall(keys.flushingMeta)).toEqual({
@@ -70,34 +70,56 @@ describe("swap.lua", () => {
 
     const result = await swap(keys, randomUUID(), 2_000);
 
-    expect(result).toEqual([first, "1", "1000", 1]);
+    expect(result).toEqual(["resumed", first, "1", "1000"]);
     expect(await redis.hgetall(keys.flushing)).toEqual({ a: "5" });
     expect(await redis.hgetall(keys.dirty)).toEqual({ a: "7", c: "1" });
-    expect(await redis.hgetall(keys.flushingMeta)).toEqual({ batch: first, seq: "1", swapped_at: "1000" });
+    // Resuming writes (a count of resumes), so that a WAIT after it covers the swap that made the batch.
+    expect(await redis.hgetall(keys.flushingMeta)).toEqual({
+      batch: first,
+      seq: "1",
+      swapped_at: "1000",
+      resumes: "1",
+    });
     // A resume hands out no new seq: the batch keeps its place in the shard's order.
     expect(await redis.get(keys.seq)).toBe("1");
   });
 
-  it("returns null and changes nothing when the shard has nothing to flush", async () => {
+  it("answers empty and changes nothing when the shard has nothing to flush", async () => {
     const keys = freshShard();
 
-    expect(await swap(keys, randomUUID(), 1_000)).toBeNull();
+    expect(await swap(keys, randomUUID(), 1_000)).toEqual(["empty"]);
 
     expect(await redis.exists(keys.dirty, keys.flushing, keys.flushingMeta, keys.seq)).toBe(0);
   });
 
-  it("never hands out a seq below the floor, and ignores a floor below the counter", async () => {
+  it("restarts a missing counter from the floor (Redis lost its data) and says so", async () => {
     const keys = freshShard();
     await redis.hincrby(keys.dirty, "a", 1);
     const raised = await swap(keys, randomUUID(), 1_000, 42);
-    expect(raised?.[1]).toBe("42");
+    expect(raised.slice(2)).toEqual(["42", "1000", 1]);
     expect(await redis.get(keys.seq)).toBe("42");
     await redis.del(keys.flushing, keys.flushingMeta);
 
     await redis.hincrby(keys.dirty, "a", 1);
     const next = await swap(keys, randomUUID(), 2_000, 5);
 
-    expect(next?.[1]).toBe("43");
+    // A floor below the counter is ignored.
+    expect(next.slice(2)).toEqual(["43", "2000", 0]);
+  });
+
+  it("answers behind, touching nothing, when the counter is below the floor: Redis went back in time", async () => {
+    const keys = freshShard();
+    await redis.set(keys.seq, "6");
+    await redis.hincrby(keys.dirty, "a", 1);
+
+    // Postgres has committed batch 9: a counter at 6 means this Redis lost batches 7 to 9's swaps.
+    expect(await swap(keys, randomUUID(), 1_000, 10)).toEqual(["behind", "6"]);
+
+    expect(await redis.get(keys.seq)).toBe("6");
+    expect(await redis.hgetall(keys.dirty)).toEqual({ a: "1" });
+    expect(await redis.exists(keys.flushing, keys.flushingMeta)).toBe(0);
+    // The next seq being the floor is the normal case.
+    expect((await swap(keys, randomUUID(), 2_000, 7))[0]).toBe("new");
   });
 
   it("adopts a flushing hash that has lost its meta instead of stranding its deltas", async () => {
@@ -108,7 +130,7 @@ describe("swap.lua", () => {
 
     const result = await swap(keys, batchId, 3_000);
 
-    expect(result).toEqual([batchId, "1", "3000", 1]);
+    expect(result).toEqual(["resumed", batchId, "1", "3000"]);
     expect(await redis.hgetall(keys.flushingMeta)).toEqual({ batch: batchId, seq: "1", swapped_at: "3000" });
     expect(await redis.hgetall(keys.flushing)).toEqual({ orphan: "9" });
     expect(await redis.hgetall(keys.dirty)).toEqual({ new: "1" });

@@ -19,13 +19,22 @@
   then     counter key and value (integer) pairs: key1, value1, key2, value2, ...
 
   Returns  1 when the increments were applied now, 0 when this key already applied the same body (a
-           replay: nothing done), -1 when this key was used with a different body (nothing done), -2 when
+           replay: only the record's expiry is set again, to what it was), -1 when this key was used with a different body (nothing done), -2 when
            the shard holds as many records as it may (nothing done), or "<position>:<error>" when HINCRBY
            refused the increment at that position (from 1; nothing done, nothing recorded).
 ]]
 local recorded = redis.call('GET', KEYS[2])
 if recorded then
   if recorded == ARGV[1] then
+    -- A replay is answered as the first request was: applied. Setting the record's expiry again to what it
+    -- is makes this script a write, so that a WAIT after it covers the first request's write too (WAIT
+    -- counts the replicas holding this connection's writes, and the first request may have come on another).
+    local ttl = redis.call('PTTL', KEYS[2])
+    if ttl > 0 then
+      redis.call('PEXPIRE', KEYS[2], ttl)
+    else
+      redis.call('SET', KEYS[2], recorded, 'KEEPTTL')
+    end
     return 0
   end
   return -1

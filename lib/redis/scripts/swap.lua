@@ -7,43 +7,60 @@
 
   KEYS[1]  dirty hash          (the API's HINCRBY target)
   KEYS[2]  flushing hash       (the batch being written to Postgres)
-  KEYS[3]  flushing meta hash  (batch, seq, swapped_at of the flushing hash)
+  KEYS[3]  flushing meta hash  (batch, seq, swapped_at of the flushing hash; resumes: times it was resumed)
   KEYS[4]  sequence counter    (per-shard batch order)
 
   ARGV[1]  id for a new batch (uuid)
   ARGV[2]  swap time, ms since the epoch
-  ARGV[3]  lowest sequence number to hand out: the caller's last committed one + 1, so that a counter
-           lost with Redis data never goes backwards
+  ARGV[3]  lowest sequence number to hand out: the caller's last committed one + 1
 
-  Returns  {batch id, seq, swapped_at ms, resumed (1 = unfinished batch, 0 = new)}
-           or nil when the shard has nothing to flush.
+  Returns  one of, by reason code:
+           {"new", batch id, seq, swapped_at ms, renumbered}  a new batch; renumbered is 1 when the
+                    sequence counter was missing (Redis lost its data) and restarts from ARGV[3]
+           {"resumed", batch id, seq, swapped_at ms}  the unfinished batch, to be finished first
+           {"empty"}  nothing to flush
+           {"behind", seq}  the sequence counter is below what Postgres committed: this Redis went back
+                    in time (a replica promoted without the latest writes); nothing was done
 ]]
-local function next_seq()
-  local seq = redis.call('INCR', KEYS[4])
-  local floor = tonumber(ARGV[3])
-  if seq < floor then
-    seq = floor
-    redis.call('SET', KEYS[4], seq)
-  end
-  return seq
-end
+local floor = tonumber(ARGV[3])
 
 if redis.call('EXISTS', KEYS[2]) == 1 then
   local meta = redis.call('HMGET', KEYS[3], 'batch', 'seq', 'swapped_at')
   if meta[1] and meta[2] and meta[3] then
-    return {meta[1], meta[2], meta[3], 1}
+    -- A write, so that a WAIT after this script covers the swap that made the batch: the batch is applied
+    -- only once the replicas hold it, also when another syncer's swap was never confirmed.
+    redis.call('HINCRBY', KEYS[3], 'resumes', 1)
+    return {'resumed', meta[1], meta[2], meta[3]}
   end
-  -- A flushing hash without its meta cannot come from swap.lua; adopt it rather than strand its deltas.
-  local seq = next_seq()
+  -- A flushing hash without its meta cannot come from this script; adopt it rather than strand its deltas.
+  local seq = redis.call('INCR', KEYS[4])
+  if seq < floor then
+    seq = floor
+    redis.call('SET', KEYS[4], seq)
+  end
   redis.call('HSET', KEYS[3], 'batch', ARGV[1], 'seq', seq, 'swapped_at', ARGV[2])
-  return {ARGV[1], tostring(seq), ARGV[2], 1}
+  return {'resumed', ARGV[1], tostring(seq), ARGV[2]}
+end
+
+-- Checked before anything else, an empty shard included: a shard whose Redis went back stays stopped until
+-- an operator has looked, whether or not increments are waiting in it.
+local current = redis.call('GET', KEYS[4])
+if current and tonumber(current) + 1 < floor then
+  return {'behind', current}
 end
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return nil
+  return {'empty'}
 end
 
-local seq = next_seq()
+local renumbered = 0
+local seq = redis.call('INCR', KEYS[4])
+if seq < floor then
+  -- No counter at all: Redis lost its data. Numbering goes on from Postgres, so reads stay consistent.
+  seq = floor
+  redis.call('SET', KEYS[4], seq)
+  renumbered = 1
+end
 redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[3], 'batch', ARGV[1], 'seq', seq, 'swapped_at', ARGV[2])
-return {ARGV[1], tostring(seq), ARGV[2], 0}
+return {'new', ARGV[1], tostring(seq), ARGV[2], renumbered}
