@@ -72,7 +72,7 @@ const MAX_SERVER_DELAY_MS = 60_000;
 type Attempt =
   | { kind: "accepted" }
   | { kind: "unknown"; error: TallyError; delayMs?: number }
-  /** Nothing reached the service (no token could be had): safe to retry, and no ambiguity. */
+  /** Nothing reached the service (no token, a connection refused): safe to retry, and no ambiguity. */
   | { kind: "unsent"; error: TallyError }
   | { kind: "limited"; error: TallyRejectedError; delayMs?: number }
   /** `token`: the one refused, so that a token another batch has fetched meanwhile is kept. */
@@ -117,8 +117,11 @@ export class TallyClient {
       this.#options[name] = value;
     }
     this.#retry = { ...DEFAULT_RETRY, ...options.retry };
-    if (!Number.isInteger(this.#retry.attempts) || this.#retry.attempts < 1) {
-      throw new TypeError(`retry.attempts must be an integer of at least 1, not ${this.#retry.attempts}`);
+    for (const name of ["budgetMs", "baseDelayMs", "maxDelayMs"] as const) {
+      const value = this.#retry[name];
+      if (!Number.isInteger(value) || value < 0) {
+        throw new TypeError(`retry.${name} must be a whole number of milliseconds, not ${value}`);
+      }
     }
     this.#onError = options.onError;
   }
@@ -238,11 +241,12 @@ export class TallyClient {
     }
   }
 
-  /** Sends one batch until it is accepted, refused, or its retries run out; settles its calls. */
+  /** Sends one batch until it is accepted, refused, or its retry budget runs out; settles its calls. */
   async #deliver(batch: SealedBatch): Promise<void> {
     // Set once an attempt may have been applied: from then on a failure is an unknown outcome.
     let ambiguous: TallyError | undefined;
     let refreshedToken = false;
+    const giveUpAt = performance.now() + this.#retry.budgetMs;
     for (let attempt = 1; ; attempt++) {
       const result = await this.#attempt(batch);
       if (result.kind === "accepted") {
@@ -259,7 +263,8 @@ export class TallyClient {
         this.#token.invalidate(result.token);
       }
       const retryable = result.kind === "unknown" || result.kind === "limited" || result.kind === "unsent";
-      const willRetry = retryToken || (retryable && attempt < this.#retry.attempts);
+      const delay = retryToken ? 0 : this.#delayBeforeRetry(result, attempt);
+      const willRetry = retryToken || (retryable && performance.now() + delay < giveUpAt);
       this.#tell(result.error, { idempotencyKey: batch.idempotencyKey, attempt, willRetry });
       if (!willRetry) {
         this.#stats.incrementsFailed += batch.calls;
@@ -272,12 +277,14 @@ export class TallyClient {
         return;
       }
       this.#stats.retries += 1;
-      if (!retryToken) {
-        const delay = "delayMs" in result ? result.delayMs : undefined;
-        const asked = Math.min(delay ?? 0, MAX_SERVER_DELAY_MS);
-        await sleep(Math.max(backoffMs(this.#retry, attempt), asked));
-      }
+      if (delay > 0) await sleep(delay);
     }
+  }
+
+  /** How long to wait before the next attempt: the backoff, or longer if the service asked for more. */
+  #delayBeforeRetry(result: Attempt, attempt: number): number {
+    const asked = "delayMs" in result ? Math.min(result.delayMs ?? 0, MAX_SERVER_DELAY_MS) : 0;
+    return Math.max(backoffMs(this.#retry, attempt), asked);
   }
 
   async #attempt(batch: SealedBatch): Promise<Attempt> {
@@ -300,8 +307,10 @@ export class TallyClient {
         signal: AbortSignal.timeout(this.#options.requestTimeoutMs),
       });
     } catch (error) {
-      // Refused, reset or timed out: the service may have applied it.
-      return { kind: "unknown", error: new TallyError("the request failed", { cause: error }) };
+      // Refused before a byte was sent (no node listening, a name that does not resolve): it cannot have
+      // been applied, so the retry settles it. Reset or timed out: the service may have applied it.
+      const failure = new TallyError("the request failed", { cause: error });
+      return isUnsent(error) ? { kind: "unsent", error: failure } : { kind: "unknown", error: failure };
     }
     if (response.status === 202) {
       // Accepted whatever happens to the (empty) body now: a timeout firing after the answer is not a failure.
@@ -322,6 +331,14 @@ export class TallyClient {
     if (response.status === 401) return { kind: "unauthorized", error, token };
     return { kind: "rejected", error };
   }
+}
+
+// Errors fetch reports (as its error's cause) when no connection was made, so no request went out.
+const UNSENT_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "UND_ERR_CONNECT_TIMEOUT"]);
+
+function isUnsent(error: unknown): boolean {
+  const code = (error as { cause?: { code?: unknown } } | null)?.cause?.code;
+  return typeof code === "string" && UNSENT_CODES.has(code);
 }
 
 async function problemOf(response: Response): Promise<Problem> {

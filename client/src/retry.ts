@@ -1,21 +1,24 @@
 /** How a batch is retried when its outcome is unknown (connection error, timeout, 5xx) or it was rate limited. */
 export interface RetryPolicy {
-  /** Attempts per batch, the first included. */
-  attempts: number;
+  /**
+   * How long a batch is retried for, from its first attempt, in milliseconds. A failover, or an API node
+   * restarted, takes seconds to tens of seconds: within this budget the callers never see it.
+   */
+  budgetMs: number;
   /** The first retry waits up to this; each later one up to twice the one before. */
   baseDelayMs: number;
   /** No wait is longer, unless the service's Retry-After asks for more. */
   maxDelayMs: number;
 }
 
-export const DEFAULT_RETRY: RetryPolicy = { attempts: 8, baseDelayMs: 50, maxDelayMs: 5_000 };
+export const DEFAULT_RETRY: RetryPolicy = { budgetMs: 60_000, baseDelayMs: 50, maxDelayMs: 2_000 };
 
 /**
  * Exponential backoff with full jitter: a uniform wait between 0 and the attempt's cap, so that clients
  * that failed together do not retry together. `retry` counts from 1.
  */
 export function backoffMs(policy: RetryPolicy, retry: number, random: () => number = Math.random): number {
-  const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (retry - 1));
+  const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.min(retry - 1, 30));
   return Math.floor(random() * cap);
 }
 

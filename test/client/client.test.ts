@@ -149,14 +149,15 @@ describe("TallyClient against the service", () => {
       const client = new TallyClient({
         url: api.url,
         token: await d.token(),
-        retry: { attempts: 3, baseDelayMs: 20, maxDelayMs: 50 },
+        // The service asks for a second between attempts (Retry-After: 1): room for two or three.
+        retry: { budgetMs: 2_500, baseDelayMs: 20, maxDelayMs: 50 },
       });
       await client.increment("before", 1);
       await redis.stop();
       const failure = await client.increment("during", 7).catch((error: unknown) => error);
       expect(failure).toBeInstanceOf(TallyOutcomeUnknownError);
       const unknown = failure as TallyOutcomeUnknownError;
-      expect(unknown.attempts).toBe(3);
+      expect(unknown.attempts).toBeGreaterThanOrEqual(2);
       expect(unknown.increments).toEqual([{ key: "during", value: 7 }]);
       expect(unknown.message).toContain(unknown.idempotencyKey);
 

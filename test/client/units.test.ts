@@ -5,6 +5,7 @@ import { OpenBatch } from "../../client/src/batch.ts";
 import {
   TallyClient,
   TallyClosedError,
+  TallyError,
   TallyOutcomeUnknownError,
   TallyValidationError,
 } from "../../client/src/index.ts";
@@ -12,6 +13,7 @@ import { backoffMs, DEFAULT_RETRY, serverDelayMs } from "../../client/src/retry.
 import { MAX_KEY_BYTES } from "../../client/src/rules.ts";
 import { BearerToken } from "../../client/src/token.ts";
 import { MAX_KEY_BYTES as SERVICE_MAX_KEY_BYTES } from "../../lib/config.ts";
+import { freePort } from "../../tools/servers.ts";
 
 // The client's pure parts. Everything that talks to the service is tested against a real one
 // (client.test.ts, faults.test.ts).
@@ -53,8 +55,8 @@ describe("the client's validation", () => {
     expect(() => new TallyClient({ url: "http://x", token: "t", maxBatchSize: 0 })).toThrow(
       "maxBatchSize must be an integer of at least 1",
     );
-    expect(() => new TallyClient({ url: "http://x", token: "t", retry: { attempts: 0 } })).toThrow(
-      "retry.attempts",
+    expect(() => new TallyClient({ url: "http://x", token: "t", retry: { budgetMs: -1 } })).toThrow(
+      "retry.budgetMs must be a whole number of milliseconds",
     );
   });
 });
@@ -85,7 +87,7 @@ describe("retry timing", () => {
   it("backs off exponentially with full jitter, capped", () => {
     expect(backoffMs(DEFAULT_RETRY, 1, () => 0.999)).toBe(49);
     expect(backoffMs(DEFAULT_RETRY, 3, () => 0.5)).toBe(100);
-    expect(backoffMs(DEFAULT_RETRY, 30, () => 0.999)).toBe(4_995);
+    expect(backoffMs(DEFAULT_RETRY, 30, () => 0.999)).toBe(1_998);
     expect(backoffMs(DEFAULT_RETRY, 4, () => 0)).toBe(0);
   });
 
@@ -158,7 +160,7 @@ async function scripted(script: number[]): Promise<{ url: string; seen: { key: s
 }
 
 describe("the client's retries against a scripted endpoint", () => {
-  const fast = { attempts: 3, baseDelayMs: 1, maxDelayMs: 5 };
+  const fast = { budgetMs: 2_000, baseDelayMs: 1, maxDelayMs: 5 };
 
   it("sends the same Idempotency-Key and body on every attempt, and settles even when onError throws", async () => {
     const { url, seen } = await scripted([503, 503, 202]);
@@ -177,6 +179,35 @@ describe("the client's retries against a scripted endpoint", () => {
     expect(new Set(seen.map((request) => request.body))).toEqual(
       new Set(['{"increments":[{"key":"k","value":2}]}']),
     );
+  });
+
+  it("retries a refused connection as the safe case it is: the outcome is not unknown when nothing was sent", async () => {
+    // Nothing listens on a port just freed: every attempt is refused before a byte is sent.
+    const client = new TallyClient({
+      url: `http://127.0.0.1:${await freePort()}`,
+      token: "t",
+      retry: { ...fast, budgetMs: 200 },
+    });
+    const failure = await client.increment("k", 1).catch((error: unknown) => error);
+    await client.close();
+    expect(failure).toBeInstanceOf(TallyError);
+    expect(failure).not.toBeInstanceOf(TallyOutcomeUnknownError);
+    expect(client.stats.retries).toBeGreaterThan(1);
+  });
+
+  it("gives up when its time budget is spent, not after a count of attempts", async () => {
+    const { url, seen } = await scripted([503]);
+    const client = new TallyClient({
+      url,
+      token: "t",
+      retry: { budgetMs: 300, baseDelayMs: 10, maxDelayMs: 20 },
+    });
+    const startedAt = performance.now();
+    const failure = await client.increment("k", 1).catch((error: unknown) => error);
+    await client.close();
+    expect(failure).toBeInstanceOf(TallyOutcomeUnknownError);
+    expect(performance.now() - startedAt).toBeGreaterThanOrEqual(250);
+    expect(seen.length).toBeGreaterThan(5);
   });
 
   it("reports an unknown outcome when an attempt was ambiguous, whatever the last answer says", async () => {
