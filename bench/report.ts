@@ -1,4 +1,5 @@
 import type { LoadResult } from "../tools/load/throughput.ts";
+import type { Comparison, ReplicaResults } from "./replicas.ts";
 import type { CurvePoint } from "./staleness-curve.ts";
 import type { SyncerThroughput } from "./syncer-throughput.ts";
 
@@ -40,6 +41,8 @@ export interface BenchResults {
   syncer?: SyncerThroughput[];
   /** Keys per cycle → worst staleness, for one or more syncers at a SYNC_CONCURRENCY. */
   curve?: CurvePoint[];
+  /** Acknowledgements that wait for one replica against none, on a master with one replica. */
+  replicas?: ReplicaResults;
   /** The Node client with its default options, from the bench's own process. */
   client?: {
     callers: number;
@@ -187,6 +190,32 @@ export function renderReport(results: BenchResults): string {
         (run) =>
           `| ${run.keysPerCycle} ${run.keys === "new" ? "new (the table grows)" : "recurring (steady state)"} | ${run.httpRequestsPerSecond.toFixed(0)} | ${run.p50S.toFixed(1)} | **${run.maxS.toFixed(2)}** | ${run.longestApplyS.toFixed(2)} | ${run.warmupMaxS.toFixed(1)} |`,
       ),
+      "",
+    );
+  }
+  const { replicas } = results;
+  if (replicas) {
+    const row = (name: string, comparison: Comparison, kind: "single" | "batches") => {
+      const { setting, baseline } = comparison[kind];
+      const a = median(setting.map((r) => r.requestsPerSecond));
+      const b = median(baseline.map((r) => r.requestsPerSecond));
+      return `| ${name} | ${comparison.setting} / ${comparison.baseline} | ${a.toFixed(0)} / ${b.toFixed(0)} | **${(a / b).toFixed(2)}** (per round: ${perRound(setting, baseline)}) | ${median(setting.map((r) => r.p99Ms)).toFixed(1)} / ${median(baseline.map((r) => r.p99Ms)).toFixed(1)} |`;
+    };
+    lines.push(
+      "## Acknowledgements that wait for a replica",
+      "",
+      `Each setting an API node of its own (${replicas.workers} workers), measured in ${replicas.rounds} alternating rounds of ${replicas.durationS} s (medians) while a syncer drains.`,
+      "",
+      "| Redis, requests | setting / against | req/s | ratio | p99 ms |",
+      "| --- | --- | --- | --- | --- |",
+      row("a master with one replica, POST /increment", replicas.withReplica, "single"),
+      row(
+        `a master with one replica, POST /increments of ${replicas.batchSize}`,
+        replicas.withReplica,
+        "batches",
+      ),
+      row("a single Redis, POST /increment", replicas.single, "single"),
+      row(`a single Redis, POST /increments of ${replicas.batchSize}`, replicas.single, "batches"),
       "",
     );
   }

@@ -16,6 +16,7 @@ import { generateLoad, type LoadResult } from "../tools/load/throughput.ts";
 import { type ServiceProcess, spawnService } from "../tools/process.ts";
 import { freePort, startPostgres, startRedis } from "../tools/servers.ts";
 import { longestSwapToCommit, worstStalenessBeforeCommits } from "./ledger.ts";
+import { measureReplicas } from "./replicas.ts";
 import { type BenchResults, renderChart, renderReport } from "./report.ts";
 import { rssOfTree } from "./rss.ts";
 import { measureCurvePoint } from "./staleness-curve.ts";
@@ -57,7 +58,7 @@ const CURVE_SETUPS = [
 const CURVE_SHARDS = 4;
 const RESULTS_DIR = fileURLToPath(new URL("./results/", import.meta.url));
 
-const SECTIONS = ["http", "batches", "client", "staleness", "syncer", "curve"] as const;
+const SECTIONS = ["http", "batches", "client", "staleness", "syncer", "curve", "replicas"] as const;
 const BATCH_SIZES = [1, 10, 100, 1_000];
 const BATCH_CONNECTIONS = 16;
 const BATCH_DURATION_S = 5;
@@ -188,6 +189,23 @@ try {
         );
       }
     }
+  }
+
+  if (sections.has("replicas")) {
+    await run("npm", ["run", "-s", "build"], { cwd: fileURLToPath(new URL("../", import.meta.url)) });
+    results.replicas = await measureReplicas({
+      workers: availableParallelism(),
+      token,
+      env: {
+        DATABASE_URL: databaseUrl,
+        JWT_SECRET: SECRET,
+        RATE_LIMIT_POINTS: "1000000000",
+        HOST: "127.0.0.1",
+        LOG_LEVEL: "warn",
+      },
+      log,
+      cleanups,
+    });
   }
 
   await mkdir(RESULTS_DIR, { recursive: true });
