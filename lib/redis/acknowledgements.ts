@@ -13,11 +13,11 @@ export interface Acknowledged<T> {
 
 /** How many replicas a write to a master must reach (see ReplicaWatch, which decides it). */
 export interface AcknowledgementPolicy {
-  /** True when every round of writes should also ask its master which replicas are connected (ROLE). */
+  /** True when writes should also ask their master, now and then, which replicas are online (ROLE). */
   readonly observesConnections: boolean;
   /** Replicas that must hold a write to `node` (host:port, reached on `connection`) before it is acknowledged. */
   required(node: string, connection: Redis): number;
-  /** `connected` replicas were online on `node` when a round's writes were sent. */
+  /** `connected` replicas were online on `node` when a write was sent. */
   observe(node: string, connected: number): void;
   /** The replicas of `node` did not confirm a round in time. */
   fellShort(node: string, connection: Redis): void;
@@ -47,19 +47,21 @@ type WaitResult = "confirmed" | "short" | "failed";
 /** Writes to one master, confirmed together by one WAIT. */
 interface Round {
   writes: Promise<unknown>[];
-  /** Replicas online when the round began (ROLE), where the policy looks at them. */
-  connected: Promise<number | undefined> | undefined;
   confirmed: Promise<boolean>;
   settle(confirmed: boolean): void;
 }
 
-/** One master connection's rounds: the one taking writes, and whether a WAIT is out on it. */
+/** One master connection: its open round, whether a WAIT is out on it, and when it was last asked ROLE. */
 interface Connection {
   node: string;
   connection: Redis;
   open: Round | undefined;
   waiting: boolean;
+  observedAt: number;
 }
+
+// Where the policy looks at the replicas connected to a master, a write asks ROLE at most this often.
+const OBSERVE_EVERY_MS = 100;
 
 /**
  * Writes to Redis that are acknowledged only once the master's replicas hold them, so that a failover to a
@@ -73,7 +75,8 @@ interface Connection {
  * returns, so at most one is out per connection: the writes of the turns that end meanwhile join one round,
  * confirmed by the next WAIT. When the replicas do not answer, a write is answered after at most two
  * timeouts however many arrive, instead of queueing behind one WAIT per turn. A master that needs no
- * replica (a single Redis) costs nothing more than the write.
+ * replica (a single Redis) costs nothing more than the write, and a ROLE every OBSERVE_EVERY_MS where the
+ * policy watches for a replica that attaches.
  */
 export class Acknowledgements {
   readonly #options: AcknowledgementOptions;
@@ -109,11 +112,11 @@ export class Acknowledgements {
   async write<T>(key: string, write: (connection: Redis) => Promise<T>): Promise<Acknowledged<T>> {
     const { policy } = this.#options;
     const { node, connection } = this.#options.masters.of(key);
+    const state = this.#stateOf(node, connection);
+    if (policy.observesConnections) this.#observe(state);
     const written = this.#send(write, connection);
-    if (!policy.observesConnections && policy.required(node, connection) === 0) {
-      return { value: await written, confirmed: true };
-    }
-    const round = this.#roundOn(node, connection);
+    if (policy.required(node, connection) === 0) return { value: await written, confirmed: true };
+    const round = this.#roundOn(state);
     round.writes.push(written);
     const value = await written;
     return { value, confirmed: await round.confirmed };
@@ -128,22 +131,37 @@ export class Acknowledgements {
     }
   }
 
-  /** The round taking writes on `connection`, opened (and sealed at the end of the turn) if there is none. */
-  #roundOn(node: string, connection: Redis): Round {
+  #stateOf(node: string, connection: Redis): Connection {
     let state = this.#connections.get(connection);
     if (state === undefined) {
-      state = { node, connection, open: undefined, waiting: false };
+      state = { node, connection, open: undefined, waiting: false, observedAt: Number.NEGATIVE_INFINITY };
       this.#connections.set(connection, state);
     }
+    return state;
+  }
+
+  /**
+   * Asks the master which replicas are online (ROLE), sent with the write that triggers it and at most every
+   * OBSERVE_EVERY_MS: a replica that attached since the policy last read the master is waited for from the
+   * next write on.
+   */
+  #observe(state: Connection): void {
+    const now = performance.now();
+    if (now - state.observedAt < OBSERVE_EVERY_MS) return;
+    state.observedAt = now;
+    void onlineReplicas(state.connection).then((connected) => {
+      if (connected !== undefined) this.#options.policy.observe(state.node, connected);
+    });
+  }
+
+  /** The round taking writes on the connection, opened (and sealed at the end of the turn) if there is none. */
+  #roundOn(state: Connection): Round {
     if (state.open !== undefined) return state.open;
     let settle: (confirmed: boolean) => void = () => {};
     const confirmed = new Promise<boolean>((resolve) => {
       settle = resolve;
     });
-    // Sent with the round's first write: the answer comes with theirs, and shows a replica that attached
-    // since the policy last read the master.
-    const connected = this.#options.policy.observesConnections ? onlineReplicas(connection) : undefined;
-    const round: Round = { writes: [], connected, confirmed, settle };
+    const round: Round = { writes: [], confirmed, settle };
     state.open = round;
     const opened = state;
     setImmediate(() => this.#seal(opened));
@@ -168,8 +186,6 @@ export class Acknowledgements {
     // Nothing was written: nothing to confirm, and nobody reads the answer.
     if (settled.every(({ status }) => status === "rejected")) return false;
     const { policy } = this.#options;
-    const connected = await round.connected;
-    if (connected !== undefined) policy.observe(node, connected);
     const required = policy.required(node, connection);
     if (required === 0) return true;
     const result = await this.#wait(connection, required);

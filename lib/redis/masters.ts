@@ -30,6 +30,8 @@ export class Masters {
   readonly #redis: RedisClient;
   readonly #slots = new Map<string, number>();
   #byNode: Map<string, Redis> | undefined;
+  /** The one master of a client that is not a Cluster's, named once per connection. */
+  #single: MasterConnection | undefined;
 
   constructor(redis: RedisClient) {
     this.#redis = redis;
@@ -39,13 +41,21 @@ export class Masters {
       };
       redis.on("+node", forget);
       redis.on("-node", forget);
+    } else {
+      // A Sentinel client reconnects to another master after a failover.
+      redis.on("ready", () => {
+        this.#single = undefined;
+      });
     }
   }
 
   /** The master serving `key`'s slot; throws when the Cluster's slot map does not name one yet. */
   of(key: string): MasterConnection {
     const redis = this.#redis;
-    if (!(redis instanceof Cluster)) return { node: nodeName(redis), connection: redis };
+    if (!(redis instanceof Cluster)) {
+      this.#single ??= { node: nodeName(redis), connection: redis };
+      return this.#single;
+    }
     let slot = this.#slots.get(key);
     if (slot === undefined) {
       slot = calculateSlot(key);

@@ -10,7 +10,7 @@ interface MasterState {
   reading: ReplicaReading | undefined;
   /** When `reading` was taken (performance.now()). */
   readAt: number;
-  /** When a replica was last seen connected to it: by a reading, or by a round's ROLE. */
+  /** When a replica was last seen connected to it: by a reading, or by a write's ROLE. */
   connectedAt: number;
 }
 
@@ -54,7 +54,7 @@ export class ReplicaPolicy {
     if (reading.connected > 0 || reading.promotable > 0) state.connectedAt = now;
   }
 
-  /** `connected` replicas were attached to `node` at `now` (a round's ROLE). */
+  /** `connected` replicas were attached to `node` at `now` (a write's ROLE). */
   noteConnected(node: string, connected: number, now: number): void {
     if (connected > 0) this.#state(node).connectedAt = now;
   }
