@@ -3,6 +3,7 @@ import { Redis } from "ioredis";
 import { generateLoad, type LoadResult } from "../tools/load/throughput.ts";
 import { type ServiceProcess, spawnService } from "../tools/process.ts";
 import { freePort, type RedisServer, startRedis } from "../tools/servers.ts";
+import { cpuSecondsOfTree } from "./proc.ts";
 
 // What acknowledgements cost. On a master with one replica: REDIS_WAIT_REPLICAS=1 against 0. On a single
 // Redis: the default, auto (which finds no replica and sends no WAIT), against 0. Each setting is an API node
@@ -16,15 +17,23 @@ const BATCH_CONNECTIONS = 16;
 const BATCH_SIZE = 100;
 const KEYS = 10_000;
 
+/**
+ * A run of load, and the CPU the API node (primary and workers) spent per request in it: steadier than
+ * throughput on a machine the load generator and Redis share.
+ */
+export interface MeasuredLoad extends LoadResult {
+  cpuUsPerRequest: number;
+}
+
 /** Requests per second of one setting against another, per kind of request. */
 export interface Comparison {
   /** What is measured, e.g. "REDIS_WAIT_REPLICAS=1", and what against. */
   setting: string;
   baseline: string;
   /** POST /increment, SINGLE_CONNECTIONS connections. */
-  single: { setting: LoadResult[]; baseline: LoadResult[] };
+  single: { setting: MeasuredLoad[]; baseline: MeasuredLoad[] };
   /** POST /increments of BATCH_SIZE, BATCH_CONNECTIONS connections. */
-  batches: { setting: LoadResult[]; baseline: LoadResult[] };
+  batches: { setting: MeasuredLoad[]; baseline: MeasuredLoad[] };
 }
 
 export interface ReplicaResults {
@@ -97,7 +106,7 @@ async function compare(
     });
     cleanups.push(() => api.stop("SIGKILL"));
     await untilReady(api, `http://127.0.0.1:${port}`);
-    return { api, url: `http://127.0.0.1:${port}` };
+    return { api, url: `http://127.0.0.1:${port}`, pid: api.child.pid ?? 0 };
   };
   const syncer = spawnService("dist/syncer/main.js", env);
   cleanups.push(() => syncer.stop("SIGKILL"));
@@ -107,20 +116,30 @@ async function compare(
   const batchBody = JSON.stringify({
     increments: Array.from({ length: BATCH_SIZE }, (_, i) => ({ key: `bench:ack-batch:${i}`, value: 1 })),
   });
-  const single = (url: string, durationS: number) =>
-    generateLoad({ url: `${url}/increment`, token, connections: SINGLE_CONNECTIONS, keys: KEYS, durationS });
-  const batch = (url: string, durationS: number) =>
-    generateLoad({
-      url: `${url}/increments`,
-      token,
-      connections: BATCH_CONNECTIONS,
-      keys: BATCH_SIZE,
-      body: batchBody,
-      durationS,
-    });
-  for (const { url } of [setting, baseline]) {
-    await single(url, WARMUP_S);
-    await batch(url, WARMUP_S);
+  const single = (target: { url: string; pid: number }, durationS: number) =>
+    measured(target.pid, () =>
+      generateLoad({
+        url: `${target.url}/increment`,
+        token,
+        connections: SINGLE_CONNECTIONS,
+        keys: KEYS,
+        durationS,
+      }),
+    );
+  const batch = (target: { url: string; pid: number }, durationS: number) =>
+    measured(target.pid, () =>
+      generateLoad({
+        url: `${target.url}/increments`,
+        token,
+        connections: BATCH_CONNECTIONS,
+        keys: BATCH_SIZE,
+        body: batchBody,
+        durationS,
+      }),
+    );
+  for (const target of [setting, baseline]) {
+    await single(target, WARMUP_S);
+    await batch(target, WARMUP_S);
   }
   const comparison: Comparison = {
     setting: settingName,
@@ -129,16 +148,29 @@ async function compare(
     batches: { setting: [], baseline: [] },
   };
   for (let round = 1; round <= ROUNDS; round++) {
-    comparison.single.setting.push(await single(setting.url, DURATION_S));
-    comparison.single.baseline.push(await single(baseline.url, DURATION_S));
-    comparison.batches.setting.push(await batch(setting.url, DURATION_S));
-    comparison.batches.baseline.push(await batch(baseline.url, DURATION_S));
+    // Each pair in the other order every round, so that a drift of the machine favours neither.
+    const pair = round % 2 === 1 ? [setting, baseline] : [baseline, setting];
+    for (const target of pair) {
+      const side = target === setting ? "setting" : "baseline";
+      comparison.single[side].push(await single(target, DURATION_S));
+    }
+    for (const target of pair) {
+      const side = target === setting ? "setting" : "baseline";
+      comparison.batches[side].push(await batch(target, DURATION_S));
+    }
     log(
       `bench: acknowledgements, ${settingName} / ${baselineName}, round ${round}: single ${rate(comparison.single.setting)} / ${rate(comparison.single.baseline)} req/s; batches of ${BATCH_SIZE} ${rate(comparison.batches.setting)} / ${rate(comparison.batches.baseline)} req/s`,
     );
   }
   await Promise.all([setting.api, baseline.api, syncer].map((process) => process.stop("SIGKILL")));
   return comparison;
+}
+
+async function measured(pid: number, load: () => Promise<LoadResult>): Promise<MeasuredLoad> {
+  const before = cpuSecondsOfTree(pid);
+  const result = await load();
+  const cpuUsPerRequest = ((cpuSecondsOfTree(pid) - before) * 1e6) / Math.max(1, result.requests);
+  return { ...result, cpuUsPerRequest };
 }
 
 function rate(runs: LoadResult[]): string {

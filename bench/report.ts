@@ -1,5 +1,5 @@
 import type { LoadResult } from "../tools/load/throughput.ts";
-import type { Comparison, ReplicaResults } from "./replicas.ts";
+import type { Comparison, MeasuredLoad, ReplicaResults } from "./replicas.ts";
 import type { CurvePoint } from "./staleness-curve.ts";
 import type { SyncerThroughput } from "./syncer-throughput.ts";
 
@@ -199,15 +199,16 @@ export function renderReport(results: BenchResults): string {
       const { setting, baseline } = comparison[kind];
       const a = median(setting.map((r) => r.requestsPerSecond));
       const b = median(baseline.map((r) => r.requestsPerSecond));
-      return `| ${name} | ${comparison.setting} / ${comparison.baseline} | ${a.toFixed(0)} / ${b.toFixed(0)} | **${(a / b).toFixed(2)}** (per round: ${perRound(setting, baseline)}) | ${median(setting.map((r) => r.p99Ms)).toFixed(1)} / ${median(baseline.map((r) => r.p99Ms)).toFixed(1)} |`;
+      const cpu = (runs: MeasuredLoad[]) => median(runs.map((r) => r.cpuUsPerRequest)).toFixed(1);
+      return `| ${name} | ${comparison.setting} / ${comparison.baseline} | ${a.toFixed(0)} / ${b.toFixed(0)} | **${(a / b).toFixed(2)}** (per round: ${perRound(setting, baseline)}) | ${cpu(setting)} / ${cpu(baseline)} | ${median(setting.map((r) => r.p99Ms)).toFixed(1)} / ${median(baseline.map((r) => r.p99Ms)).toFixed(1)} |`;
     };
     lines.push(
       "## Acknowledgements that wait for a replica",
       "",
-      `Each setting an API node of its own (${replicas.workers} workers), measured in ${replicas.rounds} alternating rounds of ${replicas.durationS} s (medians) while a syncer drains.`,
+      `Each setting an API node of its own (${replicas.workers} workers), measured in ${replicas.rounds} alternating rounds of ${replicas.durationS} s (medians) while a syncer drains. CPU is the node's (primary and workers), per request, from /proc.`,
       "",
-      "| Redis, requests | setting / against | req/s | ratio | p99 ms |",
-      "| --- | --- | --- | --- | --- |",
+      "| Redis, requests | setting / against | req/s | ratio | CPU µs per request | p99 ms |",
+      "| --- | --- | --- | --- | --- | --- |",
       row("a master with one replica, POST /increment", replicas.withReplica, "single"),
       row(
         `a master with one replica, POST /increments of ${replicas.batchSize}`,

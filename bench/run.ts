@@ -16,9 +16,9 @@ import { generateLoad, type LoadResult } from "../tools/load/throughput.ts";
 import { type ServiceProcess, spawnService } from "../tools/process.ts";
 import { freePort, startPostgres, startRedis } from "../tools/servers.ts";
 import { longestSwapToCommit, worstStalenessBeforeCommits } from "./ledger.ts";
+import { rssOfTree } from "./proc.ts";
 import { measureReplicas } from "./replicas.ts";
 import { type BenchResults, renderChart, renderReport } from "./report.ts";
-import { rssOfTree } from "./rss.ts";
 import { measureCurvePoint } from "./staleness-curve.ts";
 import { incrementInShards, measureSyncerThroughput, type SyncerThroughput } from "./syncer-throughput.ts";
 
