@@ -479,9 +479,14 @@ export function redisPing(port: number): Promise<boolean> {
 }
 
 export async function startRedis(
-  options: { appendOnly?: boolean; args?: string[] } = {},
+  options: {
+    appendOnly?: boolean;
+    args?: string[];
+    /** Another server binary that speaks Redis, e.g. valkey-server (default: redis-server from PATH). */
+    binary?: string;
+  } = {},
 ): Promise<RedisServer> {
-  const redisServer = findRedisServer();
+  const redisServer = options.binary ?? findRedisServer();
   const dataDir = await makeTempDir("redis");
   const port = await freePort();
   const redisLog = path.join(dataDir, "redis.log");

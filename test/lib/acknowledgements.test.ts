@@ -10,7 +10,7 @@ import { Keyspace } from "../../lib/redis/keyspace.ts";
 import { Masters } from "../../lib/redis/masters.ts";
 import { ReplicaWatch } from "../../lib/redis/replica-watch.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
-import { type RedisServer, startRedis } from "../../tools/servers.ts";
+import { findOnPath, type RedisServer, startRedis } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { captureLogger } from "../support/logger.ts";
 
@@ -49,6 +49,20 @@ function acknowledgements(redis: RedisClient, policy: AcknowledgementPolicy, tim
 }
 
 const increment = (key: string) => (connection: Redis) => connection.hincrby("acks", key, 1);
+
+function watch(redis: RedisClient, options: { aof?: boolean } = {}) {
+  const { logger, lines } = captureLogger();
+  const unsupported: string[] = [];
+  const replicas = new ReplicaWatch({
+    redis,
+    replicas: "auto",
+    aof: options.aof ?? false,
+    intervalMs: 60_000,
+    logger,
+    onUnsupportedAtStart: (message) => unsupported.push(message),
+  });
+  return { replicas, lines, unsupported };
+}
 
 beforeAll(async () => {
   [master, replica] = await Promise.all([
@@ -132,20 +146,6 @@ describe("Acknowledgements", () => {
 });
 
 describe("ReplicaWatch (REDIS_WAIT_REPLICAS=auto)", () => {
-  function watch(redis: RedisClient, options: { aof?: boolean } = {}) {
-    const { logger, lines } = captureLogger();
-    const unsupported: string[] = [];
-    const replicas = new ReplicaWatch({
-      redis,
-      replicas: "auto",
-      aof: options.aof ?? false,
-      intervalMs: 60_000,
-      logger,
-      onUnsupportedAtStart: (message) => unsupported.push(message),
-    });
-    return { replicas, lines, unsupported };
-  }
-
   it("waits for none on a Redis without a replica, and costs it no WAIT", async () => {
     const alone = await startRedis({ appendOnly: false });
     try {
@@ -225,5 +225,65 @@ describe("ReplicaWatch (REDIS_WAIT_REPLICAS=auto)", () => {
     expect(unsupported).toEqual([
       `REDIS_WAIT_AOF=true needs WAITAOF, which Redis 7.2 brought; ${replicas.readings[0]?.node} runs ${version}. Upgrade Redis, or unset REDIS_WAIT_AOF`,
     ]);
+  });
+});
+
+// WAITAOF came with Redis 7.2; Debian's Redis is 7.0, so Valkey (a Redis 7.2 fork, from bookworm-backports)
+// stands in where it is installed.
+const valkey = findOnPath("valkey-server");
+
+describe.skipIf(valkey === null)("REDIS_WAIT_AOF on a server with WAITAOF (Valkey)", () => {
+  let aofMaster: RedisServer;
+  let aofReplica: RedisServer;
+  beforeAll(async () => {
+    const binary = valkey ?? "valkey-server";
+    // appendfsync always: with everysec a WAITAOF waits up to a second for the next fsync.
+    aofMaster = await startRedis({ binary, appendOnly: true, args: ["--appendfsync", "always"] });
+    aofReplica = await startRedis({
+      binary,
+      appendOnly: true,
+      args: ["--appendfsync", "always", "--replicaof", "127.0.0.1", String(aofMaster.port)],
+    });
+    await waitFor(async () => /state=online/.test(await (await client(aofMaster.url)).info("replication")), {
+      message: "the replica never came online",
+    });
+  });
+  afterAll(async () => {
+    await Promise.all([aofMaster?.destroy(), aofReplica?.destroy()]);
+  });
+
+  it("confirms writes once the master and the replica have fsynced them, and not while the replica is paused", async () => {
+    const redis = await client(aofMaster.url);
+    const { replicas, unsupported } = watch(redis, { aof: true });
+    await replicas.check();
+    expect(unsupported).toEqual([]);
+    const acks = new Acknowledgements({
+      masters: new Masters(redis),
+      policy: fixed(1),
+      timeoutMs: 300,
+      aof: true,
+    });
+
+    expect(await acks.write("acks", increment("synced"))).toEqual({ value: 1, confirmed: true });
+    aofReplica.signal("SIGSTOP");
+    try {
+      expect(await acks.write("acks", increment("unsynced"))).toEqual({ value: 1, confirmed: false });
+    } finally {
+      aofReplica.signal("SIGCONT");
+    }
+    expect(Number(/cmdstat_waitaof:calls=(\d+)/.exec(await redis.info("commandstats"))?.[1])).toBe(2);
+  });
+
+  it("refuses REDIS_WAIT_AOF at start where the master's appendonly is off", async () => {
+    const noAof = await startRedis({ binary: valkey ?? "valkey-server", appendOnly: false });
+    try {
+      const { replicas, unsupported } = watch(await client(noAof.url), { aof: true });
+      await replicas.check();
+      expect(unsupported).toEqual([
+        `REDIS_WAIT_AOF=true waits for the master's own fsync, but appendonly is off on ${replicas.readings[0]?.node}. Turn appendonly on, or unset REDIS_WAIT_AOF`,
+      ]);
+    } finally {
+      await noAof.destroy();
+    }
   });
 });
