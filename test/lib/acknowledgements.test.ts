@@ -44,7 +44,8 @@ async function waitsRun(redis: RedisClient): Promise<number> {
 
 const fixed = (replicas: number): AcknowledgementPolicy => ({ ...NO_REPLICAS, required: () => replicas });
 
-function acknowledgements(redis: RedisClient, policy: AcknowledgementPolicy, timeoutMs = 300) {
+// Long enough for a replica on a loaded machine to answer; the cases that expect no answer pass a short one.
+function acknowledgements(redis: RedisClient, policy: AcknowledgementPolicy, timeoutMs = 3_000) {
   return new Acknowledgements({ masters: new Masters(redis), policy, timeoutMs, aof: false });
 }
 
@@ -122,7 +123,7 @@ describe("Acknowledgements", () => {
     const retry = new Scripts(
       await client(master.url),
       keyspace,
-      acknowledgements(await client(master.url), fixed(1)),
+      acknowledgements(await client(master.url), fixed(1), 300),
     );
 
     replica.signal("SIGSTOP");
@@ -194,7 +195,7 @@ describe("ReplicaWatch (REDIS_WAIT_REPLICAS=auto)", () => {
       const acks = new Acknowledgements({
         masters: new Masters(redis),
         policy: replicas,
-        timeoutMs: 1_000,
+        timeoutMs: 3_000,
         aof: false,
       });
       await acks.write("acks", increment("before"));
@@ -257,17 +258,16 @@ describe.skipIf(valkey === null)("REDIS_WAIT_AOF on a server with WAITAOF (Valke
     const { replicas, unsupported } = watch(redis, { aof: true });
     await replicas.check();
     expect(unsupported).toEqual([]);
-    const acks = new Acknowledgements({
-      masters: new Masters(redis),
-      policy: fixed(1),
-      timeoutMs: 300,
-      aof: true,
-    });
+    const waitingFor = (timeoutMs: number) =>
+      new Acknowledgements({ masters: new Masters(redis), policy: fixed(1), timeoutMs, aof: true });
 
-    expect(await acks.write("acks", increment("synced"))).toEqual({ value: 1, confirmed: true });
+    expect(await waitingFor(3_000).write("acks", increment("synced"))).toEqual({ value: 1, confirmed: true });
     aofReplica.signal("SIGSTOP");
     try {
-      expect(await acks.write("acks", increment("unsynced"))).toEqual({ value: 1, confirmed: false });
+      expect(await waitingFor(300).write("acks", increment("unsynced"))).toEqual({
+        value: 1,
+        confirmed: false,
+      });
     } finally {
       aofReplica.signal("SIGCONT");
     }
