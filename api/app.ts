@@ -4,7 +4,7 @@ import type { Logger } from "../lib/logger.ts";
 import { declaredLength, payloadTooLarge } from "./body.ts";
 import type { AppEnv } from "./context.ts";
 import { ApiError, type ProblemCode } from "./errors.ts";
-import { type ApiMetrics, countBatchIncrements, countIncrements, httpMetrics } from "./metrics.ts";
+import { type ApiMetrics, countAccepted, httpMetrics } from "./metrics.ts";
 import { authenticate, requireScope } from "./middleware/auth/index.ts";
 import type { TokenVerifier } from "./middleware/auth/verifier.ts";
 import type { PointSpender } from "./middleware/rate-limit/coalesce.ts";
@@ -18,7 +18,7 @@ import { incrementsOperation } from "./operations/increments.ts";
 import { openApiDocumentOperation } from "./operations/openapi-document.ts";
 import { readCounterOperation } from "./operations/read-counter.ts";
 import { problemResponse } from "./problem.ts";
-import type { BatchIncrementer, Incrementer } from "./store/increment.ts";
+import type { IncrementStore } from "./store/increments.ts";
 import type { CounterReader } from "./store/read-counter.ts";
 
 export interface AppDependencies {
@@ -26,8 +26,7 @@ export interface AppDependencies {
   metrics: ApiMetrics;
   verifier: TokenVerifier | null;
   rateLimiter: PointSpender;
-  increment: Incrementer;
-  incrementMany: BatchIncrementer;
+  increment: IncrementStore;
   readCounter: CounterReader;
   health: HealthOptions;
   maxKeyLength: number;
@@ -41,17 +40,10 @@ export function apiOperations(deps: AppDependencies): Operation[] {
   // Rendered once, from every operation (this list's last one serves it): the configuration does not
   // change while a node runs.
   let document = "";
+  const increment = countAccepted(deps.increment, deps.metrics);
   const operations = [
-    incrementOperation({
-      increment: countIncrements(deps.increment, deps.metrics),
-      maxKeyLength,
-      bodyLimitBytes,
-    }),
-    incrementsOperation({
-      incrementMany: countBatchIncrements(deps.incrementMany, deps.metrics),
-      maxKeyLength,
-      maxBatchSize: deps.maxBatchSize,
-    }),
+    incrementOperation({ increment, maxKeyLength, bodyLimitBytes }),
+    incrementsOperation({ increment, maxKeyLength, maxBatchSize: deps.maxBatchSize }),
     readCounterOperation({ readCounter: deps.readCounter, maxKeyLength }),
     livenessOperation(),
     readinessOperation(deps.health),

@@ -1,4 +1,5 @@
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { RedisFailure } from "../lib/redis/errors.ts";
 
 /** Every response header the API documents (api/openapi/document.ts describes each). */
 export type ResponseHeaderName =
@@ -78,10 +79,17 @@ export interface FieldError {
   detail: string;
 }
 
+/**
+ * What Redis did to a request answered with a problem, for tally_redis_errors_total: a failure, a pending
+ * total that would overflow, or replicas that did not confirm.
+ */
+export type RedisErrorKind = RedisFailure | "overflow" | "unconfirmed";
+
 export interface ApiErrorOptions {
   headers?: Record<string, string>;
   errors?: FieldError[];
   cause?: unknown;
+  redisError?: RedisErrorKind;
 }
 
 /** Thrown anywhere in a request; the app's error handler turns it into an RFC 9457 problem response. */
@@ -90,12 +98,14 @@ export class ApiError extends Error {
   readonly code: ProblemCode;
   readonly headers: Record<string, string>;
   readonly errors: FieldError[] | undefined;
+  readonly redisError: RedisErrorKind | undefined;
 
   constructor(code: ProblemCode, detail: string, options: ApiErrorOptions = {}) {
     super(detail, { cause: options.cause });
     this.code = code;
     this.headers = options.headers ?? {};
     this.errors = options.errors;
+    this.redisError = options.redisError;
   }
 
   get status(): ContentfulStatusCode {

@@ -22,7 +22,7 @@ import { ApiMetrics } from "./metrics.ts";
 import { cacheVerifiedTokens } from "./middleware/auth/token-cache.ts";
 import { createTokenVerifier } from "./middleware/auth/verifier.ts";
 import { coalesceConsumes } from "./middleware/rate-limit/coalesce.ts";
-import { createIncrementers } from "./store/increment.ts";
+import { createIncrementStore } from "./store/increments.ts";
 import { createCounterReader } from "./store/read-counter.ts";
 
 // Longer than the idle timeout of common load balancers (nginx 60 s upstream keepalive_timeout, AWS ALB
@@ -90,7 +90,7 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
 
   const keyspace = keyspaceOf(config);
   const scripts = new Scripts(redis, keyspace, acknowledgementsFor(writes, replicas, config, logger));
-  const incrementers = createIncrementers(scripts, keyspace, {
+  const increment = createIncrementStore(scripts, keyspace, {
     idempotencyTtlSeconds: config.idempotencyTtlSeconds,
     idempotencyMaxRecords: config.idempotencyMaxRecords,
   });
@@ -109,8 +109,7 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
         rejectIfRedisNotReady: true,
       }),
     ),
-    increment: incrementers.one,
-    incrementMany: incrementers.many,
+    increment,
     readCounter: createCounterReader(scripts, keyspace, pool),
     health: { redis: [redis, writes], redisMemory, isDraining: () => draining },
     maxKeyLength: config.maxKeyLength,

@@ -1,12 +1,24 @@
 import type { MiddlewareHandler } from "hono";
 import { Counter, Histogram, Registry } from "prom-client";
 import type { AppEnv } from "./context.ts";
-import { ApiError } from "./errors.ts";
-import type { BatchIncrementer, Incrementer } from "./store/increment.ts";
-import { REDIS_FAILURE_KINDS, redisFailureKind } from "./store/redis-errors.ts";
+import { ApiError, type RedisErrorKind } from "./errors.ts";
+import type { IncrementStore } from "./store/increments.ts";
 
 // An increment answers in about a millisecond; a Redis command gives up after REDIS_COMMAND_TIMEOUT_MS (1 s).
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+// The `kind` label of tally_redis_errors_total: a Redis that cannot be reached and one that refused alike
+// are "unavailable", as the metric has always said.
+const REDIS_ERROR_LABELS: Record<RedisErrorKind, string> = {
+  unreachable: "unavailable",
+  refused: "unavailable",
+  timeout: "timeout",
+  disconnected: "disconnected",
+  oom: "oom",
+  noreplicas: "noreplicas",
+  overflow: "overflow",
+  unconfirmed: "unconfirmed",
+};
 
 // Any other method (a scanner's PROPFIND, a random token) would be a new series per spelling.
 const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]);
@@ -40,7 +52,7 @@ export class ApiMetrics {
   });
   readonly redisErrors = new Counter({
     name: "tally_redis_errors_total",
-    help: "Requests failed by Redis: unavailable (not connected, or refused by Redis), timeout (no answer within REDIS_COMMAND_TIMEOUT_MS), disconnected (the connection broke with the command in flight), overflow (the pending total would leave 64 bits), oom (Redis is at maxmemory and refused the write), noreplicas (the master lacks the replicas min-replicas-to-write asks for), unconfirmed (applied, but the replicas did not confirm it within REDIS_WAIT_TIMEOUT_MS)",
+    help: "Requests failed by Redis: unavailable (not connected, or refused by Redis: a slot moving, a cluster down), timeout (no answer within REDIS_COMMAND_TIMEOUT_MS), disconnected (the connection broke with the command in flight), overflow (the pending total would leave 64 bits), oom (Redis is at maxmemory and refused the write), noreplicas (the master lacks the replicas min-replicas-to-write asks for), unconfirmed (applied, but the replicas did not confirm it within REDIS_WAIT_TIMEOUT_MS)",
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
@@ -52,7 +64,7 @@ export class ApiMetrics {
 
   constructor() {
     // Present at 0 from the start, so an alert on their rate sees the first error.
-    for (const kind of [...REDIS_FAILURE_KINDS, "unconfirmed"]) this.redisErrors.inc({ kind }, 0);
+    for (const kind of new Set(Object.values(REDIS_ERROR_LABELS))) this.redisErrors.inc({ kind }, 0);
   }
 }
 
@@ -75,28 +87,17 @@ export function httpMetrics(metrics: ApiMetrics): MiddlewareHandler<AppEnv> {
     if (problem === undefined) return;
     if (status < 500) metrics.rejected.inc({ code: problem });
     if (problem === "rate_limited") metrics.rateLimited.inc();
-    if (problem === "redis_unavailable" || problem === "redis_full" || problem === "counter_out_of_range") {
-      const cause = c.error instanceof ApiError ? c.error.cause : c.error;
-      metrics.redisErrors.inc({ kind: redisFailureKind(cause) });
+    if (c.error instanceof ApiError && c.error.redisError !== undefined) {
+      metrics.redisErrors.inc({ kind: REDIS_ERROR_LABELS[c.error.redisError] });
     }
-    if (problem === "replication_unconfirmed") metrics.redisErrors.inc({ kind: "unconfirmed" });
   };
 }
 
-/** Counts the increments the store applied, as they are applied. */
-export function countIncrements(increment: Incrementer, metrics: ApiMetrics): Incrementer {
-  return async function countedIncrement(...args) {
-    const outcome = await increment(...args);
-    if (outcome === "applied") metrics.incrementsAccepted.inc();
-    return outcome;
-  };
-}
-
-/** Counts a batch's increments once Redis applied every one of them. */
-export function countBatchIncrements(incrementMany: BatchIncrementer, metrics: ApiMetrics): BatchIncrementer {
-  return async function countedBatch(increments, idempotency) {
-    const outcome = await incrementMany(increments, idempotency);
-    if (outcome === "applied") metrics.incrementsAccepted.inc(increments.length);
+/** Counts the increments the store applied, once a request's every increment is (replays not again). */
+export function countAccepted(store: IncrementStore, metrics: ApiMetrics): IncrementStore {
+  return async function countedIncrement(request) {
+    const outcome = await store(request);
+    if (outcome.kind === "applied") metrics.incrementsAccepted.inc(request.increments.length);
     return outcome;
   };
 }

@@ -3,6 +3,7 @@ import type { RedisClient } from "../lib/redis/client.ts";
 import { Keyspace, type ShardKeys } from "../lib/redis/keyspace.ts";
 import { Scripts } from "../lib/redis/scripts.ts";
 import { flushShardOnce } from "../syncer/flush-shard.ts";
+import { ShardProgress } from "../syncer/shard-progress.ts";
 
 export interface SyncerThroughput {
   keys: number;
@@ -47,7 +48,10 @@ export async function measureSyncerThroughput(
   await fillDirtyHash(redis, shard.dirty, names, deltas);
   const syncStart = performance.now();
   const scripts = new Scripts(redis, keyspace);
-  const outcome = await flushShardOnce({ redis, scripts, pool, scanCount, minSeq: new Map() }, shard);
+  const outcome = await flushShardOnce(
+    { scripts, pool, scanCount, progress: new ShardProgress(pool) },
+    shard,
+  );
   const syncerMs = performance.now() - syncStart;
   if (outcome.kind !== "batch" || outcome.keys !== keys) {
     throw new Error(`syncer batch did not cover the ${keys} keys: ${JSON.stringify(outcome, replacer)}`);

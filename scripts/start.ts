@@ -8,7 +8,7 @@ import { logProcessStats } from "../lib/process-stats.ts";
 import { warnIfRedisUnreachable } from "../lib/redis/connection.ts";
 import { Shutdown } from "../lib/shutdown.ts";
 import { serveSyncerMetrics } from "../syncer/metrics.ts";
-import { startSyncer, syncerShutdownTimeoutMs } from "../syncer/server.ts";
+import { startSyncer, syncerShutdownTimeoutMs } from "../syncer/process.ts";
 
 // `npm start`: the whole service for local use: migrations and a syncer in this process, and the API in
 // API_WORKERS processes sharing the port (or here too, with API_WORKERS=1).

@@ -2,7 +2,7 @@ import { writeSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ConfigError } from "../lib/config.ts";
 import type { Logger } from "../lib/logger.ts";
-import type { StepHook, SyncStep } from "./flush-shard.ts";
+import type { StepHook, SyncStep } from "./flush-context.ts";
 
 /**
  * Deterministic fault points for the fault-injection suite, which drives real syncer processes and needs

@@ -4,9 +4,9 @@ import { createLogger } from "../lib/logger.ts";
 import { logProcessStats } from "../lib/process-stats.ts";
 import { Shutdown } from "../lib/shutdown.ts";
 import { serveSyncerMetrics } from "./metrics.ts";
-import { startSyncer, syncerShutdownTimeoutMs } from "./server.ts";
+import { startSyncer, syncerShutdownTimeoutMs } from "./process.ts";
 
-// One syncer, as production runs them (two or more; one leads): `npm run start:syncer`.
+// One syncer, as production runs them (two or more, sharing the shards): `npm run start:syncer`.
 const config = loadConfigOrExit();
 const logger = createLogger({ level: config.logLevel, role: "syncer" });
 const shutdown = new Shutdown(logger, syncerShutdownTimeoutMs(config));

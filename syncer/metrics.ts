@@ -9,7 +9,8 @@ import {
 import type { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import type { Batch } from "./batch.ts";
-import { type CycleReport, STALENESS_WARNING_S, type Syncer } from "./syncer.ts";
+import { STALENESS_WARNING_S } from "./cycle-log.ts";
+import type { CycleReport, Syncer } from "./syncer.ts";
 
 // A cycle over an idle shard is a few milliseconds; 1M keys take about ten seconds (docs/performance.md).
 const CYCLE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];

@@ -5,7 +5,7 @@ import { ApiError } from "../errors.ts";
 import { jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
 import { respondJson } from "../respond.ts";
-import { FULL_RETRY_AFTER_S } from "../store/redis-errors.ts";
+import { FULL_RETRY_AFTER_S } from "../store-problems.ts";
 
 // An unsafe eviction policy lasts until an operator acts: no time to suggest.
 const RETRY_AFTER_S: Partial<Record<RedisMemoryProblem["code"], number>> = {

@@ -10,12 +10,13 @@ import {
   idempotencyKeySchema,
   incrementValueSchema,
 } from "../schemas.ts";
-import type { Incrementer } from "../store/increment.ts";
+import type { IncrementStore } from "../store/increments.ts";
+import { writeProblem } from "../store-problems.ts";
 import { parseOrThrow } from "../validation.ts";
 import { idempotencyKeyOf, WRITE_PROBLEMS } from "./writes.ts";
 
 export interface IncrementOptions {
-  increment: Incrementer;
+  increment: IncrementStore;
   maxKeyLength: number;
   bodyLimitBytes: number;
 }
@@ -47,10 +48,19 @@ export function incrementOperation(options: IncrementOptions): Operation {
     problems: WRITE_PROBLEMS,
     async handler(c) {
       const body = parseOrThrow(bodySchema, await readJsonBody(c, bodyLimitBytes), "invalid_body");
-      const idempotency = idempotencyKeyOf(c);
-      const outcome = await options.increment(body.key, body.value, idempotency);
+      const outcome = await options.increment({
+        increments: [body],
+        idempotency: idempotencyKeyOf(c),
+        endpoint: "increment",
+      });
+      if (outcome.kind !== "applied" && outcome.kind !== "replayed") throw writeProblem(outcome, "increment");
       // Sent only now: Redis has acknowledged the write (or had already applied this very request).
-      return respond(c, 202, null, outcome === "replayed" ? { "Idempotent-Replayed": "true" } : undefined);
+      return respond(
+        c,
+        202,
+        null,
+        outcome.kind === "replayed" ? { "Idempotent-Replayed": "true" } : undefined,
+      );
     },
     doc: {
       summary: "Add value to the counter key",

@@ -5,12 +5,13 @@ import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
 import { respond } from "../respond.ts";
 import { bodyIsNotAnArray, counterKeyRules, counterKeySchema, incrementValueSchema } from "../schemas.ts";
-import type { BatchIncrementer } from "../store/increment.ts";
+import type { IncrementStore } from "../store/increments.ts";
+import { writeProblem } from "../store-problems.ts";
 import { parseOrThrow } from "../validation.ts";
 import { idempotencyKeyOf, WRITE_PROBLEMS } from "./writes.ts";
 
 export interface IncrementsOptions {
-  incrementMany: BatchIncrementer;
+  increment: IncrementStore;
   maxKeyLength: number;
   /** MAX_BATCH_SIZE. */
   maxBatchSize: number;
@@ -65,7 +66,7 @@ export function incrementsBodySchema(maxKeyLength: number, maxBatchSize: number)
  * POST /increments: many increments in one request, each following POST /increment's rules, one point of
  * the client's quota each. Validation is all or nothing. Each shard's part is applied whole or not at all;
  * parts in different shards are independent, so a batch some of whose parts failed is answered with what
- * happened to each (see store/increment.ts), never with a 202.
+ * happened to each (see store/write-outcome.ts), never with a 202.
  */
 export function incrementsOperation(options: IncrementsOptions): Operation {
   const { maxKeyLength, maxBatchSize } = options;
@@ -85,8 +86,15 @@ export function incrementsOperation(options: IncrementsOptions): Operation {
       const chargeMore = c.get("chargeMore");
       if (chargeMore === undefined) throw new ApiError("internal_error", "the batch's quota was not charged");
       await chargeMore(increments.length - 1);
-      const outcome = await options.incrementMany(increments, idempotency);
-      return respond(c, 202, null, outcome === "replayed" ? { "Idempotent-Replayed": "true" } : undefined);
+      const outcome = await options.increment({ increments, idempotency, endpoint: "increments" });
+      if (outcome.kind !== "applied" && outcome.kind !== "replayed")
+        throw writeProblem(outcome, "increments");
+      return respond(
+        c,
+        202,
+        null,
+        outcome.kind === "replayed" ? { "Idempotent-Replayed": "true" } : undefined,
+      );
     },
     doc: {
       summary: "Add many values to their counters in one request",

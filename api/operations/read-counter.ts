@@ -4,7 +4,8 @@ import { jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
 import { respond } from "../respond.ts";
 import { counterKeyRules, counterKeySchema } from "../schemas.ts";
-import type { CounterReader } from "../store/read-counter.ts";
+import { type CounterReader, ReadFailure } from "../store/read-counter.ts";
+import { readProblem } from "../store-problems.ts";
 import { parseOrThrow } from "../validation.ts";
 
 export interface ReadCounterOptions {
@@ -60,7 +61,9 @@ export function readCounterOperation(options: ReadCounterOptions): Operation {
     ],
     async handler(c) {
       const key = parseOrThrow(keySchema, c.req.param("key"), "invalid_key");
-      const reading = await options.readCounter(key);
+      const reading = await options.readCounter(key).catch((error: unknown) => {
+        throw error instanceof ReadFailure ? readProblem(error) : error;
+      });
       if (!reading.found) throw new ApiError("counter_not_found", "nothing was ever counted for this key");
       const total = reading.persisted + reading.pending;
       // Hand-built so 64-bit totals stay exact JSON integers rather than rounding through a double.

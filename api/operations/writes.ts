@@ -3,7 +3,7 @@ import type { AppEnv } from "../context.ts";
 import type { ProblemCode } from "../errors.ts";
 import { requestHeader } from "../request-headers.ts";
 import { idempotencyKeySchema } from "../schemas.ts";
-import type { IdempotencyKey } from "../store/increment.ts";
+import type { IdempotencyKey } from "../store/increments.ts";
 import { parseOrThrow } from "../validation.ts";
 
 /** What POST /increment and POST /increments share: the problems a write can answer, and retries. */

@@ -1,8 +1,7 @@
 import type pg from "pg";
 import type { Keyspace } from "../../lib/redis/keyspace.ts";
-import type { Scripts, ShardPending } from "../../lib/redis/scripts.ts";
-import { ApiError } from "../errors.ts";
-import { redisFailure } from "./redis-errors.ts";
+import type { ShardPending } from "../../lib/redis/script-replies.ts";
+import type { Scripts } from "../../lib/redis/scripts.ts";
 
 export interface CounterReading {
   key: string;
@@ -16,7 +15,19 @@ export interface CounterReading {
   found: boolean;
 }
 
+/** Reads a counter; rejects with a ReadFailure when a store cannot answer. */
 export type CounterReader = (key: string) => Promise<CounterReading>;
+
+/** A store could not answer a read: Redis (the pending deltas) or Postgres (the persisted total). */
+export class ReadFailure extends Error {
+  override name = "ReadFailure";
+  constructor(
+    readonly store: "redis" | "postgres",
+    cause: unknown,
+  ) {
+    super(`${store} could not be read`, { cause });
+  }
+}
 
 interface ShardState {
   shard: number;
@@ -52,16 +63,13 @@ export function createCounterReader(scripts: Scripts, keyspace: Keyspace, pool: 
       try {
         pendingByShard = await Promise.all(keyspace.shards.map((shard) => scripts.pending(shard, key)));
       } catch (error) {
-        throw redisFailure(error);
+        throw new ReadFailure("redis", error);
       }
       let row: { value: bigint | null; shards: ShardState[] } | undefined;
       try {
         row = (await pool.query(PERSISTED_SQL, [key])).rows[0];
       } catch (error) {
-        throw new ApiError("database_unavailable", "the persisted total cannot be read right now", {
-          headers: { "Retry-After": "1" },
-          cause: error,
-        });
+        throw new ReadFailure("postgres", error);
       }
       const committedSeq = new Map(row?.shards.map((state) => [state.shard, BigInt(state.lastSeq)]));
       let pending = 0n;

@@ -1,72 +1,7 @@
-import { readFileSync } from "node:fs";
-import { Cluster, type ClusterNode, Redis, type RedisOptions, type Result } from "ioredis";
+import { Cluster, type ClusterNode, Redis, type RedisOptions } from "ioredis";
 
 /** A single Redis or a Redis Cluster: every command tally issues touches one slot, so either serves. */
 export type RedisClient = Redis | Cluster;
-
-/** The Lua scripts in ./scripts, registered on every client with defineCommand. */
-const SCRIPTS = {
-  tallySwap: { file: "swap.lua", keys: 4 },
-  tallyFinish: { file: "finish.lua", keys: 2 },
-  tallyPending: { file: "pending.lua", keys: 4 },
-  tallyLeaseClaim: { file: "lease-claim.lua", keys: 1 },
-  tallyLeaseRelease: { file: "lease-release.lua", keys: 1 },
-  tallySyncersHeartbeat: { file: "syncers-heartbeat.lua", keys: 1 },
-  tallyIncrementOnce: { file: "increment-once.lua", keys: 3 },
-  tallyIncrementBatch: { file: "increment-batch.lua", keys: 1 },
-} as const;
-
-// Commands their callers already batch per event-loop turn: auto-pipelining would only hold each one
-// back for another turn before writing it.
-const BATCHED_BY_CALLER = ["tallyIncrementBatch"];
-
-type Nullable<T> = T | null;
-type Key = string;
-
-declare module "ioredis" {
-  interface RedisCommander<Context> {
-    tallySwap(
-      dirty: Key,
-      flushing: Key,
-      flushingMeta: Key,
-      seq: Key,
-      batchId: string,
-      swappedAtMs: number,
-      minSeq: number,
-    ): Result<
-      | ["new", batchId: string, seq: string, swappedAtMs: string, renumbered: 0 | 1]
-      | ["resumed", batchId: string, seq: string, swappedAtMs: string]
-      | ["empty"]
-      | ["behind", seq: string],
-      Context
-    >;
-    tallyFinish(flushing: Key, flushingMeta: Key, batchId: string): Result<0 | 1, Context>;
-    tallyPending(
-      dirty: Key,
-      flushing: Key,
-      flushingMeta: Key,
-      seq: Key,
-      counterKey: string,
-    ): Result<[Nullable<string>, Nullable<string>, Nullable<string>, Nullable<string>], Context>;
-    tallyLeaseClaim(lease: Key, holder: string, ttlMs: number): Result<0 | 1, Context>;
-    tallyLeaseRelease(lease: Key, holder: string): Result<0 | 1, Context>;
-    tallySyncersHeartbeat(syncers: Key, holder: string, aliveMs: number): Result<number, Context>;
-    /** `pairs`: counter key, value, counter key, value, ... */
-    tallyIncrementOnce(
-      dirty: Key,
-      idempotencyRecord: Key,
-      idempotencyIndex: Key,
-      fingerprint: string,
-      ttlSeconds: number,
-      nowMs: number,
-      maxRecords: number,
-      recordDigest: string,
-      ...pairs: (string | number)[]
-    ): Result<1 | 0 | -1 | -2 | string, Context>;
-    /** `groupsAndPairs`: the group count, each group's size, then every group's key, value pairs. */
-    tallyIncrementBatch(dirty: Key, ...groupsAndPairs: (string | number)[]): Result<(1 | string)[], Context>;
-  }
-}
 
 /** Where the service's Redis is: one server by URL, a Redis Cluster, or a master that Sentinels name. */
 export interface RedisLocation {
@@ -83,8 +18,9 @@ export interface RedisClientOptions extends RedisLocation {
   name: string;
   commandTimeoutMs: number;
   /**
-   * Batch every command issued in one event-loop tick into one write. The API turns it on: under load a
-   * single round trip then carries hundreds of HINCRBYs.
+   * Batch every command issued in one event-loop tick into one write. The API's connection for reads and the
+   * rate limiter turns it on: under load one write then carries many clients' commands. Its increments
+   * are batched per turn by their caller and need none.
    */
   autoPipelining?: boolean;
 }
@@ -99,7 +35,6 @@ export function createRedis(options: RedisClientOptions): RedisClient {
     commandTimeout: options.commandTimeoutMs,
     connectTimeout: Math.max(options.commandTimeoutMs, 2_000),
     enableAutoPipelining: options.autoPipelining ?? false,
-    autoPipeliningIgnoredCommands: BATCHED_BY_CALLER,
     // Reconnect forever, quickly at first; the process recovers by itself when Redis is back.
     retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 10), 1_000),
     lazyConnect: true,
@@ -140,23 +75,10 @@ export function createRedis(options: RedisClientOptions): RedisClient {
           reconnectOnError: (error) => error.message.startsWith("READONLY"),
         })
       : new Redis(options.url, redisOptions);
-  defineScripts(redis);
-  // A Cluster runs the counters' writes on its masters' own connections too (lib/redis/masters.ts).
-  if (redis instanceof Cluster) redis.on("+node", (node: Redis) => defineScripts(node));
   return redis;
 }
 
 const SLOTS_REFRESH_INTERVAL_MS = 5_000;
-
-const SCRIPT_SOURCES = Object.entries(SCRIPTS).map(([name, script]) => ({
-  name,
-  numberOfKeys: script.keys,
-  lua: readFileSync(new URL(`./scripts/${script.file}`, import.meta.url), "utf8"),
-}));
-
-function defineScripts(redis: RedisClient): void {
-  for (const { name, numberOfKeys, lua } of SCRIPT_SOURCES) redis.defineCommand(name, { numberOfKeys, lua });
-}
 
 /** Connects, waiting up to `timeoutMs`; the client keeps reconnecting by itself after that. */
 export async function connectRedis(redis: RedisClient, timeoutMs = 10_000): Promise<void> {

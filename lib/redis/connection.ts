@@ -4,24 +4,6 @@ import type { Logger } from "../logger.ts";
 import { maskedUrl } from "../masked-url.ts";
 import { connectRedis, createRedis, type RedisClient, type RedisLocation } from "./client.ts";
 
-// How ioredis fails a command while it has no connection (enableOfflineQueue is off, maxRetriesPerRequest 0).
-const NOT_CONNECTED_MESSAGES = new Set([
-  "Stream isn't writeable and enableOfflineQueue options is false",
-  "Connection is closed.",
-]);
-
-/** True when a command failed because Redis could not be reached, which `watchRedisConnection` reports. */
-export function isRedisUnreachable(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  return (
-    NOT_CONNECTED_MESSAGES.has(error.message) ||
-    error.name === "MaxRetriesPerRequestError" ||
-    error.name === "ClusterAllFailedError" ||
-    // A Cluster client that does not know a slot's master yet (lib/redis/masters.ts), as after a failover.
-    error.name === "SlotMapError"
-  );
-}
-
 /** Where the service's Redis is, as the operator configured it (a password masked). */
 export function redisLocation(redis: Config["redis"]): string {
   const list = (nodes: { host: string; port: number }[]) =>

@@ -1,7 +1,7 @@
 import calculateSlot from "cluster-key-slot";
 import { Cluster, type Redis } from "ioredis";
 import type { RedisClient } from "./client.ts";
-import { isRedisUnreachable } from "./connection.ts";
+import { suggestsStaleSlotMap } from "./errors.ts";
 
 /** One Redis master's connection, and its name (host:port) for readings and logs. */
 export interface MasterConnection {
@@ -80,10 +80,7 @@ export class Masters {
    */
   noteFailure(error: unknown): void {
     const redis = this.#redis;
-    if (!(redis instanceof Cluster) || !(error instanceof Error)) return;
-    if (/^(MOVED|ASK|CLUSTERDOWN|TRYAGAIN) /.test(error.message) || isRedisUnreachable(error)) {
-      redis.refreshSlotsCache();
-    }
+    if (redis instanceof Cluster && suggestsStaleSlotMap(error)) redis.refreshSlotsCache();
   }
 }
 

@@ -3,6 +3,7 @@ import type { Config } from "../config.ts";
 import { exitForOperator } from "../exit.ts";
 import type { Logger } from "../logger.ts";
 import type { RedisClient } from "./client.ts";
+import { isRedisReply } from "./errors.ts";
 import { evictionRisk, hasRoomAgain, isFull, type RedisMemory, readRedisMemory } from "./memory.ts";
 
 export interface RedisMemoryWatchOptions {
@@ -191,7 +192,7 @@ export class RedisMemoryWatch {
 
   #logReadError(error: unknown): void {
     // A connection error is Redis being down, which the client and readiness report already.
-    if (!(error instanceof Error) || error.name !== "ReplyError") return;
+    if (!isRedisReply(error)) return;
     // Redis answered, but will not tell (INFO renamed or denied): ready, unchecked, and said once.
     this.#checked = true;
     if (this.#loggedReadError) return;

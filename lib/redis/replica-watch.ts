@@ -5,6 +5,7 @@ import { exitForOperator } from "../exit.ts";
 import type { Logger } from "../logger.ts";
 import { type AcknowledgementPolicy, Acknowledgements } from "./acknowledgements.ts";
 import type { RedisClient } from "./client.ts";
+import { isRedisReply } from "./errors.ts";
 import { masterConnections } from "./info.ts";
 import { type MasterConnection, Masters } from "./masters.ts";
 import { ReplicaPolicy } from "./replica-policy.ts";
@@ -276,7 +277,7 @@ export class ReplicaWatch implements AcknowledgementPolicy {
   }
 
   #logReadError(error: unknown): void {
-    if (!(error instanceof Error) || error.name !== "ReplyError" || this.#loggedReadError) return;
+    if (!isRedisReply(error) || this.#loggedReadError) return;
     this.#loggedReadError = true;
     this.#options.logger.warn(
       { err: error },

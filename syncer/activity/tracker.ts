@@ -32,7 +32,7 @@ export interface ActivityReport {
 
 export interface ActivityTrackerOptions {
   shards: number;
-  /** SYNC_INTERVAL_MS: how far apart the leader's cycles are, to tell a missed cycle. */
+  /** SYNC_INTERVAL_MS: how far apart a syncer's cycles are, to tell a missed cycle. */
   intervalMs: number;
   emit: (report: ActivityReport) => void;
   logger: Logger;
@@ -118,7 +118,7 @@ export class ActivityTracker {
     const startedAt = report.startedAt.getTime();
     const endedAt = startedAt + report.durationMs;
     const last = this.#lastCycle;
-    // A leader's next cycle starts by max(previous start + interval, previous end) (fixed rate; an overrun
+    // A syncer's next cycle starts by max(previous start + interval, previous end) (fixed rate; an overrun
     // is followed at once). A cycle skipped because the lease was not held makes the next one at least a
     // whole interval later than that, so more than 3/4 of an interval late means missed cycles (a timer
     // firing late under load stays well below it): another syncer may have applied batches meanwhile.

@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ApiError } from "../../api/errors.ts";
-import { createIncrementers } from "../../api/store/increment.ts";
+import { createIncrementStore } from "../../api/store/increments.ts";
+import { writeProblem } from "../../api/store-problems.ts";
 import { allShardKeys, Keyspace, shardKeys, shardOfKey } from "../../lib/redis/keyspace.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
 import { waitFor } from "../harness/fixtures.ts";
@@ -201,10 +201,12 @@ describe("a retry after a timeout that Redis applied anyway", () => {
   it("is counted once", async () => {
     const { redis, server: redisServer } = store;
     const keyspace = new Keyspace("retry", 1);
-    const increment = createIncrementers(new Scripts(redis, keyspace), keyspace, {
+    const incrementStore = createIncrementStore(new Scripts(redis, keyspace), keyspace, {
       idempotencyTtlSeconds: 60,
       idempotencyMaxRecords: 1_000,
-    }).one;
+    });
+    const increment = (key: string, value: number, idempotency: { clientId: string; key: string }) =>
+      incrementStore({ increments: [{ key, value }], idempotency, endpoint: "increment" });
     const client = { clientId: "c", key: "retry-me" };
     // Load the script first: after a NOSCRIPT reply ioredis resends a script only while the command is
     // live, and the point here is a command Redis holds and then runs.
@@ -214,9 +216,14 @@ describe("a retry after a timeout that Redis applied anyway", () => {
     try {
       const stall = blocker.call("DEBUG", "SLEEP", "1");
       await new Promise((resolve) => setTimeout(resolve, 50));
-      const first = await increment("timed-out", 7, client).catch((error: unknown) => error);
-      expect(first).toBeInstanceOf(ApiError);
-      expect((first as ApiError).code).toBe("redis_unavailable");
+      const first = await increment("timed-out", 7, client);
+      expect(first).toMatchObject({ kind: "failed", failure: "timeout" });
+      if (first.kind !== "failed") throw new Error("the first attempt should have timed out");
+      // Answered as what it is: an outcome the client cannot know, to retry with its key.
+      expect(writeProblem(first, "increment")).toMatchObject({
+        code: "redis_unavailable",
+        message: expect.stringContaining("may or may not have been applied"),
+      });
       await stall;
     } finally {
       blocker.disconnect();
@@ -227,7 +234,7 @@ describe("a retry after a timeout that Redis applied anyway", () => {
     });
 
     // The client retries, as it should after a 503: the first attempt was applied, so this is a replay.
-    expect(await increment("timed-out", 7, client)).toBe("replayed");
+    expect(await increment("timed-out", 7, client)).toEqual({ kind: "replayed" });
     expect(await redis.hget(dirty, "timed-out")).toBe("7");
   });
 });

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
+import { LUA } from "../../lib/redis/scripts.ts";
 import { createTestApi, readProblem, type TestApi } from "../support/api.ts";
 
 let api: TestApi;
@@ -16,7 +17,7 @@ const dirty = () => shardKeys(api.prefix, 0).dirty;
 
 describe("POST /increment: the increments of one turn share a script", () => {
   it("sends them in one command, and in scripts of at most 1,000 when more arrive", async () => {
-    const batches = vi.spyOn(api.node.writes, "tallyIncrementBatch");
+    const batches = vi.spyOn(LUA.incrementBatch, "run");
     const few = await Promise.all(
       Array.from({ length: 50 }, (_, i) => api.increment({ key: `few:${i % 7}`, value: 2 }, token)),
     );
@@ -28,8 +29,8 @@ describe("POST /increment: the increments of one turn share a script", () => {
       Array.from({ length: 2_500 }, () => api.increment({ key: "many", value: 1 }, token)),
     );
     expect(many.map((response) => response.status).filter((status) => status !== 202)).toEqual([]);
-    // Each call is the hash, the group count (a request is a group of one), each group's size, its pairs.
-    expect(batches.mock.calls.map((call) => Number(call[1]))).toEqual([1_000, 1_000, 500]);
+    // Each call's arguments are the group count (a request is a group of one), each group's size, its pairs.
+    expect(batches.mock.calls.map(([, , args]) => Number(args[0]))).toEqual([1_000, 1_000, 500]);
     expect(await api.node.redis.hget(dirty(), "many")).toBe("2500");
     expect(await api.node.redis.hget(dirty(), "few:0")).toBe(String(2 * 8));
   });
@@ -37,7 +38,7 @@ describe("POST /increment: the increments of one turn share a script", () => {
   it("answers each on its own: one that would overflow is refused, the others in its batch are applied", async () => {
     const nearMax = (2n ** 63n - 10n).toString();
     await api.node.redis.hset(dirty(), "edge", nearMax);
-    const batches = vi.spyOn(api.node.writes, "tallyIncrementBatch");
+    const batches = vi.spyOn(LUA.incrementBatch, "run");
     const [overflow, other, fits] = await Promise.all([
       api.increment({ key: "edge", value: 11 }, token),
       api.increment({ key: "beside-edge", value: 1 }, token),

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { ApiError } from "../../api/errors.ts";
-import { createIncrementers } from "../../api/store/increment.ts";
+import { createIncrementStore } from "../../api/store/increments.ts";
+import type { WriteOutcome } from "../../api/store/write-outcome.ts";
+import { writeProblem } from "../../api/store-problems.ts";
 import { Keyspace } from "../../lib/redis/keyspace.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
 import { usePrivateRedis } from "../support/redis.ts";
@@ -11,22 +12,27 @@ import { usePrivateRedis } from "../support/redis.ts";
 
 const store = usePrivateRedis();
 
-async function codeOf(attempt: Promise<unknown>): Promise<string> {
-  const error = await attempt.then(
-    () => undefined,
-    (reason: unknown) => reason,
-  );
-  return error instanceof ApiError ? error.code : `no ApiError: ${String(error)}`;
+/** How the outcome of a write is answered: its problem's code. */
+async function codeOf(attempt: Promise<WriteOutcome>, endpoint: "increment" | "increments"): Promise<string> {
+  const outcome = await attempt;
+  return outcome.kind === "applied" || outcome.kind === "replayed"
+    ? outcome.kind
+    : `${writeProblem(outcome, endpoint).code} (${outcome.kind === "failed" ? outcome.failure : outcome.kind})`;
 }
 
 describe("a full Redis", () => {
   it("refuses single and batched increments, with and without an Idempotency-Key, as redis_full", async () => {
     const { redis } = store;
     const keyspace = new Keyspace("full", 2);
-    const { one, many } = createIncrementers(new Scripts(redis, keyspace), keyspace, {
+    const increment = createIncrementStore(new Scripts(redis, keyspace), keyspace, {
       idempotencyTtlSeconds: 60,
       idempotencyMaxRecords: 1_000,
     });
+    type Idempotency = { clientId: string; key: string };
+    const one = (key: string, value: number, idempotency?: Idempotency) =>
+      increment({ increments: [{ key, value }], idempotency, endpoint: "increment" });
+    const many = (increments: { key: string; value: number }[], idempotency?: Idempotency) =>
+      increment({ increments, idempotency, endpoint: "increments" });
     // Warm the scripts while there is room: the first call of each loads it into Redis' script cache.
     await one("warm", 1);
     await one("warm", 1, { clientId: "c", key: "warm" });
@@ -39,9 +45,9 @@ describe("a full Redis", () => {
       { key: "a", value: 1 },
       { key: "b", value: 2 },
     ];
-    expect(await codeOf(one("k", 1))).toBe("redis_full");
-    expect(await codeOf(one("k", 1, { clientId: "c", key: "k1" }))).toBe("redis_full");
-    expect(await codeOf(many(batch))).toBe("redis_full");
-    expect(await codeOf(many(batch, { clientId: "c", key: "b1" }))).toBe("redis_full");
+    expect(await codeOf(one("k", 1), "increment")).toBe("redis_full (oom)");
+    expect(await codeOf(one("k", 1, { clientId: "c", key: "k1" }), "increment")).toBe("redis_full (oom)");
+    expect(await codeOf(many(batch), "increments")).toBe("redis_full (oom)");
+    expect(await codeOf(many(batch, { clientId: "c", key: "b1" }), "increments")).toBe("redis_full (oom)");
   });
 });

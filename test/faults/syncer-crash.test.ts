@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
-import type { SyncStep } from "../../syncer/flush-shard.ts";
+import type { SyncStep } from "../../syncer/flush-context.ts";
 import { exactlyOnceViolations } from "../../tools/load/accounted.ts";
 import { Deployment } from "../support/deployment.ts";
 

@@ -129,11 +129,11 @@ describe("Acknowledgements", () => {
     replica.signal("SIGSTOP");
     try {
       // The first request is applied on one connection, and its answer lost; the retry comes on another.
-      expect((await first.incrementOnce(record, [{ key: "k", value: 1 }], "body", limits)).value).toBe(
-        "applied",
-      );
+      expect((await first.incrementOnce(record, [{ key: "k", value: 1 }], "body", limits)).value).toEqual({
+        kind: "applied",
+      });
       const replay = await retry.incrementOnce(record, [{ key: "k", value: 1 }], "body", limits);
-      expect(replay).toEqual({ value: "replayed", confirmed: false });
+      expect(replay).toEqual({ value: { kind: "replayed" }, confirmed: false });
     } finally {
       replica.signal("SIGCONT");
     }

@@ -165,7 +165,24 @@ export class Deployment {
   }
 
   async waitForDrain(timeoutMs = 20_000): Promise<void> {
-    await waitFor(() => this.isDrained(), { timeoutMs, message: "Redis still holds unsynced increments" });
+    await waitFor(() => this.isDrained(), {
+      timeoutMs,
+      message: () =>
+        `Redis still holds unsynced increments; the processes' last warnings:\n${this.warnings()}`,
+    });
+  }
+
+  /** The last warn and error lines of every process, to say why a test waited in vain. */
+  warnings(perProcess = 8): string {
+    return this.processes
+      .map((process, index) => {
+        const lines = process.logs.filter((line) => line.level === "warn" || line.level === "error");
+        return `#${index}: ${lines
+          .slice(-perProcess)
+          .map((line) => JSON.stringify(line))
+          .join("\n    ")}`;
+      })
+      .join("\n");
   }
 
   async counters(): Promise<Map<string, bigint>> {

@@ -3,8 +3,9 @@ import { afterAll, beforeAll, beforeEach } from "vitest";
 import type { Logger } from "../../lib/logger.ts";
 import { createPool } from "../../lib/postgres/pool.ts";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
-import { allShardKeys, Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
-import type { StepHook } from "../../syncer/flush-shard.ts";
+import { allShardKeys, Keyspace, type ShardKeys, shardKeys } from "../../lib/redis/keyspace.ts";
+import { LUA } from "../../lib/redis/scripts.ts";
+import type { StepHook } from "../../syncer/flush-context.ts";
 import { Syncer } from "../../syncer/syncer.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
 import { silentLogger } from "./logger.ts";
@@ -54,6 +55,20 @@ export function createSyncer(options: TestSyncerOptions): Syncer {
     onStep: options.onStep,
     ledgerRetentionMs: options.ledgerRetentionMs,
   });
+}
+
+/** Swaps the shard's dirty hash aside as batch `batchId`, as a syncer that then died would have. */
+export async function swapAside(
+  redis: RedisClient,
+  keys: ShardKeys,
+  batchId: string,
+  swappedAtMs: number,
+): Promise<void> {
+  await LUA.swap.run(
+    redis,
+    [keys.dirty, keys.flushing, keys.flushingMeta, keys.seq],
+    [batchId, swappedAtMs, 1],
+  );
 }
 
 /**

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
-import { BatchTransaction } from "../../syncer/apply.ts";
+import { BatchTransaction } from "../../syncer/batch-transaction.ts";
 import { readCounters, readLedger, useSyncerEnv } from "../support/syncer.ts";
 
 const env = useSyncerEnv();

@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
 import type { RedisClient } from "../../lib/redis/client.ts";
-import type { BatchOutcome, StepHook } from "../../syncer/flush-shard.ts";
+import type { StepHook } from "../../syncer/flush-context.ts";
+import type { BatchOutcome } from "../../syncer/flush-shard.ts";
 import type { CycleReport, Syncer } from "../../syncer/syncer.ts";
 import {
   addDeltas,

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
-import type { SyncStep } from "../../syncer/flush-shard.ts";
+import type { SyncStep } from "../../syncer/flush-context.ts";
 import type { Syncer } from "../../syncer/syncer.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import {
@@ -11,6 +11,7 @@ import {
   isDrained,
   readCounters,
   readLedger,
+  swapAside,
   useSyncerEnv,
 } from "../support/syncer.ts";
 
@@ -167,15 +168,7 @@ describe("a syncer that starts after a crash", () => {
     await writeRound(prefix, expected, 1);
     // What a syncer that died right after its swap leaves behind.
     const stranded = randomUUID();
-    await env.redis.tallySwap(
-      keys.dirty,
-      keys.flushing,
-      keys.flushingMeta,
-      keys.seq,
-      stranded,
-      Date.now(),
-      1,
-    );
+    await swapAside(env.redis, keys, stranded, Date.now());
     await writeRound(prefix, expected, 2);
     const { syncer, exit } = await syncerProcess(prefix);
     onTestFinished(exit);

@@ -6,13 +6,11 @@ import { Acknowledgements, NO_REPLICAS } from "../../lib/redis/acknowledgements.
 import { Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
 import { Masters } from "../../lib/redis/masters.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
-import { BatchTransaction } from "../../syncer/apply.ts";
-import {
-  type FlushContext,
-  flushShardOnce,
-  RedisWentBackError,
-  SwapUnconfirmedError,
-} from "../../syncer/flush-shard.ts";
+import { BatchTransaction } from "../../syncer/batch-transaction.ts";
+import type { FlushContext } from "../../syncer/flush-context.ts";
+import { flushShardOnce } from "../../syncer/flush-shard.ts";
+import { RedisWentBackError, SwapUnconfirmedError } from "../../syncer/protocol-errors.ts";
+import { ShardProgress } from "../../syncer/shard-progress.ts";
 import type { Syncer } from "../../syncer/syncer.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { captureLogger } from "../support/logger.ts";
@@ -38,7 +36,14 @@ const env = useSyncerEnv();
 function flushContext(overrides: Partial<FlushContext> = {}): FlushContext {
   // The scripts' keyspace names only the lease, which flushing never touches; the shard comes with each call.
   const scripts = new Scripts(env.redis, new Keyspace("flush", 1));
-  return { redis: env.redis, scripts, pool: env.pool, scanCount: 1_000, minSeq: new Map(), ...overrides };
+  return { scripts, pool: env.pool, scanCount: 1_000, progress: new ShardProgress(env.pool), ...overrides };
+}
+
+/** Progress that knows Postgres has committed the shard's batch `seq`. */
+function committedUpTo(shard: number, seq: bigint): ShardProgress {
+  const progress = new ShardProgress(env.pool);
+  progress.committed(shard, seq);
+  return progress;
 }
 
 async function readSyncState(shard: number) {
@@ -131,7 +136,7 @@ describe("flushShardOnce", () => {
     ]);
     expect(await readSyncState(0)).toEqual({ synced_through: second.swappedAt, last_seq: 2n });
     // The next swap must not reuse a committed seq even if Redis lost its counter.
-    expect(ctx.minSeq.get(0)).toBe(3n);
+    expect(ctx.progress.nextSeqFloor(0)).toBe(3n);
   });
 
   it("commits a batch whose keys all cancel out, without creating rows", async () => {
@@ -229,7 +234,7 @@ describe("flushShardOnce", () => {
     await env.redis.set(keys.seq, "3");
 
     // Postgres committed batch 7 of this shard: a Redis at 3 lost the swaps of batches 4 to 7.
-    const flush = flushShardOnce(flushContext({ minSeq: new Map([[0, 8n]]) }), keys);
+    const flush = flushShardOnce(flushContext({ progress: committedUpTo(0, 7n) }), keys);
 
     await expect(flush).rejects.toBeInstanceOf(RedisWentBackError);
     await expect(flush).rejects.toThrow(
@@ -514,7 +519,7 @@ describe("Syncer.runCycle", () => {
     await addDeltas(env.redis, prefix, [["a", 2]]);
     await flushShardOnce(
       flushContext({
-        minSeq: new Map([[0, 2n]]),
+        progress: committedUpTo(0, 1n),
         onStep: async (step) => {
           if (step === "after-commit") throw new Error("crash before the finish");
         },

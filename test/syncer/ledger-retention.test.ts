@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
-import { addDeltas, createSyncer, readCounters, useSyncerEnv } from "../support/syncer.ts";
+import { addDeltas, createSyncer, readCounters, swapAside, useSyncerEnv } from "../support/syncer.ts";
 
 // The batch ledger is pruned, and a batch too old for the ledger to vouch for is refused, not applied.
 
@@ -49,15 +49,7 @@ describe("ledger retention", () => {
     const keys = shardKeys(prefix, 0);
     await addDeltas(env.redis, prefix, [["ancient", 5]]);
     // A syncer swapped this batch 31 days ago and never finished it.
-    await env.redis.tallySwap(
-      keys.dirty,
-      keys.flushing,
-      keys.flushingMeta,
-      keys.seq,
-      randomUUID(),
-      Date.now() - 31 * DAY_MS,
-      1,
-    );
+    await swapAside(env.redis, keys, randomUUID(), Date.now() - 31 * DAY_MS);
     const syncer = createSyncer({ redis: env.redis, pool: env.pool, prefix, ledgerRetentionMs: 30 * DAY_MS });
 
     const report = await syncer.runCycle();

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
-import type { SyncStep } from "../../syncer/flush-shard.ts";
+import type { SyncStep } from "../../syncer/flush-context.ts";
 import { SyncerMetrics, syncerReadiness } from "../../syncer/metrics.ts";
 import { Syncer } from "../../syncer/syncer.ts";
 import { waitFor } from "../harness/fixtures.ts";

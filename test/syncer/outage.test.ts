@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from "vitest";
 import { migrate } from "../../lib/postgres/migrate.ts";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
-import type { SyncStep } from "../../syncer/flush-shard.ts";
+import type { SyncStep } from "../../syncer/flush-context.ts";
 import { type PostgresServer, startPostgres } from "../../tools/servers.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import {

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RedisClient } from "../../lib/redis/client.ts";
 import { type ShardKeys, shardKeys } from "../../lib/redis/keyspace.ts";
+import { LUA } from "../../lib/redis/scripts.ts";
 import { randomPrefix, sharedRedisUrl } from "../harness/fixtures.ts";
 import { deletePrefix, openRedis } from "../support/syncer.ts";
 
@@ -27,19 +28,22 @@ function freshShard(): ShardKeys {
   return shardKeys(prefix, 0);
 }
 
-function swap(keys: ShardKeys, batchId: string, swappedAtMs: number, minSeq = 1) {
-  return redis.tallySwap(
-    keys.dirty,
-    keys.flushing,
-    keys.flushingMeta,
-    keys.seq,
-    batchId,
-    swappedAtMs,
-    minSeq,
+// Raw replies, as the scripts give them: Scripts reads them into discriminated unions.
+async function swap(keys: ShardKeys, batchId: string, swappedAtMs: number, minSeq = 1): Promise<unknown[]> {
+  const reply = await LUA.swap.run(
+    redis,
+    [keys.dirty, keys.flushing, keys.flushingMeta, keys.seq],
+    [batchId, swappedAtMs, minSeq],
   );
+  if (!Array.isArray(reply)) throw new Error(`swap answered ${JSON.stringify(reply)}`);
+  return reply;
 }
 
-describe("swap.lua", () => {
+function finish(keys: ShardKeys, batchId: string): Promise<unknown> {
+  return LUA.finish.run(redis, [keys.flushing, keys.flushingMeta], [batchId]);
+}
+
+describe("swap-4.lua", () => {
   it("moves the dirty hash to the flushing hash under a new batch, with seq and swap time", async () => {
     const keys = freshShard();
     await redis.hincrby(keys.dirty, "a", 5);
@@ -137,14 +141,14 @@ describe("swap.lua", () => {
   });
 });
 
-describe("finish.lua", () => {
+describe("finish-2.lua", () => {
   it("deletes the flushing hash and its meta when the batch id matches", async () => {
     const keys = freshShard();
     await redis.hincrby(keys.dirty, "a", 1);
     const batchId = randomUUID();
     await swap(keys, batchId, 1_000);
 
-    expect(await redis.tallyFinish(keys.flushing, keys.flushingMeta, batchId)).toBe(1);
+    expect(await finish(keys, batchId)).toBe("finished");
 
     expect(await redis.exists(keys.flushing, keys.flushingMeta)).toBe(0);
     // The seq counter outlives batches: it orders them across the shard's whole life.
@@ -156,13 +160,13 @@ describe("finish.lua", () => {
     await redis.hincrby(keys.dirty, "a", 1);
     const stale = randomUUID();
     await swap(keys, stale, 1_000);
-    await redis.tallyFinish(keys.flushing, keys.flushingMeta, stale);
+    await finish(keys, stale);
     await redis.hincrby(keys.dirty, "b", 2);
     const newer = randomUUID();
     await swap(keys, newer, 2_000);
 
     // A slow syncer finishing the batch that another syncer already finished.
-    expect(await redis.tallyFinish(keys.flushing, keys.flushingMeta, stale)).toBe(0);
+    expect(await finish(keys, stale)).toBe("other");
 
     expect(await redis.hgetall(keys.flushing)).toEqual({ b: "2" });
     expect(await redis.hget(keys.flushingMeta, "batch")).toBe(newer);
@@ -172,15 +176,15 @@ describe("finish.lua", () => {
     const keys = freshShard();
     await redis.hincrby(keys.dirty, "a", 1);
 
-    expect(await redis.tallyFinish(keys.flushing, keys.flushingMeta, randomUUID())).toBe(0);
+    expect(await finish(keys, randomUUID())).toBe("other");
 
     expect(await redis.hgetall(keys.dirty)).toEqual({ a: "1" });
   });
 });
 
-describe("pending.lua", () => {
+describe("pending-4.lua", () => {
   function pending(keys: ShardKeys, counterKey: string) {
-    return redis.tallyPending(keys.dirty, keys.flushing, keys.flushingMeta, keys.seq, counterKey);
+    return LUA.pending.run(redis, [keys.dirty, keys.flushing, keys.flushingMeta, keys.seq], [counterKey]);
   }
 
   it("returns nils for a shard that never had a write", async () => {
@@ -204,8 +208,69 @@ describe("pending.lua", () => {
     await redis.hincrby(keys.dirty, "a", 10);
     const batchId = randomUUID();
     await swap(keys, batchId, 1_000);
-    await redis.tallyFinish(keys.flushing, keys.flushingMeta, batchId);
+    await finish(keys, batchId);
 
     expect(await pending(keys, "a")).toEqual([null, null, null, "1"]);
+  });
+});
+
+describe("increment-batch-1.lua and increment-once-3.lua (the shared apply-increments include)", () => {
+  it("applies each group whole or not at all, answering a reason code for a refused one", async () => {
+    const keys = freshShard();
+    await redis.hset(keys.dirty, "edge", (2n ** 63n - 1n).toString());
+
+    const reply = await LUA.incrementBatch.run(redis, [keys.dirty], [2, 2, 1, "a", 1, "b", 2, "edge", 1]);
+
+    expect(reply).toEqual(["applied", ["refused", 1, "overflow"]]);
+    expect(await redis.hgetall(keys.dirty)).toEqual({ a: "1", b: "2", edge: (2n ** 63n - 1n).toString() });
+  });
+
+  it("undoes what a refused part applied before the refusal, and drops a field it created", async () => {
+    const keys = freshShard();
+    await redis.hset(keys.dirty, "edge", (2n ** 63n - 1n).toString(), "kept", "5");
+    const record = `${keys.dirty}:record`;
+    const index = `${keys.dirty}:index`;
+
+    const reply = await LUA.incrementOnce.run(
+      redis,
+      [keys.dirty, record, index],
+      ["fingerprint", 60, Date.now(), 100, "digest", "new", 3, "kept", -5, "edge", 1],
+    );
+
+    expect(reply).toEqual(["refused", 3, "overflow"]);
+    expect(await redis.hgetall(keys.dirty)).toEqual({ edge: (2n ** 63n - 1n).toString(), kept: "5" });
+    expect(await redis.exists(record, index)).toBe(0);
+  });
+
+  it("answers applied, then replayed for the same body and reused for another", async () => {
+    const keys = freshShard();
+    const run = (fingerprint: string) =>
+      LUA.incrementOnce.run(
+        redis,
+        [keys.dirty, `${keys.dirty}:record`, `${keys.dirty}:index`],
+        [fingerprint, 60, Date.now(), 100, "digest", "k", 1],
+      );
+
+    expect(await run("same")).toEqual(["applied"]);
+    expect(await run("same")).toEqual(["replayed"]);
+    expect(await run("other")).toEqual(["reused"]);
+    expect(await redis.hget(keys.dirty, "k")).toBe("1");
+  });
+});
+
+describe("LuaScript", () => {
+  it("takes its key count from its file's name and refuses another", async () => {
+    expect(LUA.incrementOnce.keyCount).toBe(3);
+    await expect(LUA.incrementOnce.run(redis, ["only-one"], [])).rejects.toThrow(
+      "increment-once takes 3 keys, not 1",
+    );
+  });
+
+  it("inlines its includes, and runs on a Redis that does not know it yet (EVAL after NOSCRIPT)", async () => {
+    expect(LUA.incrementBatch.source).toContain("local function applyIncrements");
+    expect(LUA.incrementBatch.source).not.toContain("@include");
+    await redis.script("FLUSH");
+    const keys = freshShard();
+    expect(await LUA.incrementBatch.run(redis, [keys.dirty], [1, 1, "a", 1])).toEqual(["applied"]);
   });
 });

@@ -1,9 +1,10 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { RateLimiterRes } from "rate-limiter-flexible";
+import { redisFailureOf } from "../../../lib/redis/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { ApiError } from "../../errors.ts";
 import { setResponseHeader } from "../../respond.ts";
-import { redisFailure } from "../../store/redis-errors.ts";
+import { redisProblem } from "../../store-problems.ts";
 import type { PointSpender } from "./coalesce.ts";
 
 export interface RateLimitOptions {
@@ -47,7 +48,7 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> 
         );
       }
       // The limiter shares the counters' Redis: if it cannot answer (down, or full), neither could the write.
-      throw redisFailure(rejection);
+      throw redisProblem(redisFailureOf(rejection), rejection);
     }
     setResponseHeader(c, "RateLimit-Policy", policyHeader);
     setResponseHeader(c, "RateLimit", stateHeader(state));

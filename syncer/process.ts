@@ -13,7 +13,7 @@ import type { Shutdown } from "../lib/shutdown.ts";
 import { Activity } from "./activity/index.ts";
 import { WebhookSender } from "./activity/webhook.ts";
 import { faultHookFromConfig } from "./faults.ts";
-import type { StepHook } from "./flush-shard.ts";
+import type { StepHook } from "./flush-context.ts";
 import { SyncerMetrics } from "./metrics.ts";
 import { Syncer } from "./syncer.ts";
 
@@ -32,7 +32,7 @@ export function syncerShutdownTimeoutMs(config: Config): number {
   return Math.max(config.http.shutdownTimeoutMs, config.sync.intervalMs * 3);
 }
 
-/** Starts a syncer (leader or standby) and registers its drain-then-close cleanups. */
+/** Starts a syncer process's syncer, with its clients, watches and activity, and registers their cleanups. */
 export async function startSyncer(
   config: Config,
   logger: Logger,

@@ -7,10 +7,10 @@
 
   ARGV[1]  holder id of the caller
 
-  Returns  1 when the caller's lease was released, 0 when it did not hold it.
+  Returns  "released" when the caller's lease was released, "not-held" when it did not hold it.
 ]]
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  return 1
+  return 'released'
 end
-return 0
+return 'not-held'

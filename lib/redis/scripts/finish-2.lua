@@ -12,10 +12,11 @@
 
   ARGV[1]  id of the committed batch
 
-  Returns  1 when the batch was deleted, 0 when the flushing hash holds another batch or none.
+  Returns  "finished" when the batch was deleted, "other" when the flushing hash holds another batch or
+           none.
 ]]
 if redis.call('HGET', KEYS[2], 'batch') == ARGV[1] then
   redis.call('UNLINK', KEYS[1], KEYS[2])
-  return 1
+  return 'finished'
 end
-return 0
+return 'other'

@@ -9,15 +9,15 @@
   ARGV[1]  holder id of the caller
   ARGV[2]  lease time to live, ms
 
-  Returns  1 when the caller holds the lease afterwards, 0 when another holder does.
+  Returns  "held" when the caller holds the lease afterwards, "taken" when another holder does.
 ]]
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+  return 'held'
 end
 if not holder then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+  return 'held'
 end
-return 0
+return 'taken'
