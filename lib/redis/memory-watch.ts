@@ -3,8 +3,8 @@ import type { Config } from "../config.ts";
 import { exitForOperator } from "../exit.ts";
 import type { Logger } from "../logger.ts";
 import type { RedisClient } from "./client.ts";
-import { isRedisReply } from "./errors.ts";
 import { evictionRisk, hasRoomAgain, isFull, type RedisMemory, readRedisMemory } from "./memory.ts";
+import { PeriodicReading } from "./periodic-reading.ts";
 
 export interface RedisMemoryWatchOptions {
   redis: RedisClient;
@@ -40,24 +40,29 @@ export class RedisMemoryWatch {
   #full = false;
   #loggedUnsafe = new Set<string>();
   #loggedFull = false;
-  #loggedReadError = false;
-  #timer: NodeJS.Timeout | undefined;
-  readonly #onReady = () => void this.check();
+  readonly #reading: PeriodicReading;
 
   constructor(options: RedisMemoryWatchOptions) {
     this.#options = options;
+    this.#reading = new PeriodicReading({
+      redis: options.redis,
+      intervalMs: options.intervalMs,
+      read: () => this.#read(),
+      logger: options.logger,
+      refusedMessage: "cannot read Redis INFO memory: its eviction policy and memory use go unchecked",
+      // Redis answered, but will not tell: ready, unchecked.
+      onRefused: () => {
+        this.#checked = true;
+      },
+    });
   }
 
   start(): void {
-    this.#options.redis.on("ready", this.#onReady);
-    if (this.#options.redis.status === "ready") void this.check();
-    this.#timer = setInterval(() => void this.check(), this.#options.intervalMs);
-    this.#timer.unref();
+    this.#reading.start();
   }
 
   stop(): void {
-    clearInterval(this.#timer);
-    this.#options.redis.off("ready", this.#onReady);
+    this.#reading.stop();
   }
 
   /** A write was refused with OOM: Redis is full now, whatever the last reading said. */
@@ -87,14 +92,12 @@ export class RedisMemoryWatch {
   }
 
   /** Reads every master now; a failed read keeps the last readings (Redis being down is reported elsewhere). */
-  async check(): Promise<void> {
-    let readings: RedisMemory[];
-    try {
-      readings = await readRedisMemory(this.#options.redis);
-    } catch (error) {
-      this.#logReadError(error);
-      return;
-    }
+  check(): Promise<void> {
+    return this.#reading.now();
+  }
+
+  async #read(): Promise<void> {
+    const readings = await readRedisMemory(this.#options.redis);
     this.#readings = readings;
     if (readings.some(isFull)) this.#full = true;
     else if (readings.every(hasRoomAgain)) this.#full = false;
@@ -188,19 +191,6 @@ export class RedisMemoryWatch {
     } else {
       this.#options.logger.info("Redis has room again");
     }
-  }
-
-  #logReadError(error: unknown): void {
-    // A connection error is Redis being down, which the client and readiness report already.
-    if (!isRedisReply(error)) return;
-    // Redis answered, but will not tell (INFO renamed or denied): ready, unchecked, and said once.
-    this.#checked = true;
-    if (this.#loggedReadError) return;
-    this.#loggedReadError = true;
-    this.#options.logger.warn(
-      { err: error },
-      "cannot read Redis INFO memory: its eviction policy and memory use go unchecked",
-    );
   }
 }
 

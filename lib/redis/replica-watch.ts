@@ -1,22 +1,22 @@
-import { Cluster, Redis } from "ioredis";
+import { Cluster, type Redis } from "ioredis";
 import { Gauge, type Registry } from "prom-client";
 import type { Config } from "../config.ts";
 import { exitForOperator } from "../exit.ts";
 import type { Logger } from "../logger.ts";
 import { type AcknowledgementPolicy, Acknowledgements } from "./acknowledgements.ts";
 import type { RedisClient } from "./client.ts";
-import { isRedisReply } from "./errors.ts";
 import { masterConnections } from "./info.ts";
 import { type MasterConnection, Masters } from "./masters.ts";
+import { PeriodicReading } from "./periodic-reading.ts";
 import { ReplicaPolicy } from "./replica-policy.ts";
 import {
   myIdInClusterNodes,
   parseReplicationInfo,
   promotableInClusterNodes,
-  promotableInSentinelReplicas,
   type ReplicaReading,
   versionAtLeast,
 } from "./replicas.ts";
+import { SentinelReplicas } from "./sentinel-replicas.ts";
 
 export interface ReplicaWatchOptions {
   redis: RedisClient;
@@ -33,8 +33,6 @@ export interface ReplicaWatchOptions {
   onUnsupportedAtStart: (message: string) => void;
 }
 
-// Sentinels answer in well under this; one that does not is skipped for the next.
-const SENTINEL_TIMEOUT_MS = 1_000;
 // A master that a write needs to know about is read at once, but not more often than this.
 const ON_DEMAND_READ_MS = 250;
 
@@ -47,48 +45,40 @@ const ON_DEMAND_READ_MS = 250;
 export class ReplicaWatch implements AcknowledgementPolicy {
   readonly #options: ReplicaWatchOptions;
   readonly #policy: ReplicaPolicy;
+  readonly #reading: PeriodicReading;
+  readonly #sentinels: SentinelReplicas | undefined;
   #checked = false;
-  #checking: Promise<void> | undefined;
-  #timer: NodeJS.Timeout | undefined;
   readonly #logged = new Map<string, string>();
-  #loggedReadError = false;
   readonly #readOnDemandAt = new Map<string, number>();
-  readonly #sentinelClients: Redis[];
-  readonly #onReady = () => void this.check();
 
   constructor(options: ReplicaWatchOptions) {
     this.#options = options;
-    const topology = options.redis instanceof Cluster || (options.sentinels ?? []).length > 0;
-    this.#policy = new ReplicaPolicy(options.replicas, topology);
-    this.#sentinelClients = (options.sentinels ?? []).map(
-      ({ host, port }) =>
-        new Redis({
-          host,
-          port,
-          lazyConnect: true,
-          enableOfflineQueue: false,
-          maxRetriesPerRequest: 0,
-          commandTimeout: SENTINEL_TIMEOUT_MS,
-          connectTimeout: SENTINEL_TIMEOUT_MS,
-          retryStrategy: () => 1_000,
-          connectionName: "tally-replica-watch",
-        }),
+    const sentinels = options.sentinels ?? [];
+    this.#sentinels =
+      sentinels.length > 0
+        ? new SentinelReplicas(sentinels, options.sentinelMaster ?? "mymaster")
+        : undefined;
+    this.#policy = new ReplicaPolicy(
+      options.replicas,
+      options.redis instanceof Cluster || sentinels.length > 0,
     );
-    // A Sentinel that is down is one of several; the master's own connection reports Redis being down.
-    for (const client of this.#sentinelClients) client.on("error", () => {});
+    this.#reading = new PeriodicReading({
+      redis: options.redis,
+      intervalMs: options.intervalMs,
+      read: () => this.#read(),
+      logger: options.logger,
+      refusedMessage:
+        "cannot read Redis INFO replication (or the replicas' state): writes wait for the replicas REDIS_WAIT_REPLICAS names, one where it says auto",
+    });
   }
 
   start(): void {
-    this.#options.redis.on("ready", this.#onReady);
-    if (this.#options.redis.status === "ready") void this.check();
-    this.#timer = setInterval(() => void this.check(), this.#options.intervalMs);
-    this.#timer.unref();
+    this.#reading.start();
   }
 
   stop(): void {
-    clearInterval(this.#timer);
-    this.#options.redis.off("ready", this.#onReady);
-    for (const client of this.#sentinelClients) client.disconnect();
+    this.#reading.stop();
+    this.#sentinels?.close();
   }
 
   get observesConnections(): boolean {
@@ -119,10 +109,7 @@ export class ReplicaWatch implements AcknowledgementPolicy {
 
   /** Reads every master now (one reading at a time); a failed reading keeps the last ones. */
   check(): Promise<void> {
-    this.#checking ??= this.#read().finally(() => {
-      this.#checking = undefined;
-    });
-    return this.#checking;
+    return this.#reading.now();
   }
 
   /** Exports per master the replicas a failover could promote and how many a write waits for. */
@@ -156,13 +143,7 @@ export class ReplicaWatch implements AcknowledgementPolicy {
 
   async #read(): Promise<void> {
     const startedAt = performance.now();
-    let readings: ReplicaReading[];
-    try {
-      readings = await this.#readMasters();
-    } catch (error) {
-      this.#logReadError(error);
-      return;
-    }
+    const readings = await this.#readMasters();
     for (const reading of readings) this.#policy.noteReading(reading, performance.now());
     // A master read on demand since (a Cluster client may not list a new master yet) stays known.
     this.#policy.forgetUnreadSince(Math.min(startedAt, performance.now() - 2 * this.#options.intervalMs));
@@ -179,7 +160,7 @@ export class ReplicaWatch implements AcknowledgementPolicy {
   }
 
   async #readMasters(): Promise<ReplicaReading[]> {
-    const sentinelPromotable = this.#sentinelClients.length > 0 ? await this.#askSentinels() : undefined;
+    const sentinelPromotable = await this.#sentinels?.promotable();
     return Promise.all(
       masterConnections(this.#options.redis).map((master) => this.#readMaster(master, sentinelPromotable)),
     );
@@ -194,12 +175,12 @@ export class ReplicaWatch implements AcknowledgementPolicy {
 
   async #readOne(master: MasterConnection): Promise<void> {
     try {
-      const sentinelPromotable = this.#sentinelClients.length > 0 ? await this.#askSentinels() : undefined;
+      const sentinelPromotable = await this.#sentinels?.promotable();
       const reading = await this.#readMaster(master, sentinelPromotable);
       this.#policy.noteReading(reading, performance.now());
       this.#logChanges([reading]);
-    } catch (error) {
-      this.#logReadError(error);
+    } catch {
+      // Read again with every master, or at the next write that needs it.
     }
   }
 
@@ -215,21 +196,6 @@ export class ReplicaWatch implements AcknowledgementPolicy {
       promotable = myId === undefined ? info.connected : promotableInClusterNodes(nodes, myId);
     }
     return { ...info, promotable };
-  }
-
-  /** The replicas of the master that the first Sentinel to answer could promote. */
-  async #askSentinels(): Promise<number> {
-    const master = this.#options.sentinelMaster ?? "mymaster";
-    let lastError: unknown;
-    for (const client of this.#sentinelClients) {
-      try {
-        if (client.status === "wait") await client.connect();
-        return promotableInSentinelReplicas(await client.call("SENTINEL", "REPLICAS", master));
-      } catch (error) {
-        lastError = error;
-      }
-    }
-    throw lastError ?? new Error("no Sentinel configured");
   }
 
   /** Why Redis cannot give the acknowledgements configured, or undefined when it can. */
@@ -274,15 +240,6 @@ export class ReplicaWatch implements AcknowledgementPolicy {
         );
       }
     }
-  }
-
-  #logReadError(error: unknown): void {
-    if (!isRedisReply(error) || this.#loggedReadError) return;
-    this.#loggedReadError = true;
-    this.#options.logger.warn(
-      { err: error },
-      "cannot read Redis INFO replication (or the replicas' state): writes wait for the replicas REDIS_WAIT_REPLICAS names, one where it says auto",
-    );
   }
 }
 
