@@ -1,8 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { generateLoad, type LoadResult } from "../tools/load/throughput.ts";
-import { type ServiceProcess, spawnService } from "../tools/process.ts";
-import { freePort, type RedisServer, startRedis } from "../tools/servers.ts";
+import { freePort } from "../tools/servers/ports.ts";
+import { type RedisServer, startRedis } from "../tools/servers/redis.ts";
+import { spawnTally, type TallyProcess } from "../tools/tally-process.ts";
 import { cpuSecondsOfTree } from "./proc.ts";
 
 // What acknowledgements cost. On a master with one replica: REDIS_WAIT_REPLICAS=1 against 0. On a single
@@ -98,7 +99,7 @@ async function compare(
   const env = { ...options.env, REDIS_URL: redis.url, METRICS_PORT: "0" };
   const node = async (waitReplicas: string) => {
     const port = await freePort();
-    const api = spawnService("dist/api/main.js", {
+    const api = spawnTally("dist/api/main.js", {
       ...env,
       REDIS_WAIT_REPLICAS: waitReplicas,
       API_WORKERS: String(options.workers),
@@ -108,7 +109,7 @@ async function compare(
     await untilReady(api, `http://127.0.0.1:${port}`);
     return { api, url: `http://127.0.0.1:${port}`, pid: api.child.pid ?? 0 };
   };
-  const syncer = spawnService("dist/syncer/main.js", env);
+  const syncer = spawnTally("dist/syncer/main.js", env);
   cleanups.push(() => syncer.stop("SIGKILL"));
   const setting = await node(settingValue);
   const baseline = await node(baselineValue);
@@ -190,7 +191,7 @@ async function untilOnline(master: RedisServer): Promise<void> {
   }
 }
 
-async function untilReady(api: ServiceProcess, url: string): Promise<void> {
+async function untilReady(api: TallyProcess, url: string): Promise<void> {
   for (let attempt = 0; attempt < 300; attempt++) {
     if (
       await fetch(`${url}/readyz`).then(

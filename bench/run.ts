@@ -13,8 +13,10 @@ import { connectRedis, createRedis, type RedisClient } from "../lib/redis/client
 import { type Keyspace, keyspaceOf } from "../lib/redis/keyspace.ts";
 import { mintToken } from "../lib/tokens.ts";
 import { generateLoad, type LoadResult } from "../tools/load/throughput.ts";
-import { type ServiceProcess, spawnService } from "../tools/process.ts";
-import { freePort, startPostgres, startRedis } from "../tools/servers.ts";
+import { freePort } from "../tools/servers/ports.ts";
+import { startPostgres } from "../tools/servers/postgres.ts";
+import { startRedis } from "../tools/servers/redis.ts";
+import { spawnTally, type TallyProcess } from "../tools/tally-process.ts";
 import { longestSwapToCommit, worstStalenessBeforeCommits } from "./ledger.ts";
 import { rssOfTree } from "./proc.ts";
 import { measureReplicas } from "./replicas.ts";
@@ -106,7 +108,7 @@ try {
       PORT: String(servicePort),
       LOG_LEVEL: "warn",
     };
-    const service = spawnService("dist/scripts/start.js", serviceEnv);
+    const service = spawnTally("dist/scripts/start.js", serviceEnv);
     // What the service runs with (default prefix and shard count): the staleness injector writes as its API
     // would.
     const config = parseConfig(serviceEnv);
@@ -243,7 +245,7 @@ async function acceptedIncrements(metricsUrl: string): Promise<number> {
  * up, Postgres must hold exactly what the API says it accepted.
  */
 async function measureBatches(
-  service: ServiceProcess,
+  service: TallyProcess,
   { serviceUrl, metricsUrl, token, redisPort, pool }: BatchTarget,
 ) {
   const { stdout } = await run("redis-benchmark", [
@@ -401,7 +403,7 @@ async function measureClient(serviceUrl: string, token: string) {
 /** A baseline server from bench/baselines/, on its own port, with as many workers as the service. */
 async function startBaseline(name: "bare-http" | "minimal-hono", workers: number, redisUrl: string) {
   const port = await freePort();
-  const server = spawnService(`bench/baselines/${name}.ts`, {}, [String(port), String(workers), redisUrl]);
+  const server = spawnTally(`bench/baselines/${name}.ts`, {}, [String(port), String(workers), redisUrl]);
   cleanups.push(() => server.stop("SIGKILL"));
   await server.waitForLog((line) => String(line.msg).startsWith(`${name} listening`));
   log(`bench: ${name} at http://127.0.0.1:${port}`);
@@ -413,7 +415,7 @@ async function startBaseline(name: "bare-http" | "minimal-hono", workers: number
  * three alike.
  */
 async function measureHttp(
-  service: ServiceProcess,
+  service: TallyProcess,
   serviceUrl: string,
   token: string,
   { workers, redisUrl }: { workers: number; redisUrl: string },
@@ -459,14 +461,14 @@ async function measureHttp(
 }
 
 /** Where `npm start` serves the API's metrics: it prints the address once it listens. */
-async function apiMetricsUrl(service: ServiceProcess): Promise<string> {
+async function apiMetricsUrl(service: TallyProcess): Promise<string> {
   const line = await service.waitForLog((entry) => /metrics at \S+ \(api\)/.test(String(entry.msg)));
   const url = /metrics at (\S+) \(api\)/.exec(String(line.msg))?.[1];
   if (url === undefined) throw new Error(`no API metrics address in ${JSON.stringify(line)}`);
   return url;
 }
 
-async function waitUntilReady(service: ServiceProcess, url: string): Promise<string> {
+async function waitUntilReady(service: TallyProcess, url: string): Promise<string> {
   for (let attempt = 0; attempt < 300; attempt++) {
     try {
       if ((await fetch(`${url}/readyz`)).ok) return url;
@@ -478,7 +480,7 @@ async function waitUntilReady(service: ServiceProcess, url: string): Promise<str
   throw new Error(`service did not become ready:\n${JSON.stringify(service.logs.slice(-10))}`);
 }
 
-function sampleRss(service: ServiceProcess): { stop(): Promise<Record<string, number>> } {
+function sampleRss(service: TallyProcess): { stop(): Promise<Record<string, number>> } {
   let peak: Record<string, number> = {};
   const timer = setInterval(() => {
     peak = maxRss(peak, rssOfTree(service.child.pid ?? 0));

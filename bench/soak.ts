@@ -3,13 +3,9 @@ import { parseArgs } from "node:util";
 import pg from "pg";
 import { mintToken } from "../lib/tokens.ts";
 import { Accounting, sendIncrement } from "../tools/load/increment.ts";
-import { type ServiceProcess, spawnService } from "../tools/process.ts";
-import {
-  type PostgresServer,
-  type RedisServer,
-  startMigratedPostgres,
-  startRedis,
-} from "../tools/servers.ts";
+import { type PostgresServer, startMigratedPostgres } from "../tools/servers/postgres.ts";
+import { type RedisServer, startRedis } from "../tools/servers/redis.ts";
+import { spawnTally, type TallyProcess } from "../tools/tally-process.ts";
 
 // `npm run soak -- [--rps 1000] [--duration 300] [--keys 10000]`
 //
@@ -66,8 +62,8 @@ try {
     // Two processes on one host: each takes a free metrics port.
     METRICS_PORT: "0",
   };
-  const api = spawnService("api/main.ts", env);
-  const syncer = spawnService("syncer/main.ts", env);
+  const api = spawnTally("api/main.ts", env);
+  const syncer = spawnTally("syncer/main.ts", env);
   cleanups.push(
     () => api.stop("SIGKILL"),
     () => syncer.stop("SIGKILL"),
@@ -169,12 +165,12 @@ interface StatsLine {
   eventLoopDelayMs?: { p99?: number };
 }
 
-function lastStats(service: ServiceProcess): StatsLine | undefined {
+function lastStats(service: TallyProcess): StatsLine | undefined {
   return service.logs.findLast((line) => line.msg === "process stats") as StatsLine | undefined;
 }
 
 /** The kernel's figure, which includes what the process's own stats cannot see (native buffers). */
-function rssMb(service: ServiceProcess): number | undefined {
+function rssMb(service: TallyProcess): number | undefined {
   try {
     const status = readFileSync(`/proc/${service.child.pid}/status`, "utf8");
     const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cacheVerifiedTokens } from "../../api/middleware/auth/token-cache.ts";
 import { createTokenVerifier, InvalidTokenError } from "../../api/middleware/auth/verifier.ts";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
-import { freePort } from "../../tools/servers.ts";
+import { freePort } from "../../tools/servers/ports.ts";
 import { createTestApi, readProblem, TEST_SECRET, type TestApi } from "../support/api.ts";
 
 type KeyPair = Awaited<ReturnType<typeof generateKeyPair>>;

@@ -3,7 +3,7 @@ import { type ApiInstance, createApiInstance } from "../../api/instance.ts";
 import { parseConfig } from "../../lib/config.ts";
 import { createLogger } from "../../lib/logger.ts";
 import { mintToken } from "../../lib/tokens.ts";
-import { freePort } from "../../tools/servers.ts";
+import { freePort } from "../../tools/servers/ports.ts";
 import { TEST_SECRET } from "../support/api.ts";
 
 // What an API node logs during a request: every line carries the request's id, and no token or secret

@@ -1,7 +1,7 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
-import { type RedisServer, startRedis } from "../../tools/servers.ts";
+import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 import { createTestApi, type TestApi } from "../support/api.ts";
 import { family, parseMetrics, type Sample, sampleValue } from "../support/metrics.ts";
 

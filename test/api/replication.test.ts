@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type RedisServer, startRedis } from "../../tools/servers.ts";
+import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { createTestApi, readProblem, type TestApi } from "../support/api.ts";
 import { parseMetrics, sampleValue } from "../support/metrics.ts";

@@ -6,7 +6,7 @@ import {
   TallyRejectedError,
 } from "../../client/src/index.ts";
 import { mintToken } from "../../lib/tokens.ts";
-import { startRedis } from "../../tools/servers.ts";
+import { startRedis } from "../../tools/servers/redis.ts";
 import { TEST_SECRET } from "../support/api.ts";
 import { Deployment } from "../support/deployment.ts";
 

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { TallyClient, type TallyError } from "../../client/src/index.ts";
-import { startRedis } from "../../tools/servers.ts";
+import { startRedis } from "../../tools/servers/redis.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";
 import { startNginx } from "../support/nginx.ts";

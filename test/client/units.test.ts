@@ -13,7 +13,7 @@ import { backoffMs, DEFAULT_RETRY, serverDelayMs } from "../../client/src/retry.
 import { MAX_KEY_BYTES } from "../../client/src/rules.ts";
 import { BearerToken } from "../../client/src/token.ts";
 import { MAX_KEY_BYTES as SERVICE_MAX_KEY_BYTES } from "../../lib/config.ts";
-import { freePort } from "../../tools/servers.ts";
+import { freePort } from "../../tools/servers/ports.ts";
 
 // The client's pure parts. Everything that talks to the service is tested against a real one
 // (client.test.ts, faults.test.ts).

@@ -5,8 +5,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it, onTestFinished } from "vitest";
-import { type ServiceProcess, spawnService } from "../../tools/process.ts";
-import { freePort } from "../../tools/servers.ts";
+import { freePort } from "../../tools/servers/ports.ts";
+import { spawnTally, type TallyProcess } from "../../tools/tally-process.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
 import { TEST_SECRET } from "../support/api.ts";
 
@@ -21,8 +21,8 @@ const buildRoot = path.join(ROOT, ".tmp", `build-${randomBytes(4).toString("hex"
 const outDir = path.join(buildRoot, "dist");
 afterAll(() => rm(buildRoot, { recursive: true, force: true }));
 
-function started(entry: string, env: Record<string, string>): ServiceProcess {
-  const process = spawnService(entry, env);
+function started(entry: string, env: Record<string, string>): TallyProcess {
+  const process = spawnTally(entry, env);
   onTestFinished(async () => {
     await process.stop("SIGKILL");
   });

@@ -2,21 +2,21 @@ import { readFile } from "node:fs/promises";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mintToken } from "../../lib/tokens.ts";
-import { type ServiceProcess, spawnService } from "../../tools/process.ts";
+import { spawnTally, type TallyProcess } from "../../tools/tally-process.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
 import { TEST_SECRET } from "../support/api.ts";
 import { parseMetrics, sampleValue } from "../support/metrics.ts";
 
 // `npm start` as a user runs it: one process with migrations, an API node and a syncer.
 const WORKERS = 2;
-let service: ServiceProcess;
+let service: TallyProcess;
 let baseUrl: string;
 let database: Awaited<ReturnType<typeof freshDatabase>>;
 let pool: pg.Pool;
 
 beforeAll(async () => {
   database = await freshDatabase();
-  service = spawnService("scripts/start.ts", {
+  service = spawnTally("scripts/start.ts", {
     PORT: "0",
     HOST: "127.0.0.1",
     REDIS_URL: sharedRedisUrl(),

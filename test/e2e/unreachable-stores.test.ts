@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { spawnService } from "../../tools/process.ts";
-import { freePort } from "../../tools/servers.ts";
+import { freePort } from "../../tools/servers/ports.ts";
+import { spawnTally } from "../../tools/tally-process.ts";
 import { TEST_SECRET } from "../support/api.ts";
 
 // Each command started with a store that is not there, as a new user or a compose stack would: a clear line
@@ -21,7 +21,7 @@ const stackLines = (logs: Record<string, unknown>[]) =>
   );
 
 function start(entry: string, env: Record<string, string>) {
-  const process = spawnService(entry, {
+  const process = spawnTally(entry, {
     JWT_SECRET: TEST_SECRET,
     HOST: "127.0.0.1",
     PORT: "0",

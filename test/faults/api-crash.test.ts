@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { exactlyOnceViolations, Load, type SentIncrement } from "../../tools/load/accounted.ts";
 import { sendIncrement as send } from "../../tools/load/increment.ts";
-import { type RedisServer, startRedis } from "../../tools/servers.ts";
+import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { type ApiProcess, Deployment } from "../support/deployment.ts";
 

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { type PostgresServer, startMigratedPostgres } from "../../tools/servers.ts";
+import { type PostgresServer, startMigratedPostgres } from "../../tools/servers/postgres.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";
 import { parseMetrics, type Sample, sampleValue } from "../support/metrics.ts";

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
 import { exactlyOnceViolations } from "../../tools/load/accounted.ts";
-import { type PostgresServer, startMigratedPostgres } from "../../tools/servers.ts";
+import { type PostgresServer, startMigratedPostgres } from "../../tools/servers/postgres.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";
 

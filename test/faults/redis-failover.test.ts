@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { shardKeys, shardOfKey } from "../../lib/redis/keyspace.ts";
 import type { SyncStep } from "../../syncer/flush-context.ts";
 import { exactlyOnceViolations, type Load } from "../../tools/load/accounted.ts";
-import { type RedisClusterServer, startRedisCluster } from "../../tools/redis-cluster.ts";
+import { type RedisClusterServer, startRedisCluster } from "../../tools/servers/redis-cluster.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment, type SyncerProcess } from "../support/deployment.ts";
 import { parseMetrics, sampleValue } from "../support/metrics.ts";

@@ -1,12 +1,8 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { exactlyOnceViolations } from "../../tools/load/accounted.ts";
-import { spawnService } from "../../tools/process.ts";
-import {
-  type PostgresServer,
-  type RedisServer,
-  startMigratedPostgres,
-  startRedis,
-} from "../../tools/servers.ts";
+import { type PostgresServer, startMigratedPostgres } from "../../tools/servers/postgres.ts";
+import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
+import { spawnTally } from "../../tools/tally-process.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";
 import { parseMetrics, sampleValue } from "../support/metrics.ts";
@@ -44,7 +40,7 @@ describe("Redis maxmemory-policy", () => {
     deployment = d;
 
     for (const entry of ["api/main.ts", "syncer/main.ts"]) {
-      const process = spawnService(entry, { ...d.env, API_WORKERS: "2" });
+      const process = spawnTally(entry, { ...d.env, API_WORKERS: "2" });
       const { code } = await process.exited;
       expect(code, `${entry} exit code`).toBe(EX_CONFIG);
       const fatal = process.logs.filter((line) => line.level === "fatal");

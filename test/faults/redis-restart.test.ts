@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
-import { type RedisServer, startRedis } from "../../tools/servers.ts";
+import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 import { Deployment } from "../support/deployment.ts";
 
 // Redis, the primary counter, taken down under load and brought back on the same data dir, in real

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { exactlyOnceViolations } from "../../tools/load/accounted.ts";
-import { type RedisSentinelDeployment, startRedisSentinel } from "../../tools/redis-sentinel.ts";
+import { type RedisSentinelDeployment, startRedisSentinel } from "../../tools/servers/redis-sentinel.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";
 

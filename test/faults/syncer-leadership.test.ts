@@ -1,12 +1,12 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { exactlyOnceViolations } from "../../tools/load/accounted.ts";
-import type { ServiceProcess } from "../../tools/process.ts";
+import type { TallyProcess } from "../../tools/tally-process.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment, type SyncerProcess } from "../support/deployment.ts";
 import { parseMetrics, sampleValue } from "../support/metrics.ts";
 
-const tookShards = (syncer: ServiceProcess) => syncer.logs.filter((line) => line.msg === "took shards");
+const tookShards = (syncer: TallyProcess) => syncer.logs.filter((line) => line.msg === "took shards");
 
 describe("several syncer processes", () => {
   it.each([
@@ -26,7 +26,7 @@ describe("several syncer processes", () => {
       });
       const api = await deployment.startApi();
       const load = await deployment.startLoad([api], { concurrency: 6 });
-      const syncers: ServiceProcess[] = [];
+      const syncers: TallyProcess[] = [];
       for (let i = 0; i < count; i++) {
         syncers.push(await deployment.startSyncer({ SYNC_FAULT_INJECTION: `${step}:freeze=600` }));
       }

@@ -2,7 +2,8 @@ import pg from "pg";
 import type { TestProject } from "vitest/node";
 import { migrate } from "../../lib/postgres/migrate.ts";
 import { createPool } from "../../lib/postgres/pool.ts";
-import { type PostgresServer, type RedisServer, startPostgres, startRedis } from "../../tools/servers.ts";
+import { type PostgresServer, startPostgres } from "../../tools/servers/postgres.ts";
+import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 
 declare module "vitest" {
   export interface ProvidedContext {

@@ -10,7 +10,8 @@ import { Keyspace } from "../../lib/redis/keyspace.ts";
 import { Masters } from "../../lib/redis/masters.ts";
 import { ReplicaWatch } from "../../lib/redis/replica-watch.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
-import { findOnPath, type RedisServer, startRedis } from "../../tools/servers.ts";
+import { findOnPath } from "../../tools/servers/binaries.ts";
+import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { captureLogger } from "../support/logger.ts";
 

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allShardKeys, Keyspace, type ShardKeys, shardKeys, shardOfKey } from "../../lib/redis/keyspace.ts";
 import { exactlyOnceViolations } from "../../tools/load/accounted.ts";
-import { type RedisClusterServer, startRedisCluster } from "../../tools/redis-cluster.ts";
+import { type RedisClusterServer, startRedisCluster } from "../../tools/servers/redis-cluster.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";
 

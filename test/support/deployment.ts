@@ -4,17 +4,17 @@ import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/cli
 import { allShardKeys } from "../../lib/redis/keyspace.ts";
 import { mintToken } from "../../lib/tokens.ts";
 import { Load, type LoadOptions } from "../../tools/load/accounted.ts";
-import { type ServiceProcess, spawnService } from "../../tools/process.ts";
+import { spawnTally, type TallyProcess } from "../../tools/tally-process.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl, waitFor } from "../harness/fixtures.ts";
 import { TEST_SECRET } from "./api.ts";
 
-export interface ApiProcess extends ServiceProcess {
+export interface ApiProcess extends TallyProcess {
   url: string;
   /** Its Prometheus endpoint, e.g. http://127.0.0.1:41234/metrics. */
   metricsUrl: string;
 }
 
-export interface SyncerProcess extends ServiceProcess {
+export interface SyncerProcess extends TallyProcess {
   /** Its Prometheus endpoint; /healthz and /readyz are beside it. */
   metricsUrl: string;
 }
@@ -38,7 +38,7 @@ export interface DeploymentOptions {
  */
 export class Deployment {
   readonly prefix = randomPrefix();
-  readonly processes: ServiceProcess[] = [];
+  readonly processes: TallyProcess[] = [];
   readonly redis: RedisClient;
   readonly pool: pg.Pool;
   readonly env: Record<string, string>;
@@ -137,7 +137,7 @@ export class Deployment {
   }
 
   async startApi(env: Record<string, string> = {}): Promise<ApiProcess> {
-    const api = spawnService("api/main.ts", { ...this.env, ...env });
+    const api = spawnTally("api/main.ts", { ...this.env, ...env });
     this.processes.push(api);
     const listening = await api.waitForLog((line) => line.msg === "api listening");
     const url = String(listening.url);
@@ -148,7 +148,7 @@ export class Deployment {
   }
 
   async startSyncer(env: Record<string, string> = {}): Promise<SyncerProcess> {
-    const syncer = spawnService("syncer/main.ts", { ...this.env, ...env });
+    const syncer = spawnTally("syncer/main.ts", { ...this.env, ...env });
     this.processes.push(syncer);
     await syncer.waitForLog((line) => line.msg === "syncer started");
     const metricsUrl = String((await syncer.waitForLog((line) => line.msg === "metrics listening")).url);

@@ -5,7 +5,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort } from "../../tools/servers.ts";
+import { freePort } from "../../tools/servers/ports.ts";
 import { waitFor } from "../harness/fixtures.ts";
 
 // nginx with the repository's deploy/nginx/nginx.conf in front of API nodes, as compose.yaml runs it: only

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll } from "vitest";
 import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
-import { type RedisServer, startRedis } from "../../tools/servers.ts";
+import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 
 export interface PrivateRedis {
   readonly server: RedisServer;

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished }
 import { migrate } from "../../lib/postgres/migrate.ts";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
 import type { SyncStep } from "../../syncer/flush-context.ts";
-import { type PostgresServer, startPostgres } from "../../tools/servers.ts";
+import { type PostgresServer, startPostgres } from "../../tools/servers/postgres.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import {
   addDeltas,

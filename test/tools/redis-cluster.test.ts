@@ -1,6 +1,6 @@
 import { Cluster, type Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
-import { type RedisClusterServer, startRedisCluster } from "../../tools/redis-cluster.ts";
+import { type RedisClusterServer, startRedisCluster } from "../../tools/servers/redis-cluster.ts";
 import { waitFor } from "../harness/fixtures.ts";
 
 const SHARDS = 8;

@@ -1,7 +1,8 @@
 import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { type PostgresServer, type RedisServer, startPostgres, startRedis } from "../../tools/servers.ts";
+import { type PostgresServer, startPostgres } from "../../tools/servers/postgres.ts";
+import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl } from "../harness/fixtures.ts";
 
 async function withRedis<T>(url: string, work: (redis: Redis) => Promise<T>): Promise<T> {

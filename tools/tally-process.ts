@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 
-export interface ServiceProcess {
+export interface TallyProcess {
   child: ChildProcess;
   /** Every log line the process printed so far, parsed as JSON where possible. */
   logs: Record<string, unknown>[];
@@ -23,11 +23,7 @@ export interface ServiceProcess {
  * Runs one of the service's entry points as its own process: TypeScript sources (e.g. "scripts/start.ts")
  * through tsx, compiled ones (e.g. "dist/scripts/start.js", after `npm run build`) with plain node.
  */
-export function spawnService(
-  entry: string,
-  env: Record<string, string>,
-  args: string[] = [],
-): ServiceProcess {
+export function spawnTally(entry: string, env: Record<string, string>, args: string[] = []): TallyProcess {
   const loader = entry.endsWith(".ts") ? ["--import", "tsx"] : [];
   const child = spawn(process.execPath, [...loader, entry, ...args], {
     cwd: ROOT,

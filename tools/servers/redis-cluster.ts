@@ -1,18 +1,10 @@
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
-import { Redis } from "ioredis";
-import {
-  findOnPath,
-  findRedisServer,
-  freePort,
-  logTails,
-  makeTempDir,
-  missingBinaries,
-  redisPing,
-  removeDir,
-  ServerProcess,
-  waitUntilReady,
-} from "./servers.ts";
+import { findOnPath, findRedisServer, missingBinaries } from "./binaries.ts";
+import { ChildServer, logTails, waitUntilReady } from "./child-server.ts";
+import { freePort } from "./ports.ts";
+import { redisCommand, redisPing } from "./redis.ts";
+import { makeTempDir, removeDir } from "./temp-dirs.ts";
 
 // Short enough that a killed master is declared FAIL (and a restarted one cleared) within seconds, long
 // enough that a loaded CI machine does not flap.
@@ -80,7 +72,7 @@ interface ClusterNodeProcess {
   port: number;
   dir: string;
   logs: string[];
-  server: ServerProcess;
+  server: ChildServer;
 }
 
 /** One line of CLUSTER NODES. */
@@ -134,31 +126,8 @@ const isFailing = (entry: NodeEntry) =>
     (flag) => flag === "fail" || flag === "fail?" || flag === "handshake" || flag === "noaddr",
   );
 
-/** One command on a fresh connection that never retries, so a dead or loading node fails fast. */
-async function query(port: number, command: string, ...args: string[]): Promise<unknown> {
-  const client = new Redis({
-    host: "127.0.0.1",
-    port,
-    lazyConnect: true,
-    connectTimeout: 1_000,
-    commandTimeout: 2_000,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-    // The ready check would wait out an AOF load; a -LOADING error is the "not yet" we want instead.
-    enableReadyCheck: false,
-  });
-  // Failures surface through the rejected command; the event would only be noise.
-  client.on("error", () => {});
-  try {
-    await client.connect();
-    return await client.call(command, ...args);
-  } finally {
-    client.disconnect();
-  }
-}
-
 async function queryText(port: number, command: string, ...args: string[]): Promise<string> {
-  const reply = await query(port, command, ...args);
+  const reply = await redisCommand(port, command, ...args);
   if (typeof reply === "string") return reply;
   if (Buffer.isBuffer(reply)) return reply.toString("utf8");
   throw new Error(`unexpected reply to ${command} ${args.join(" ")}: ${String(reply)}`);
@@ -272,7 +241,7 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
     masterOf: async (key) => {
       const candidate = running()[0];
       if (!candidate) throw new Error("no cluster node is running");
-      const slot = Number(await query(candidate.port, "CLUSTER", "KEYSLOT", key));
+      const slot = Number(await redisCommand(candidate.port, "CLUSTER", "KEYSLOT", key));
       const owner = (await clusterView()).find(
         (entry) => entry.flags.includes("master") && entry.slots.some(([a, b]) => a <= slot && slot <= b),
       );
@@ -285,7 +254,7 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       if (id === undefined) throw new Error(`${master} is not in the cluster's view`);
       return view.filter((entry) => entry.masterId === id).map((entry) => entry.address);
     },
-    command: (node, command, ...args) => query(member(node).port, command, ...args),
+    command: (node, command, ...args) => redisCommand(member(node).port, command, ...args),
     signal: (node, signal) => member(node).server.signal(signal),
     kill: (node) => member(node).server.kill(),
     // redis handles SIGTERM exactly like SHUTDOWN; a signal also works when the node is too busy to answer.
@@ -324,7 +293,7 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
         port,
         dir,
         logs: [stdioLog, redisLog],
-        server: new ServerProcess({
+        server: new ChildServer({
           name: `redis-server (cluster node) on port ${port}`,
           command: redisServer,
           // biome-ignore format: one flag and its value per line
@@ -356,7 +325,7 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
     await Promise.all(members.map(startNode));
 
     const createLog = path.join(baseDir, "cluster-create.log");
-    const create = new ServerProcess({
+    const create = new ChildServer({
       name: "redis-cli --cluster create",
       command: redisCli,
       args: ["--cluster", "create", ...handle.nodes, "--cluster-replicas", String(replicas), "--cluster-yes"],

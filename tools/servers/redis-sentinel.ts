@@ -1,16 +1,11 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Redis } from "ioredis";
-import {
-  findRedisServer,
-  freePort,
-  makeTempDir,
-  redisPing,
-  removeDir,
-  ServerProcess,
-  waitUntilReady,
-} from "./servers.ts";
+import { findRedisServer } from "./binaries.ts";
+import { ChildServer, waitUntilReady } from "./child-server.ts";
+import { freePort } from "./ports.ts";
+import { redisCommand, redisPing } from "./redis.ts";
+import { makeTempDir, removeDir } from "./temp-dirs.ts";
 
 const POLL_INTERVAL_MS = 100;
 
@@ -52,29 +47,8 @@ export interface RedisSentinelDeployment {
 interface Member {
   address: string;
   port: number;
-  server: ServerProcess;
+  server: ChildServer;
   logs: string[];
-}
-
-/** One command on a fresh connection that never retries, so a dead node fails fast. */
-async function query(port: number, command: string, ...args: string[]): Promise<unknown> {
-  const client = new Redis({
-    host: "127.0.0.1",
-    port,
-    lazyConnect: true,
-    connectTimeout: 1_000,
-    commandTimeout: 2_000,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-    enableReadyCheck: false,
-  });
-  client.on("error", () => {});
-  try {
-    await client.connect();
-    return await client.call(command, ...args);
-  } finally {
-    client.disconnect();
-  }
 }
 
 /**
@@ -109,7 +83,7 @@ export async function startRedisSentinel(
       address: `127.0.0.1:${port}`,
       port,
       logs: [stdioLog, redisLog],
-      server: new ServerProcess({
+      server: new ChildServer({
         name: `${name} on port ${port}`,
         command: redisServer,
         args: [...args(port, dir), "--logfile", redisLog],
@@ -189,9 +163,12 @@ export async function startRedisSentinel(
   const askMaster = async (): Promise<string> => {
     for (const sentinel of sentinelMembers) {
       try {
-        const reply = (await query(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", masterName)) as
-          | [string, string]
-          | null;
+        const reply = (await redisCommand(
+          sentinel.port,
+          "SENTINEL",
+          "GET-MASTER-ADDR-BY-NAME",
+          masterName,
+        )) as [string, string] | null;
         if (reply) return `${reply[0]}:${reply[1]}`;
       } catch {
         // Try the next one.
@@ -209,7 +186,7 @@ export async function startRedisSentinel(
       const master = await askMaster();
       return [...members.keys()].filter((node) => node !== master);
     },
-    command: (node, command, ...args) => query(member(node).port, command, ...args),
+    command: (node, command, ...args) => redisCommand(member(node).port, command, ...args),
     signal: (node, signal) => member(node).server.signal(signal),
     kill: (node) => member(node).server.kill(),
     start: async (node) => {
@@ -237,7 +214,7 @@ export async function startRedisSentinel(
         );
         const states = await Promise.all(
           replicas.map(async (replica) => {
-            const info = String(await query(replica.port, "INFO", "replication").catch(() => ""));
+            const info = String(await redisCommand(replica.port, "INFO", "replication").catch(() => ""));
             const [host, port] = master.split(":");
             return (
               info.includes(`master_host:${host}`) &&
