@@ -1,44 +1,17 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import { type Attempt, attemptDelivery } from "./attempt.ts";
 import { type Call, OpenBatch, SealedBatch } from "./batch.ts";
+import { TallyClosedError, type TallyError, TallyOutcomeUnknownError } from "./errors.ts";
 import {
-  type Problem,
-  TallyClosedError,
-  TallyError,
-  TallyOutcomeUnknownError,
-  TallyRejectedError,
-} from "./errors.ts";
-import { backoffMs, DEFAULT_RETRY, type RetryPolicy, serverDelayMs } from "./retry.ts";
+  type BatchingOptions,
+  batchingOptions,
+  type ErrorContext,
+  retryPolicy,
+  type TallyClientOptions,
+} from "./options.ts";
+import { backoffMs, type RetryPolicy } from "./retry.ts";
 import { checkIncrement } from "./rules.ts";
-import { BearerToken, type TokenSource } from "./token.ts";
-
-export interface TallyClientOptions {
-  /** The service's base URL, e.g. http://tally.internal:3000. */
-  url: string;
-  token: TokenSource;
-  /** Items per POST /increments; the service's MAX_BATCH_SIZE (1,000 unless configured otherwise). */
-  maxBatchSize?: number;
-  /** The longest a call waits for its batch to fill before the batch is sent. */
-  maxWaitMs?: number;
-  /** Calls the client holds unanswered at most; beyond, `increment()` waits for room. */
-  maxBuffered?: number;
-  /** Batches sent at once; more wait their turn. */
-  maxInFlight?: number;
-  /** The service's MAX_KEY_LENGTH (256 unless configured otherwise). */
-  maxKeyLength?: number;
-  /** One attempt's limit; past it the attempt's outcome is unknown and the batch is retried. */
-  requestTimeoutMs?: number;
-  retry?: Partial<RetryPolicy>;
-  /** Every failed attempt and every batch that fails, for the caller's logs or metrics; never a token. */
-  onError?: (error: TallyError, context: ErrorContext) => void;
-}
-
-export interface ErrorContext {
-  idempotencyKey: string;
-  /** Attempts made so far, this one included. */
-  attempt: number;
-  /** True when the batch will be sent again. */
-  willRetry: boolean;
-}
+import { BearerToken } from "./token.ts";
 
 /** Plain numbers for the caller's metrics. */
 export interface TallyClientStats {
@@ -56,28 +29,8 @@ export interface TallyClientStats {
   inFlight: number;
 }
 
-const DEFAULTS = {
-  maxBatchSize: 1_000,
-  maxWaitMs: 10,
-  maxBuffered: 10_000,
-  maxInFlight: 4,
-  maxKeyLength: 256,
-  requestTimeoutMs: 10_000,
-};
-
 // A Retry-After longer than this is not waited out in one go: the batch is asked about again after it.
 const MAX_SERVER_DELAY_MS = 60_000;
-
-/** What one attempt learnt. */
-type Attempt =
-  | { kind: "accepted" }
-  | { kind: "unknown"; error: TallyError; delayMs?: number }
-  /** Nothing reached the service (no token, a connection refused): safe to retry, and no ambiguity. */
-  | { kind: "unsent"; error: TallyError }
-  | { kind: "limited"; error: TallyRejectedError; delayMs?: number }
-  /** `token`: the one refused, so that a token another batch has fetched meanwhile is kept. */
-  | { kind: "unauthorized"; error: TallyRejectedError; token: string }
-  | { kind: "rejected"; error: TallyRejectedError };
 
 /**
  * Increments for tally, batched and retried so that each call resolved is counted exactly once.
@@ -90,7 +43,7 @@ type Attempt =
 export class TallyClient {
   readonly #url: string;
   readonly #token: BearerToken;
-  readonly #options: typeof DEFAULTS;
+  readonly #options: BatchingOptions;
   readonly #retry: RetryPolicy;
   readonly #onError: TallyClientOptions["onError"];
   #open = new OpenBatch();
@@ -106,23 +59,8 @@ export class TallyClient {
   constructor(options: TallyClientOptions) {
     this.#url = new URL("increments", options.url.endsWith("/") ? options.url : `${options.url}/`).href;
     this.#token = new BearerToken(options.token);
-    this.#options = { ...DEFAULTS };
-    for (const name of Object.keys(DEFAULTS) as (keyof typeof DEFAULTS)[]) {
-      const value = options[name];
-      if (value === undefined) continue;
-      const least = name === "maxWaitMs" ? 0 : 1;
-      if (!Number.isInteger(value) || value < least) {
-        throw new TypeError(`${name} must be an integer of at least ${least}, not ${value}`);
-      }
-      this.#options[name] = value;
-    }
-    this.#retry = { ...DEFAULT_RETRY, ...options.retry };
-    for (const name of ["budgetMs", "baseDelayMs", "maxDelayMs"] as const) {
-      const value = this.#retry[name];
-      if (!Number.isInteger(value) || value < 0) {
-        throw new TypeError(`retry.${name} must be a whole number of milliseconds, not ${value}`);
-      }
-    }
+    this.#options = batchingOptions(options);
+    this.#retry = retryPolicy(options.retry);
     this.#onError = options.onError;
   }
 
@@ -248,7 +186,7 @@ export class TallyClient {
     let refreshedToken = false;
     const giveUpAt = performance.now() + this.#retry.budgetMs;
     for (let attempt = 1; ; attempt++) {
-      const result = await this.#attempt(batch);
+      const result = await attemptDelivery(this.#url, this.#token, batch, this.#options.requestTimeoutMs);
       if (result.kind === "accepted") {
         this.#stats.batchesAccepted += 1;
         this.#stats.incrementsAccepted += batch.calls;
@@ -285,68 +223,5 @@ export class TallyClient {
   #delayBeforeRetry(result: Attempt, attempt: number): number {
     const asked = "delayMs" in result ? Math.min(result.delayMs ?? 0, MAX_SERVER_DELAY_MS) : 0;
     return Math.max(backoffMs(this.#retry, attempt), asked);
-  }
-
-  async #attempt(batch: SealedBatch): Promise<Attempt> {
-    let token: string;
-    try {
-      token = await this.#token.get(this.#options.requestTimeoutMs);
-    } catch (error) {
-      return { kind: "unsent", error: new TallyError("no token to send the batch with", { cause: error }) };
-    }
-    let response: Response;
-    try {
-      response = await fetch(this.#url, {
-        method: "POST",
-        headers: {
-          authorization: `Bearer ${token}`,
-          "content-type": "application/json",
-          "idempotency-key": batch.idempotencyKey,
-        },
-        body: batch.body,
-        signal: AbortSignal.timeout(this.#options.requestTimeoutMs),
-      });
-    } catch (error) {
-      // Refused before a byte was sent (no node listening, a name that does not resolve): it cannot have
-      // been applied, so the retry settles it. Reset or timed out: the service may have applied it.
-      const failure = new TallyError("the request failed", { cause: error });
-      return isUnsent(error) ? { kind: "unsent", error: failure } : { kind: "unknown", error: failure };
-    }
-    if (response.status === 202) {
-      // Accepted whatever happens to the (empty) body now: a timeout firing after the answer is not a failure.
-      await response.body?.cancel().catch(() => {});
-      return { kind: "accepted" };
-    }
-    const problem = await problemOf(response);
-    const delayMs = serverDelayMs(response.headers);
-    if (response.status >= 500) {
-      return {
-        kind: "unknown",
-        error: new TallyError(`tally answered ${response.status} ${problem.code ?? ""}`.trim()),
-        delayMs,
-      };
-    }
-    const error = new TallyRejectedError(problem);
-    if (response.status === 429) return { kind: "limited", error, delayMs };
-    if (response.status === 401) return { kind: "unauthorized", error, token };
-    return { kind: "rejected", error };
-  }
-}
-
-// Errors fetch reports (as its error's cause) when no connection was made, so no request went out.
-const UNSENT_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "UND_ERR_CONNECT_TIMEOUT"]);
-
-function isUnsent(error: unknown): boolean {
-  const code = (error as { cause?: { code?: unknown } } | null)?.cause?.code;
-  return typeof code === "string" && UNSENT_CODES.has(code);
-}
-
-async function problemOf(response: Response): Promise<Problem> {
-  const text = await response.text().catch(() => "");
-  try {
-    const body = JSON.parse(text) as Partial<Problem>;
-    return { ...body, status: response.status };
-  } catch {
-    return { status: response.status, detail: text.slice(0, 200) };
   }
 }

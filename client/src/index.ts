@@ -1,9 +1,4 @@
-export {
-  type ErrorContext,
-  TallyClient,
-  type TallyClientOptions,
-  type TallyClientStats,
-} from "./client.ts";
+export { TallyClient, type TallyClientStats } from "./client.ts";
 export {
   type Increment,
   type Problem,
@@ -13,5 +8,6 @@ export {
   TallyRejectedError,
   TallyValidationError,
 } from "./errors.ts";
+export type { ErrorContext, TallyClientOptions } from "./options.ts";
 export { DEFAULT_RETRY, type RetryPolicy } from "./retry.ts";
 export type { TokenSource } from "./token.ts";
