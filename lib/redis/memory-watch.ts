@@ -1,8 +1,9 @@
-import { Gauge, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import type { Config } from "../config.ts";
 import { exitForOperator } from "../exit.ts";
 import type { Logger } from "../logger.ts";
 import type { RedisClient } from "./client.ts";
+import { registerMasterGauge } from "./master-gauge.ts";
 import { evictionRisk, hasRoomAgain, isFull, type RedisMemory, readRedisMemory } from "./memory.ts";
 import { PeriodicReading } from "./periodic-reading.ts";
 
@@ -110,41 +111,28 @@ export class RedisMemoryWatch {
   /** Exports the readings: per master, memory used and its limit, and the risk of its eviction policy. */
   register(registry: Registry): void {
     const readings = () => this.#readings;
-    // "max", not the default sum, when the primary of an API node adds up its workers' readings of one Redis.
-    new Gauge({
-      name: "tally_redis_memory_used_bytes",
-      help: "Memory a Redis master weighs against its maxmemory, as last read (INFO memory)",
-      labelNames: ["node"] as const,
-      aggregator: "max",
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const reading of readings()) this.set({ node: reading.node }, reading.usedBytes);
+    registerMasterGauge(
+      registry,
+      {
+        name: "tally_redis_memory_used_bytes",
+        help: "Memory a Redis master weighs against its maxmemory, as last read (INFO memory)",
       },
-    });
-    new Gauge({
-      name: "tally_redis_memory_max_bytes",
-      help: "maxmemory of a Redis master (0: no limit)",
-      labelNames: ["node"] as const,
-      aggregator: "max",
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const reading of readings()) this.set({ node: reading.node }, reading.maxBytes);
+      () => readings().map(({ node, usedBytes }) => ({ node, value: usedBytes })),
+    );
+    registerMasterGauge(
+      registry,
+      { name: "tally_redis_memory_max_bytes", help: "maxmemory of a Redis master (0: no limit)" },
+      () => readings().map(({ node, maxBytes }) => ({ node, value: maxBytes })),
+    );
+    registerMasterGauge(
+      registry,
+      {
+        name: "tally_redis_eviction_risk",
+        help: "What a Redis master's maxmemory-policy may evict: 0 nothing (noeviction), 1 keys with a TTL (volatile-*: Idempotency-Key records), 2 any key, accepted increments included",
+        withPolicy: true,
       },
-    });
-    new Gauge({
-      name: "tally_redis_eviction_risk",
-      help: "What a Redis master's maxmemory-policy may evict: 0 nothing (noeviction), 1 keys with a TTL (volatile-*: Idempotency-Key records), 2 any key, accepted increments included",
-      labelNames: ["node", "policy"] as const,
-      aggregator: "max",
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const { node, policy } of readings())
-          this.set({ node, policy }, RISK_LEVEL[evictionRisk(policy)]);
-      },
-    });
+      () => readings().map(({ node, policy }) => ({ node, policy, value: RISK_LEVEL[evictionRisk(policy)] })),
+    );
   }
 
   #refusesPolicy(reading: RedisMemory): boolean {

@@ -1,11 +1,12 @@
 import { Cluster, type Redis } from "ioredis";
-import { Gauge, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import type { Config } from "../config.ts";
 import { exitForOperator } from "../exit.ts";
 import type { Logger } from "../logger.ts";
 import { type AcknowledgementPolicy, Acknowledgements } from "./acknowledgements.ts";
 import type { RedisClient } from "./client.ts";
 import { masterConnections } from "./info.ts";
+import { registerMasterGauge } from "./master-gauge.ts";
 import { type MasterConnection, Masters } from "./masters.ts";
 import { PeriodicReading } from "./periodic-reading.ts";
 import { ReplicaPolicy } from "./replica-policy.ts";
@@ -114,31 +115,25 @@ export class ReplicaWatch implements AcknowledgementPolicy {
 
   /** Exports per master the replicas a failover could promote and how many a write waits for. */
   register(registry: Registry): void {
-    const watch = this;
-    new Gauge({
-      name: "tally_redis_replicas",
-      help: "Replicas a failover could promote in a Redis master's place, as last read",
-      labelNames: ["node"] as const,
-      aggregator: "max",
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const reading of watch.readings) this.set({ node: reading.node }, reading.promotable);
+    registerMasterGauge(
+      registry,
+      {
+        name: "tally_redis_replicas",
+        help: "Replicas a failover could promote in a Redis master's place, as last read",
       },
-    });
-    new Gauge({
-      name: "tally_redis_wait_replicas",
-      help: "Replicas that must hold a write to a Redis master before it is acknowledged (REDIS_WAIT_REPLICAS)",
-      labelNames: ["node"] as const,
-      aggregator: "max",
-      registers: [registry],
-      collect() {
-        this.reset();
+      () => this.readings.map(({ node, promotable }) => ({ node, value: promotable })),
+    );
+    registerMasterGauge(
+      registry,
+      {
+        name: "tally_redis_wait_replicas",
+        help: "Replicas that must hold a write to a Redis master before it is acknowledged (REDIS_WAIT_REPLICAS)",
+      },
+      () => {
         const now = performance.now();
-        for (const reading of watch.readings)
-          this.set({ node: reading.node }, watch.#policy.required(reading.node, now));
+        return this.readings.map(({ node }) => ({ node, value: this.#policy.required(node, now) }));
       },
-    });
+    );
   }
 
   async #read(): Promise<void> {

@@ -1,4 +1,5 @@
 import type { Redis } from "ioredis";
+import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type AcknowledgementPolicy,
@@ -14,6 +15,7 @@ import { findOnPath } from "../../tools/servers/binaries.ts";
 import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { captureLogger } from "../support/logger.ts";
+import { family, parseMetrics } from "../support/metrics.ts";
 
 // Acknowledgements against a real master and replica: WAIT is about a connection's writes and a live
 // replication link, which nothing short of the real thing shows.
@@ -173,10 +175,17 @@ describe("ReplicaWatch (REDIS_WAIT_REPLICAS=auto)", () => {
     }
   });
 
-  it("waits for one on a master with a replica, and warns that min-replicas-to-write is not set", async () => {
+  it("waits for one on a master with a replica, says so in its gauges, and warns that min-replicas-to-write is not set", async () => {
     const redis = await client(master.url);
     const { replicas, lines } = watch(redis);
+    const registry = new Registry();
+    replicas.register(registry);
     await replicas.check();
+
+    const samples = parseMetrics(await registry.metrics());
+    const node = `127.0.0.1:${master.port}`;
+    expect(family(samples, "tally_redis_replicas")).toEqual([{ labels: { node }, value: 1 }]);
+    expect(family(samples, "tally_redis_wait_replicas")).toEqual([{ labels: { node }, value: 1 }]);
 
     expect(replicas.readings).toMatchObject([{ connected: 1, promotable: 1, fenced: false }]);
     expect(lines.find((line) => line.msg.includes("min-replicas-to-write is not set"))).toMatchObject({
