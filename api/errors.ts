@@ -12,9 +12,14 @@ export type ResponseHeaderName =
   | "Idempotent-Replayed"
   | "Cache-Control";
 
+/** A 503 the client should retry, after the Retry-After it is sent with. */
+const tryLater = <Title extends string>(title: Title) =>
+  ({ status: 503, title, headers: ["Retry-After"] }) as const;
+
 /**
- * Every error the API can answer with, its status, and the headers it is always sent with. The map is exhaustive by construction: a new code
- * without a status or a title does not compile. api/openapi/document.ts documents every status, title and header from it.
+ * Every error the API can answer with, its status, and the headers it is always sent with. The map is
+ * exhaustive by construction: a new code without a status or a title does not compile.
+ * api/openapi/document.ts documents every status, title and header from it.
  */
 export const PROBLEMS = {
   invalid_body: { status: 400, title: "The request body is not a valid increment" },
@@ -38,33 +43,13 @@ export const PROBLEMS = {
     headers: ["Retry-After", "RateLimit", "RateLimit-Policy"],
   },
   internal_error: { status: 500, title: "Internal error" },
-  redis_unavailable: {
-    status: 503,
-    title: "The counter store cannot take the request right now",
-    headers: ["Retry-After"],
-  },
-  redis_full: {
-    status: 503,
-    title: "The counter store is out of memory until the syncer frees it",
-    headers: ["Retry-After"],
-  },
+  redis_unavailable: tryLater("The counter store cannot take the request right now"),
+  redis_full: tryLater("The counter store is out of memory until the syncer frees it"),
   redis_eviction_policy: { status: 503, title: "Redis may evict accepted increments" },
-  replication_unconfirmed: {
-    status: 503,
-    title: "The replicas did not confirm the write in time: its outcome is unknown",
-    headers: ["Retry-After"],
-  },
-  idempotency_capacity: {
-    status: 503,
-    title: "No room for another Idempotency-Key record",
-    headers: ["Retry-After"],
-  },
-  auth_unavailable: { status: 503, title: "Tokens cannot be verified right now", headers: ["Retry-After"] },
-  database_unavailable: {
-    status: 503,
-    title: "The database cannot answer right now",
-    headers: ["Retry-After"],
-  },
+  replication_unconfirmed: tryLater("The replicas did not confirm the write in time: its outcome is unknown"),
+  idempotency_capacity: tryLater("No room for another Idempotency-Key record"),
+  auth_unavailable: tryLater("Tokens cannot be verified right now"),
+  database_unavailable: tryLater("The database cannot answer right now"),
   shutting_down: { status: 503, title: "This node is shutting down" },
 } as const satisfies Record<
   string,

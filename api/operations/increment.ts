@@ -2,7 +2,6 @@ import * as v from "valibot";
 import { readJsonBody } from "../body.ts";
 import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
-import { respond } from "../respond.ts";
 import {
   bodyIsNotAnArray,
   counterKeyRules,
@@ -11,9 +10,8 @@ import {
   incrementValueSchema,
 } from "../schemas.ts";
 import type { IncrementStore } from "../store/increments.ts";
-import { writeProblem } from "../store-problems.ts";
 import { parseOrThrow } from "../validation.ts";
-import { idempotencyKeyOf, WRITE_PROBLEMS } from "./writes.ts";
+import { answerWrite, idempotencyKeyOf, WRITE_PROBLEMS, writeRequestDoc } from "./writes.ts";
 
 export interface IncrementOptions {
   increment: IncrementStore;
@@ -53,31 +51,17 @@ export function incrementOperation(options: IncrementOptions): Operation {
         idempotency: idempotencyKeyOf(c),
         endpoint: "increment",
       });
-      if (outcome.kind !== "applied" && outcome.kind !== "replayed") throw writeProblem(outcome, "increment");
-      // Sent only now: Redis has acknowledged the write (or had already applied this very request).
-      return respond(
-        c,
-        202,
-        null,
-        outcome.kind === "replayed" ? { "Idempotent-Replayed": "true" } : undefined,
-      );
+      return answerWrite(c, outcome, "increment");
     },
     doc: {
       summary: "Add value to the counter key",
       description:
         "Answers 202 only after Redis acknowledged the increment; no 202 is ever sent for a write Redis did not take. A rejected request stores nothing.",
-      parameters: [{ $ref: "#/components/parameters/IdempotencyKey" }],
-      requestBody: {
-        description: `Read as JSON whatever the Content-Type says; at most ${bodyLimitBytes} bytes (BODY_LIMIT_BYTES), else 413.`,
-        required: true,
-        content: { "application/json": { schema: { $ref: "#/components/schemas/IncrementBody" } } },
-      },
-      responses: {
-        "202": {
-          description: "Accepted: Redis holds the increment. Empty body.",
-          headers: { "Idempotent-Replayed": false },
-        },
-      },
+      ...writeRequestDoc(
+        "IncrementBody",
+        `${bodyLimitBytes} bytes (BODY_LIMIT_BYTES)`,
+        "Redis holds the increment.",
+      ),
       components: {
         schemas: {
           IncrementBody: describeProperties(

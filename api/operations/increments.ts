@@ -3,12 +3,12 @@ import { readJsonBody } from "../body.ts";
 import { ApiError } from "../errors.ts";
 import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
-import { respond } from "../respond.ts";
+
 import { bodyIsNotAnArray, counterKeyRules, counterKeySchema, incrementValueSchema } from "../schemas.ts";
 import type { IncrementStore } from "../store/increments.ts";
-import { writeProblem } from "../store-problems.ts";
+
 import { parseOrThrow } from "../validation.ts";
-import { idempotencyKeyOf, WRITE_PROBLEMS } from "./writes.ts";
+import { answerWrite, idempotencyKeyOf, WRITE_PROBLEMS, writeRequestDoc } from "./writes.ts";
 
 export interface IncrementsOptions {
   increment: IncrementStore;
@@ -87,30 +87,16 @@ export function incrementsOperation(options: IncrementsOptions): Operation {
       if (chargeMore === undefined) throw new ApiError("internal_error", "the batch's quota was not charged");
       await chargeMore(increments.length - 1);
       const outcome = await options.increment({ increments, idempotency, endpoint: "increments" });
-      if (outcome.kind !== "applied" && outcome.kind !== "replayed")
-        throw writeProblem(outcome, "increments");
-      return respond(
-        c,
-        202,
-        null,
-        outcome.kind === "replayed" ? { "Idempotent-Replayed": "true" } : undefined,
-      );
+      return answerWrite(c, outcome, "increments");
     },
     doc: {
       summary: "Add many values to their counters in one request",
       description: `1 to ${maxBatchSize} increments (MAX_BATCH_SIZE), each following the rules of POST /increment; a key may appear several times (the values add up). Each increment spends one point of the client's quota. Validation is all or nothing: one bad increment is a 400 naming it, and nothing is stored. 202 only once every increment is in Redis. Each shard's part is applied whole or not at all, but parts on different shards cannot be one atomic step: when some were applied and others not, the answer is a problem (422 for increments refused, 503 when Redis failed) whose detail says how many were applied. A batch you may retry must carry an Idempotency-Key: a retry with the same key applies each part exactly once.`,
-      parameters: [{ $ref: "#/components/parameters/IdempotencyKey" }],
-      requestBody: {
-        description: `Read as JSON whatever the Content-Type says; at most ${bodyLimitBytes} bytes (sized from MAX_BATCH_SIZE and MAX_KEY_LENGTH), else 413.`,
-        required: true,
-        content: { "application/json": { schema: { $ref: "#/components/schemas/IncrementsBody" } } },
-      },
-      responses: {
-        "202": {
-          description: "Accepted: Redis holds every increment. Empty body.",
-          headers: { "Idempotent-Replayed": false },
-        },
-      },
+      ...writeRequestDoc(
+        "IncrementsBody",
+        `${bodyLimitBytes} bytes (sized from MAX_BATCH_SIZE and MAX_KEY_LENGTH)`,
+        "Redis holds every increment.",
+      ),
       components: {
         schemas: {
           IncrementsBody: describeProperties(jsonSchemaOf(bodySchema, "A batch of increments."), {
