@@ -1,9 +1,14 @@
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { promisify } from "node:util";
 import { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { type PostgresServer, startPostgres } from "../../tools/servers/postgres.ts";
 import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl } from "../harness/fixtures.ts";
+
+const execFileAsync = promisify(execFile);
 
 async function withRedis<T>(url: string, work: (redis: Redis) => Promise<T>): Promise<T> {
   const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
@@ -115,5 +120,28 @@ describe("shared servers", () => {
       client.query("SELECT datname FROM pg_database WHERE datname = ANY($1)", [[a.name, b.name]]),
     );
     expect(left.rows).toEqual([]);
+  });
+});
+
+describe("a process that exits without its teardown", () => {
+  it("takes its servers and their directories with it", async () => {
+    // A child that starts a Redis, prints where, and exits: the harness' exit hooks are all that clean up.
+    const script = [
+      'import { startRedis } from "./tools/servers/redis.ts";',
+      "const redis = await startRedis();",
+      "console.log(JSON.stringify({ port: redis.port, dataDir: redis.dataDir }));",
+      "process.exit(0);",
+    ].join("\n");
+    const { stdout } = await execFileAsync(
+      process.execPath,
+      ["--import", "tsx", "--input-type=module", "-e", script],
+      {
+        cwd: new URL("../../", import.meta.url),
+      },
+    );
+    const { port, dataDir } = JSON.parse(stdout.trim()) as { port: number; dataDir: string };
+
+    expect(existsSync(dataDir)).toBe(false);
+    await expect(withRedis(`redis://127.0.0.1:${port}`, (redis) => redis.ping())).rejects.toThrow();
   });
 });

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { appendFileSync, closeSync, openSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
+import { atExit } from "./at-exit.ts";
 import { findOnPath } from "./binaries.ts";
 import {
   descendantsOf,
@@ -35,16 +36,9 @@ export interface ProcessSpec {
 }
 
 const liveServers = new Set<ChildServer>();
-let exitHookInstalled = false;
-
-// A test run that crashes or forgets a teardown must not leave servers behind.
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on("exit", () => {
-    for (const server of liveServers) server.killGroupNow();
-  });
-}
+const killLiveServers = () => {
+  for (const server of liveServers) server.killGroupNow();
+};
 
 // The exit hook cannot run when this process is SIGKILLed (e.g. a worker the test runner kills), so where
 // util-linux's setpriv exists, the server also gets a parent-death signal from the kernel.
@@ -73,7 +67,7 @@ export class ChildServer {
 
   spawn(): void {
     if (this.#running) return;
-    installExitHook();
+    atExit(killLiveServers);
     const log = openSync(this.spec.logFile, "a");
     try {
       const [command, args] = withParentDeathSignal(this.spec.command, this.spec.args);
