@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import { MAX_KEY_BYTES } from "../lib/config.ts";
+import { MAX_KEY_BYTES } from "../lib/settings.ts";
 
 // Named, so that the OpenAPI generator (api/openapi.ts) can recognise these opaque checks and state them
 // in JSON Schema; a check it does not recognise makes the document fail to build.

@@ -2,8 +2,6 @@ import * as v from "valibot";
 import { EX_CONFIG } from "./exit.ts";
 import { SETTINGS, type Settings } from "./settings.ts";
 
-export { MAX_KEY_BYTES } from "./settings.ts";
-
 /**
  * The configuration, parsed once at start-up from the environment (lib/settings.ts states every variable)
  * and shaped for the code. A bad value stops the process with a message that names the variable, instead

@@ -1,6 +1,6 @@
 import { type JsonSchema, type OverrideActionContext, toJsonSchema } from "@valibot/to-json-schema";
 import type * as v from "valibot";
-import { MAX_KEY_BYTES } from "../../lib/config.ts";
+import { MAX_KEY_BYTES } from "../../lib/settings.ts";
 import { bodyIsNotAnArray, keyFitsInIndex, keyHasNoNul, keyIsWellFormed } from "../schemas.ts";
 
 // Every schema of what a client sends is converted from the very valibot schemas the operations validate

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MAX_KEY_BYTES } from "../../lib/config.ts";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
+import { MAX_KEY_BYTES } from "../../lib/settings.ts";
 import { createTestApi, readProblem, type TestApi } from "../support/api.ts";
 
 let api: TestApi;

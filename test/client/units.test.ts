@@ -12,7 +12,7 @@ import {
 import { backoffMs, DEFAULT_RETRY, serverDelayMs } from "../../client/src/retry.ts";
 import { MAX_KEY_BYTES } from "../../client/src/rules.ts";
 import { BearerToken } from "../../client/src/token.ts";
-import { MAX_KEY_BYTES as SERVICE_MAX_KEY_BYTES } from "../../lib/config.ts";
+import { MAX_KEY_BYTES as SERVICE_MAX_KEY_BYTES } from "../../lib/settings.ts";
 import { freePort } from "../../tools/servers/ports.ts";
 
 // The client's pure parts. Everything that talks to the service is tested against a real one

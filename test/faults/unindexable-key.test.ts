@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { MAX_KEY_BYTES } from "../../lib/config.ts";
 import { shardKeys } from "../../lib/redis/keyspace.ts";
+import { MAX_KEY_BYTES } from "../../lib/settings.ts";
 import { exactlyOnceViolations, Load } from "../../tools/load/accounted.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { Deployment } from "../support/deployment.ts";

@@ -1,6 +1,7 @@
 import { availableParallelism } from "node:os";
 import { describe, expect, it } from "vitest";
-import { ConfigError, DEV_JWT_SECRET, MAX_KEY_BYTES, parseConfig } from "../../lib/config.ts";
+import { ConfigError, DEV_JWT_SECRET, parseConfig } from "../../lib/config.ts";
+import { MAX_KEY_BYTES } from "../../lib/settings.ts";
 
 // Pure parsing: always an explicit environment object, never process.env, so the machine's own variables
 // cannot leak in.

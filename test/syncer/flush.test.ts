@@ -1,11 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished, vi } from "vitest";
-import { MAX_KEY_BYTES } from "../../lib/config.ts";
 import { Acknowledgements, NO_REPLICAS } from "../../lib/redis/acknowledgements.ts";
 import { Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
 import { Masters } from "../../lib/redis/masters.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
+import { MAX_KEY_BYTES } from "../../lib/settings.ts";
 import { BatchTransaction } from "../../syncer/batch-transaction.ts";
 import type { FlushContext } from "../../syncer/flush-context.ts";
 import { flushShardOnce } from "../../syncer/flush-shard.ts";
