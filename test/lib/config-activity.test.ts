@@ -14,7 +14,7 @@ describe("activity configuration", () => {
       webhookUrl: undefined,
       webhookTimeoutMs: 5_000,
     });
-    // What syncer/server.ts makes of an unset STATS_STREAM: several tallies on one Redis stay apart.
+    // What syncer/process.ts makes of an unset STATS_STREAM: several tallies on one Redis stay apart.
     expect(activityStreamKey(config.redis.keyPrefix)).toBe("shop:activity");
   });
 

@@ -64,7 +64,7 @@ export interface ActivitySyncer {
 }
 
 /**
- * A real Syncer (lease, fixed-rate loop) with an Activity wired to it as syncer/server.ts wires them, on the
+ * A real Syncer (lease, fixed-rate loop) with an Activity wired to it as syncer/process.ts wires them, on the
  * given Redis and Postgres, logging into a capture.
  */
 export function startActivitySyncer(options: {

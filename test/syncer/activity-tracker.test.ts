@@ -29,7 +29,7 @@ interface BatchSpec {
 }
 
 /** Drives an ActivityTracker the way one syncer's cycles do, with a clock the test moves. */
-class FakeLeader {
+class FakeSyncer {
   clock = T0;
   readonly reports: ActivityReport[] = [];
   readonly log = captureLogger();
@@ -105,10 +105,10 @@ function at(minute: number, second: number, ms = 0): number {
 
 describe("ActivityTracker", () => {
   it("counts each minute's distinct keys once and sums its deltas exactly, two minutes apart", () => {
-    const leader = new FakeLeader();
+    const syncer = new FakeSyncer();
     // Leading since before 12:00, so 12:00 and 12:01 are seen whole.
-    leader.idleUntil(at(-1, 50), at(0, 5));
-    leader.cycle(at(0, 5), [
+    syncer.idleUntil(at(-1, 50), at(0, 5));
+    syncer.cycle(at(0, 5), [
       {
         entries: [
           ["a", 1n],
@@ -117,9 +117,9 @@ describe("ActivityTracker", () => {
         ],
       },
     ]);
-    leader.cycle(at(0, 10));
+    syncer.cycle(at(0, 10));
     // "a" and "big" again in the same minute: still one key each; their deltas add up.
-    leader.cycle(at(0, 15), [
+    syncer.cycle(at(0, 15), [
       {
         entries: [
           ["a", 4n],
@@ -128,12 +128,12 @@ describe("ActivityTracker", () => {
         ],
       },
     ]);
-    leader.idleUntil(at(0, 20), at(0, 58));
+    syncer.idleUntil(at(0, 20), at(0, 58));
     // Swapped at 12:00:58, committed at 12:01:01 (a slow cycle): still 12:00's.
-    leader.cycle(at(0, 58), [{ entries: [["late-in-minute", 3n]] }], { durationMs: 3_000 });
-    expect(leader.reportFor(T0)).toBeUndefined();
+    syncer.cycle(at(0, 58), [{ entries: [["late-in-minute", 3n]] }], { durationMs: 3_000 });
+    expect(syncer.reportFor(T0)).toBeUndefined();
     // 12:01: "a" again (a new minute counts it again), a key whose total leaves 2^63.
-    leader.cycle(at(1, 3), [
+    syncer.cycle(at(1, 3), [
       {
         entries: [
           ["a", 2n],
@@ -142,18 +142,18 @@ describe("ActivityTracker", () => {
       },
     ]);
     // The first cycle swapped after 12:01:00 confirms that everything of 12:00 is committed.
-    expect(leader.reportFor(T0)).toEqual({
+    expect(syncer.reportFor(T0)).toEqual({
       minute: new Date(T0),
       uniqueKeys: 5,
       deltaTotal: 1n - 7n + MAX_SAFE + 4n + MAX_SAFE - (MAX_SAFE + 10n) + 3n,
       batches: 3,
       partial: false,
     });
-    leader.idleUntil(at(1, 8), at(1, 40));
-    leader.cycle(at(1, 40), [{ entries: [["huge", 2n ** 62n]] }]);
-    leader.idleUntil(at(1, 45), at(2, 10));
+    syncer.idleUntil(at(1, 8), at(1, 40));
+    syncer.cycle(at(1, 40), [{ entries: [["huge", 2n ** 62n]] }]);
+    syncer.idleUntil(at(1, 45), at(2, 10));
 
-    expect(leader.reportFor(at(1, 0))).toEqual({
+    expect(syncer.reportFor(at(1, 0))).toEqual({
       minute: new Date(at(1, 0)),
       uniqueKeys: 2,
       deltaTotal: 2n + 2n ** 63n,
@@ -161,17 +161,17 @@ describe("ActivityTracker", () => {
       partial: false,
     });
     // 11:59 (joined at 11:59:50: partial), 12:00, 12:01, each exactly once, in order.
-    expect(leader.reports.map((report) => [report.minute.toISOString(), report.partial])).toEqual([
+    expect(syncer.reports.map((report) => [report.minute.toISOString(), report.partial])).toEqual([
       ["2026-11-21T11:59:00.000Z", true],
       ["2026-11-21T12:00:00.000Z", false],
       ["2026-11-21T12:01:00.000Z", false],
     ]);
 
     // More cycles, and finally the shutdown flush: 12:01 never comes again, 12:02 (unfinished) is partial.
-    leader.idleUntil(at(2, 10), at(2, 30));
-    leader.tracker.flush();
-    leader.tracker.flush();
-    expect(leader.reports.map((report) => [report.minute.toISOString(), report.partial])).toEqual([
+    syncer.idleUntil(at(2, 10), at(2, 30));
+    syncer.tracker.flush();
+    syncer.tracker.flush();
+    expect(syncer.reports.map((report) => [report.minute.toISOString(), report.partial])).toEqual([
       ["2026-11-21T11:59:00.000Z", true],
       ["2026-11-21T12:00:00.000Z", false],
       ["2026-11-21T12:01:00.000Z", false],
@@ -180,18 +180,18 @@ describe("ActivityTracker", () => {
   });
 
   it("adds a key's deltas across shards and batches, and reports a quiet minute as zeros", () => {
-    const leader = new FakeLeader(3);
-    leader.idleUntil(at(-1, 55), at(0, 5));
-    leader.cycle(at(0, 5), [
+    const syncer = new FakeSyncer(3);
+    syncer.idleUntil(at(-1, 55), at(0, 5));
+    syncer.cycle(at(0, 5), [
       { shard: 0, entries: [["k", 5n]] },
       { shard: 2, entries: [["k", -(2n ** 60n)]] },
     ]);
-    leader.cycle(at(0, 10), [{ shard: 1, entries: [["k", 1n]] }]);
+    syncer.cycle(at(0, 10), [{ shard: 1, entries: [["k", 1n]] }]);
     // 12:01 passes without a single increment.
-    leader.idleUntil(at(0, 15), at(2, 5));
+    syncer.idleUntil(at(0, 15), at(2, 5));
 
-    expect(leader.reportFor(T0)).toMatchObject({ uniqueKeys: 1, deltaTotal: 6n - 2n ** 60n, batches: 3 });
-    expect(leader.reportFor(at(1, 0))).toEqual({
+    expect(syncer.reportFor(T0)).toMatchObject({ uniqueKeys: 1, deltaTotal: 6n - 2n ** 60n, batches: 3 });
+    expect(syncer.reportFor(at(1, 0))).toEqual({
       minute: new Date(at(1, 0)),
       uniqueKeys: 0,
       deltaTotal: 0n,
@@ -201,23 +201,23 @@ describe("ActivityTracker", () => {
   });
 
   it("waits for a failing shard, then reports the minute complete when it catches up", () => {
-    const leader = new FakeLeader(2);
-    leader.idleUntil(at(-1, 55), at(0, 50));
-    leader.cycle(at(0, 50), [
+    const syncer = new FakeSyncer(2);
+    syncer.idleUntil(at(-1, 55), at(0, 50));
+    syncer.cycle(at(0, 50), [
       { shard: 0, entries: [["x", 1n]] },
       { shard: 1, entries: [["y", 2n]] },
     ]);
     // Shard 1 fails from 12:00:55 to 12:01:30 (Postgres trouble): 12:00 cannot be confirmed.
-    for (let second = 55; second < 90; second += 5) leader.cycle(at(0, second), [], { failing: [1] });
-    expect(leader.reportFor(T0)).toBeUndefined();
+    for (let second = 55; second < 90; second += 5) syncer.cycle(at(0, second), [], { failing: [1] });
+    expect(syncer.reportFor(T0)).toBeUndefined();
     // It recovers: its batch, swapped at 12:00:55 and retried since, commits with that swap time; then the
     // dirty hash behind it is swapped and flushed in the same cycle (12:01's).
-    leader.cycle(at(1, 30), [
+    syncer.cycle(at(1, 30), [
       { shard: 1, swappedAt: at(0, 55), entries: [["y", 4n]] },
       { shard: 1, entries: [["z", 3n]] },
     ]);
 
-    expect(leader.reportFor(T0)).toEqual({
+    expect(syncer.reportFor(T0)).toEqual({
       minute: new Date(T0),
       uniqueKeys: 2,
       deltaTotal: 1n + 2n + 4n,
@@ -227,27 +227,27 @@ describe("ActivityTracker", () => {
   });
 
   it("reports an unconfirmable minute as partial after the hold, and leaves out a batch that comes later", () => {
-    const leader = new FakeLeader(1);
-    leader.idleUntil(at(-1, 55), at(0, 10));
-    leader.cycle(at(0, 10), [{ entries: [["a", 1n]] }]);
+    const syncer = new FakeSyncer(1);
+    syncer.idleUntil(at(-1, 55), at(0, 10));
+    syncer.cycle(at(0, 10), [{ entries: [["a", 1n]] }]);
     // The shard fails from 12:00:15 on (its batch swapped at 12:00:15 cannot be applied): nothing more is
     // confirmed.
-    for (let t = at(0, 15); t < at(3, 5); t += INTERVAL) leader.cycle(t, [], { failing: [0] });
+    for (let t = at(0, 15); t < at(3, 5); t += INTERVAL) syncer.cycle(t, [], { failing: [0] });
     // Held until two minutes after its end (12:03:00), then reported as partial.
-    expect(leader.reportFor(T0)).toEqual({
+    expect(syncer.reportFor(T0)).toEqual({
       minute: new Date(T0),
       uniqueKeys: 1,
       deltaTotal: 1n,
       batches: 1,
       partial: true,
     });
-    expect(leader.reportFor(at(1, 0))).toBeUndefined();
+    expect(syncer.reportFor(at(1, 0))).toBeUndefined();
     // The stuck batch finally commits: its minute is gone, so it is logged, not counted. Everything accepted
     // meanwhile was in the dirty hash behind it, swapped now: 12:01 and 12:02 had no batch at all.
-    leader.cycle(at(3, 5), [{ swappedAt: at(0, 15), entries: [["b", 9n]] }, { entries: [["c", 1n]] }]);
+    syncer.cycle(at(3, 5), [{ swappedAt: at(0, 15), entries: [["b", 9n]] }, { entries: [["c", 1n]] }]);
 
-    expect(leader.reports.filter((report) => report.minute.getTime() === T0)).toHaveLength(1);
-    expect(leader.log.lines).toContainEqual(
+    expect(syncer.reports.filter((report) => report.minute.getTime() === T0)).toHaveLength(1);
+    expect(syncer.log.lines).toContainEqual(
       expect.objectContaining({
         level: "warn",
         msg: "activity: batch committed after its minute was reported; not counted",
@@ -256,29 +256,29 @@ describe("ActivityTracker", () => {
       }),
     );
     // 12:01 and 12:02 are confirmed now that the shard is synced past them.
-    expect(leader.reportFor(at(1, 0))).toMatchObject({ batches: 0, partial: false });
-    expect(leader.reportFor(at(2, 0))).toMatchObject({ batches: 0, partial: false });
+    expect(syncer.reportFor(at(1, 0))).toMatchObject({ batches: 0, partial: false });
+    expect(syncer.reportFor(at(2, 0))).toMatchObject({ batches: 0, partial: false });
   });
 
   it("marks partial the minutes it joined late, missed cycles in, or shared with another syncer", () => {
-    const leader = new FakeLeader(1);
-    // Becomes leader at 12:00:30: 12:00 is partial, 12:01 is whole.
-    leader.idleUntil(at(0, 30), at(0, 40));
-    leader.cycle(at(0, 40), [{ entries: [["a", 1n]] }]);
-    leader.idleUntil(at(0, 45), at(2, 0));
+    const syncer = new FakeSyncer(1);
+    // Takes its shard at 12:00:30: 12:00 is partial, 12:01 is whole.
+    syncer.idleUntil(at(0, 30), at(0, 40));
+    syncer.cycle(at(0, 40), [{ entries: [["a", 1n]] }]);
+    syncer.idleUntil(at(0, 45), at(2, 0));
     // Loses the lease from 12:02:10 to 12:02:40 (no cycles): 12:02 is partial.
-    leader.idleUntil(at(2, 0), at(2, 10));
-    leader.idleUntil(at(2, 40), at(3, 0));
+    syncer.idleUntil(at(2, 0), at(2, 10));
+    syncer.idleUntil(at(2, 40), at(3, 0));
     // 12:03: a batch another syncer already committed (the ledger had it).
-    leader.cycle(at(3, 0), [{ entries: [["b", 1n]], applied: false }]);
-    leader.idleUntil(at(3, 5), at(4, 0));
+    syncer.cycle(at(3, 0), [{ entries: [["b", 1n]], applied: false }]);
+    syncer.idleUntil(at(3, 5), at(4, 0));
     // 12:04: a seq skipped: another syncer swapped and applied a batch between two of ours.
-    leader.cycle(at(4, 0), [{ entries: [["c", 1n]] }]);
-    leader.cycle(at(4, 5), [{ entries: [["d", 1n]], seqJump: 1 }]);
-    leader.idleUntil(at(4, 10), at(5, 5));
+    syncer.cycle(at(4, 0), [{ entries: [["c", 1n]] }]);
+    syncer.cycle(at(4, 5), [{ entries: [["d", 1n]], seqJump: 1 }]);
+    syncer.idleUntil(at(4, 10), at(5, 5));
 
     expect(
-      leader.reports.map((report) => [report.minute.toISOString().slice(11, 16), report.partial]),
+      syncer.reports.map((report) => [report.minute.toISOString().slice(11, 16), report.partial]),
     ).toEqual([
       ["12:00", true],
       ["12:01", false],
@@ -287,12 +287,12 @@ describe("ActivityTracker", () => {
       ["12:04", true],
     ]);
     // Its own batches are counted whatever the flag.
-    expect(leader.reportFor(at(4, 0))).toMatchObject({ uniqueKeys: 2, batches: 2 });
-    expect(leader.reportFor(at(3, 0))).toMatchObject({ uniqueKeys: 0, batches: 0 });
+    expect(syncer.reportFor(at(4, 0))).toMatchObject({ uniqueKeys: 2, batches: 2 });
+    expect(syncer.reportFor(at(3, 0))).toMatchObject({ uniqueKeys: 0, batches: 0 });
   });
 
   it("holding half of the shards: reports its share of each minute as partial, as soon as its shards are synced", () => {
-    const syncer = new FakeLeader(4);
+    const syncer = new FakeSyncer(4);
     for (let t = at(-1, 50); t < at(1, 5); t += INTERVAL) {
       const batches: BatchSpec[] =
         t === at(0, 10)
@@ -315,17 +315,17 @@ describe("ActivityTracker", () => {
   });
 
   it("a standby that lost the lease reports what it held once the hold has passed, from its timer", () => {
-    const leader = new FakeLeader(1);
-    leader.idleUntil(at(-1, 55), at(0, 10));
-    leader.cycle(at(0, 10), [{ entries: [["a", 5n]] }]);
+    const syncer = new FakeSyncer(1);
+    syncer.idleUntil(at(-1, 55), at(0, 10));
+    syncer.cycle(at(0, 10), [{ entries: [["a", 5n]] }]);
     // No more cycles: the lease went to another syncer.
-    leader.clock = at(2, 30);
-    leader.tracker.expire();
-    expect(leader.reports).toEqual([expect.objectContaining({ minute: new Date(at(-1, 0)) })]);
+    syncer.clock = at(2, 30);
+    syncer.tracker.expire();
+    expect(syncer.reports).toEqual([expect.objectContaining({ minute: new Date(at(-1, 0)) })]);
 
-    leader.clock = at(3, 1);
-    leader.tracker.expire();
-    expect(leader.reportFor(T0)).toEqual({
+    syncer.clock = at(3, 1);
+    syncer.tracker.expire();
+    expect(syncer.reportFor(T0)).toEqual({
       minute: new Date(T0),
       uniqueKeys: 1,
       deltaTotal: 5n,

@@ -16,7 +16,7 @@ import {
 } from "../support/syncer.ts";
 
 // Real syncer cycles on the shared Redis and this file's database, with the activity report wired in as
-// syncer/server.ts wires it. Periods of a second (not a minute) so that several pass in a test.
+// syncer/process.ts wires it. Periods of a second (not a minute) so that several pass in a test.
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const STREAM_FIELDS = ["minute", "unique_keys", "delta_total", "batches", "partial", "emitted_at", "syncer"];

@@ -135,7 +135,7 @@ describe("several syncers on the same shards", () => {
     },
   );
 
-  it("leaders whose lease runs out mid-cycle and standbys taking over still count every delta exactly once", async () => {
+  it("syncers whose leases run out mid-cycle and others taking their shards still count every delta exactly once", async () => {
     const prefix = env.newPrefix();
     const syncers: Syncer[] = [];
     const stalled = new Set<Syncer>();
@@ -160,9 +160,9 @@ describe("several syncers on the same shards", () => {
             lastCycleBy = syncer;
           }
           await jitter(step, shard);
-          // Every third read, the leader stalls mid-batch (a GC pause, a slow network) for longer than the
+          // Every third read, the syncer holding the shard stalls mid-batch (a GC pause, a slow network) for longer than the
           // lease TTL: a BLPOP holds its connection, so its renewals queue up behind it and the lease lapses.
-          // A standby claims the lease and runs its own cycle while the old leader still holds a batch.
+          // Another claims the lease and runs its own cycle while the stalled one still holds a batch.
           if (step === "during-read" && ++reads % 3 === 0) {
             stalled.add(syncer);
             await redis.blpop(`${prefix}:stall`, 0.3);

@@ -31,7 +31,7 @@ async function syncerWithMetrics(
     pool: env.openPool(),
     logger: silentLogger,
     keyspace: new Keyspace(prefix, 1),
-    // Cycles run when a test says so, or once when a syncer becomes the leader.
+    // Cycles run when a test says so, or once when a syncer takes a shard.
     intervalMs: 60_000,
     scanCount: 1_000,
     leaseTtlMs: options.leaseTtlMs ?? 1_000,
@@ -127,19 +127,23 @@ describe("syncer metrics", () => {
       await second.syncer.stop();
     });
     // One shard: the second syncer's fair share is that shard too, which the first holds.
-    const leader = async (s: { scrape(): Promise<Sample[]> }) =>
+    const shardsHeld = async (s: { scrape(): Promise<Sample[]> }) =>
       sampleValue(await s.scrape(), "tally_syncer_shards");
     const staleness = async (s: { scrape(): Promise<Sample[]> }) =>
       sampleValue(await s.scrape(), "tally_syncer_staleness_seconds") ?? Number.NaN;
 
-    expect(await leader(first)).toBe(0);
+    expect(await shardsHeld(first)).toBe(0);
     first.syncer.start();
-    await waitFor(async () => (await leader(first)) === 1, { message: "the first syncer never led" });
-    // A new leader syncs at once; Postgres is then up to date as of that cycle.
-    await waitFor(async () => first.syncer.lastReport, { message: "the leader never ran its first cycle" });
+    await waitFor(async () => (await shardsHeld(first)) === 1, {
+      message: "the first syncer never took the shard",
+    });
+    // A syncer that takes a shard syncs it at once; Postgres is then up to date as of that cycle.
+    await waitFor(async () => first.syncer.lastReport, {
+      message: "the first syncer never ran its first cycle",
+    });
     second.syncer.start();
     await sleep(300);
-    expect(await leader(second)).toBe(0);
+    expect(await shardsHeld(second)).toBe(0);
 
     // No cycle in between (the interval is a minute): the staleness grows with the clock, read per scrape.
     const before = await staleness(first);
@@ -151,17 +155,19 @@ describe("syncer metrics", () => {
       ready: true,
       detail: { shards: [0] },
     });
-    // A standby reports no staleness of its own, and is ready.
+    // A syncer holding no shard reports no staleness of its own, and is ready.
     expect(await staleness(second)).toBe(0);
     expect(syncerReadiness(second.syncer, NO_MEMORY_PROBLEM)).toEqual({
       ready: true,
       detail: { shards: [], stalenessSeconds: 0 },
     });
 
-    // The leader steps down (releasing the lease): the standby takes over, and the gauges follow.
+    // The first syncer stops (releasing its lease): the second takes the shard, and the gauges follow.
     await first.syncer.stop();
-    expect(await leader(first)).toBe(0);
+    expect(await shardsHeld(first)).toBe(0);
     expect(await staleness(first)).toBe(0);
-    await waitFor(async () => (await leader(second)) === 1, { message: "the standby never took over" });
+    await waitFor(async () => (await shardsHeld(second)) === 1, {
+      message: "the second syncer never took over",
+    });
   });
 });

@@ -256,7 +256,7 @@ describe("Syncer and its leases", () => {
 
   it("with one shard, a second syncer stays idle while the first lives, and takes over when it stops", async () => {
     const prefix = env.newPrefix();
-    // A TTL with room for a busy test machine: the standby must not see the healthy leader's lease lapse.
+    // A TTL with room for a busy test machine: the second must not see the healthy first one's lease lapse.
     const first = await startedSyncer(prefix, 50, 1_500);
     await waitFor(async () => first.heldShards.length === 1 && first.lastReport !== undefined);
     const second = await startedSyncer(prefix, 50, 1_500);
@@ -269,35 +269,35 @@ describe("Syncer and its leases", () => {
     await addDeltas(env.redis, prefix, [["a", 2]]);
 
     await waitFor(async () => (await readCounters(env.pool)).get("a") === 3n, {
-      message: "the standby did not take over",
+      message: "the second syncer did not take over",
     });
     expect(second.heldShards).toEqual([0]);
   });
 
   it("the others take a syncer's shards after the TTL when it dies without releasing", async () => {
     const prefix = env.newPrefix();
-    const leaderRedis = await env.openRedis();
-    const leader = createSyncer({
-      redis: leaderRedis,
+    const dyingRedis = await env.openRedis();
+    const dying = createSyncer({
+      redis: dyingRedis,
       pool: env.openPool(),
       prefix,
       intervalMs: 50,
       leaseTtlMs: 300,
     });
-    onTestFinished(() => leader.stop());
-    leader.start();
-    await waitFor(async () => leader.heldShards.length === 1);
-    const standby = await startedSyncer(prefix, 50);
+    onTestFinished(() => dying.stop());
+    dying.start();
+    await waitFor(async () => dying.heldShards.length === 1);
+    const other = await startedSyncer(prefix, 50);
 
     // Cut off from Redis: it can neither renew nor release, exactly like a dead process.
-    leaderRedis.disconnect();
+    dyingRedis.disconnect();
     await addDeltas(env.redis, prefix, [["b", 5]]);
 
     await waitFor(async () => (await readCounters(env.pool)).get("b") === 5n, {
-      message: "the standby did not take over after the TTL",
+      message: "the other syncer did not take over after the TTL",
     });
-    expect(standby.heldShards).toEqual([0]);
-    expect(leader.heldShards).toEqual([]);
+    expect(other.heldShards).toEqual([0]);
+    expect(dying.heldShards).toEqual([]);
   });
 
   it("skips a shard whose lease it lost after the cycle began, rather than work beside its new holder", async () => {
