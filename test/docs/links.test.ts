@@ -2,6 +2,7 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { lineAt, splitCode } from "./markdown.ts";
 
 // The README is the front door of every clone, so it may only point into the repository: a link to a
 // sibling checkout or a web page breaks or drifts where the reader cannot see it. The docs may link anywhere,
@@ -20,46 +21,6 @@ interface Link {
   target: string;
   line: number;
 }
-
-interface Parts {
-  /** The document with every code block and code span blanked out, line numbers kept. */
-  prose: string;
-  /** The code blocks, everything else blanked out (line numbers kept), then the code spans. */
-  code: string;
-}
-
-const FENCE = /^ {0,3}(`{3,}|~{3,})/;
-// A code span closes with a run of backticks as long as the one that opened it, within its paragraph.
-const CODE_SPAN = /(`+)(?!`)(?:(?!\n[ \t]*\n)[\s\S])*?(?<!`)\1(?!`)/g;
-
-const blank = (text: string) => text.replace(/[^\n]/g, " ");
-
-/** Splits markdown into prose and code: a URL in an example is not a link, and a link in code is not one. */
-function splitCode(markdown: string): Parts {
-  const prose: string[] = [];
-  const code: string[] = [];
-  let fence: string | undefined;
-  for (const line of markdown.split("\n")) {
-    const marker = FENCE.exec(line)?.[1];
-    const inCode = fence !== undefined || marker !== undefined;
-    if (fence === undefined) {
-      if (marker !== undefined) fence = marker;
-    } else if (marker !== undefined && marker[0] === fence[0] && marker.length >= fence.length) {
-      // A fence closes on a line of the same character, at least as long as the one that opened it.
-      fence = undefined;
-    }
-    prose.push(inCode ? blank(line) : line);
-    code.push(inCode ? line : blank(line));
-  }
-  const spans: string[] = [];
-  const proseText = prose.join("\n").replace(CODE_SPAN, (span) => {
-    spans.push(span);
-    return blank(span);
-  });
-  return { prose: proseText, code: `${code.join("\n")}\n${spans.join("\n")}` };
-}
-
-const lineAt = (text: string, index: number) => text.slice(0, index).split("\n").length;
 
 // [text](target "title") and ![alt](target), the target bare or in <…>; and [label]: target.
 const INLINE_LINK = /!?\[[^\]]*\]\(\s*(?:<([^>\n]*)>|([^\s)]*))(?:\s+(?:"[^"]*"|'[^']*'))?\s*\)/g;
