@@ -10,7 +10,7 @@ import { listen } from "../lib/listen.ts";
 import type { Logger } from "../lib/logger.ts";
 import { collectProcessMetrics } from "../lib/metrics.ts";
 import { createPool } from "../lib/postgres/pool.ts";
-import { createRedis, type RedisClient } from "../lib/redis/client.ts";
+import { closeRedis, createRedis, type RedisClient } from "../lib/redis/client.ts";
 import { redisLocation, redisLocationOf, watchRedisConnection } from "../lib/redis/connection.ts";
 import { keyspaceOf } from "../lib/redis/keyspace.ts";
 import { type RedisMemoryWatch, redisMemoryWatchFor } from "../lib/redis/memory-watch.ts";
@@ -157,9 +157,7 @@ export async function startApiInstance(
   instance.redisMemory.register(instance.metrics.registry);
   instance.replicas.register(instance.metrics.registry);
   shutdown.add("redis", async () => {
-    await Promise.all(
-      [instance.redis, instance.writes].map((client) => client.quit().catch(() => client.disconnect())),
-    );
+    await Promise.all([instance.redis, instance.writes].map(closeRedis));
   });
   instance.redisMemory.start();
   shutdown.add("redis memory watch", () => instance.redisMemory.stop());

@@ -4,7 +4,7 @@ import { maskedUrl } from "../lib/masked-url.ts";
 import { collectProcessMetrics } from "../lib/metrics.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { isPostgresUnreachable } from "../lib/postgres/unreachable.ts";
-import { createRedis } from "../lib/redis/client.ts";
+import { closeRedis, createRedis } from "../lib/redis/client.ts";
 import { redisLocation, redisLocationOf, watchRedisConnection } from "../lib/redis/connection.ts";
 import { keyspaceOf } from "../lib/redis/keyspace.ts";
 import { type RedisMemoryWatch, redisMemoryWatchFor } from "../lib/redis/memory-watch.ts";
@@ -53,7 +53,7 @@ export async function startSyncer(
     "this syncer stands by until it is back; accepted increments wait in Redis",
   );
   shutdown.add("redis", async () => {
-    await redis.quit().catch(() => redis.disconnect());
+    await closeRedis(redis);
   });
   const redisMemory = redisMemoryWatchFor(redis, config, logger);
   redisMemory.start();

@@ -73,10 +73,43 @@ export function createRedis(options: RedisClientOptions): RedisClient {
           failoverDetector: true,
           // A master demoted while we were connected answers writes with READONLY: ask the Sentinels again.
           reconnectOnError: (error) => error.message.startsWith("READONLY"),
+          // A Sentinel that accepts connections but does not answer (paused, overloaded) is skipped for the
+          // next one instead of holding up the reconnection for as long as it stays silent.
+          sentinelCommandTimeout: options.commandTimeoutMs,
         })
       : new Redis(options.url, redisOptions);
+  if (options.sentinels) reconnectAfterEnd(redis);
   return redis;
 }
+
+const closedOnPurpose = new WeakSet<RedisClient>();
+
+/** Closes a client for good: QUIT when it is connected, a plain disconnect otherwise. */
+export async function closeRedis(redis: RedisClient): Promise<void> {
+  closedOnPurpose.add(redis);
+  if (redis.status !== "ready") {
+    redis.disconnect();
+    return;
+  }
+  await redis.quit().catch(() => redis.disconnect());
+}
+
+/**
+ * ioredis ends a Sentinel client for good when the Sentinels announce a failover while the client is asking
+ * them where the master is: its failover detector closes the connection being made, and a connection closed
+ * while being made ends the client. That is the very failover the client should follow, so nothing but
+ * closeRedis may end it.
+ */
+function reconnectAfterEnd(redis: RedisClient): void {
+  redis.on("end", () => {
+    if (closedOnPurpose.has(redis)) return;
+    setTimeout(() => {
+      if (!closedOnPurpose.has(redis) && redis.status === "end") redis.connect().catch(() => {});
+    }, RECONNECT_AFTER_END_MS).unref();
+  });
+}
+
+const RECONNECT_AFTER_END_MS = 100;
 
 const SLOTS_REFRESH_INTERVAL_MS = 5_000;
 

@@ -2,7 +2,7 @@ import type { Config } from "../config.ts";
 import { FailureStreak } from "../failure-streak.ts";
 import type { Logger } from "../logger.ts";
 import { maskedUrl } from "../masked-url.ts";
-import { connectRedis, createRedis, type RedisClient, type RedisLocation } from "./client.ts";
+import { closeRedis, connectRedis, createRedis, type RedisClient, type RedisLocation } from "./client.ts";
 
 /** Where the service's Redis is, as the operator configured it (a password masked). */
 export function redisLocation(redis: Config["redis"]): string {
@@ -66,6 +66,6 @@ export async function warnIfRedisUnreachable(config: Config, logger: Logger): Pr
       `cannot reach Redis at ${redisLocation(config.redis)}: the API will answer 503 and the syncer wait until it is back`,
     );
   } finally {
-    probe.disconnect();
+    await closeRedis(probe);
   }
 }

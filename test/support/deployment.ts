@@ -1,6 +1,6 @@
 import pg from "pg";
 import { onTestFinished } from "vitest";
-import { connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
+import { closeRedis, connectRedis, createRedis, type RedisClient } from "../../lib/redis/client.ts";
 import { allShardKeys } from "../../lib/redis/keyspace.ts";
 import { mintToken } from "../../lib/tokens.ts";
 import { Load, type LoadOptions } from "../../tools/load/accounted.ts";
@@ -202,7 +202,7 @@ export class Deployment {
 
   async close(): Promise<void> {
     await Promise.all(this.processes.map((process) => process.stop("SIGKILL")));
-    this.redis.disconnect();
+    await closeRedis(this.redis);
     await this.pool.end();
     await this.#dropDatabase?.();
   }
