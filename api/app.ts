@@ -17,9 +17,10 @@ import { incrementOperation } from "./operations/increment.ts";
 import { incrementsOperation } from "./operations/increments.ts";
 import { openApiDocumentOperation } from "./operations/openapi-document.ts";
 import { readCounterOperation } from "./operations/read-counter.ts";
+import { readCountersOperation } from "./operations/read-counters.ts";
 import { problemResponse } from "./problem.ts";
+import type { CounterReader } from "./store/counter-readings.ts";
 import type { IncrementStore } from "./store/increments.ts";
-import type { CounterReader } from "./store/read-counter.ts";
 
 export interface AppDependencies {
   logger: Logger;
@@ -45,6 +46,7 @@ export function apiOperations(deps: AppDependencies): Operation[] {
     incrementOperation({ increment, maxKeyLength, bodyLimitBytes }),
     incrementsOperation({ increment, maxKeyLength, maxBatchSize: deps.maxBatchSize }),
     readCounterOperation({ readCounter: deps.readCounter, maxKeyLength }),
+    readCountersOperation({ readCounter: deps.readCounter, maxKeyLength }),
     livenessOperation(),
     readinessOperation(deps.health),
     openApiDocumentOperation(() => document),

@@ -7,9 +7,14 @@ export interface Client {
   /** The token's `sub`; rate limits and idempotency records are kept per client. */
   id: string;
   scopes: ReadonlySet<string>;
+  /**
+   * The key prefixes the token is confined to (its tally_prefixes claim, see api/namespaces.ts); undefined
+   * when it has none and may touch every key.
+   */
+  prefixes: readonly string[] | undefined;
 }
 
-export type Scope = "counters:write" | "counters:read";
+export type Scope = "counters:write" | "counters:read" | "counters:reset";
 
 /**
  * Read these with `c.get(name)`, not `c.var.name`: hono builds `c.var` anew from every variable on each

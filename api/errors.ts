@@ -31,6 +31,7 @@ export const PROBLEMS = {
     title: "The token lacks the scope this operation needs",
     headers: ["WWW-Authenticate"],
   },
+  namespace_forbidden: { status: 403, title: "The token may not touch these counter keys" },
   not_found: { status: 404, title: "No such resource" },
   counter_not_found: { status: 404, title: "No such counter" },
   method_not_allowed: { status: 405, title: "Method not allowed", headers: ["Allow"] },

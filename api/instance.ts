@@ -22,8 +22,8 @@ import { ApiMetrics } from "./metrics.ts";
 import { cacheVerifiedTokens } from "./middleware/auth/token-cache.ts";
 import { createTokenVerifier } from "./middleware/auth/verifier.ts";
 import { coalesceConsumes } from "./middleware/rate-limit/coalesce.ts";
+import { createCounterReader } from "./store/counter-readings.ts";
 import { createIncrementStore } from "./store/increments.ts";
-import { createCounterReader } from "./store/read-counter.ts";
 
 // Longer than the idle timeout of common load balancers (nginx 60 s upstream keepalive_timeout, AWS ALB
 // 60 s), so the balancer, not the API, closes idle connections and never races a request onto a closing one.

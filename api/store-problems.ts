@@ -1,6 +1,6 @@
 import { type RedisFailure, redisFailureOf } from "../lib/redis/errors.ts";
 import { ApiError, type FieldError, type ProblemCode } from "./errors.ts";
-import type { ReadFailure } from "./store/read-counter.ts";
+import type { ReadFailure } from "./store/counter-readings.ts";
 import type { FailedWrite } from "./store/write-outcome.ts";
 
 /**

@@ -1,12 +1,14 @@
 import { parseArgs } from "node:util";
+import * as v from "valibot";
 import { loadConfigOrExit } from "../lib/config.ts";
-import { mintToken, SUBJECT_PATTERN } from "../lib/tokens.ts";
+import { mintToken, PREFIXES_RULE, PREFIXES_SCHEMA, SUBJECT_PATTERN } from "../lib/tokens.ts";
 
-// `npm run token -- --sub <client> [--scope "counters:write counters:read"] [--ttl 3600]`
 // Prints a token signed with the service's JWT_SECRET (or the development secret when none is set).
 const USAGE =
-  'usage: npm run token -- --sub <client> [--scope "counters:write counters:read"] [--ttl seconds]\n' +
-  "  <client>: 1 to 255 visible ASCII characters; seconds: a whole number above 0\n";
+  'usage: npm run token -- --sub <client> [--scope "counters:write counters:read"] [--prefix <p>]... [--ttl seconds]\n' +
+  "  <client>: 1 to 255 visible ASCII characters; seconds: a whole number above 0\n" +
+  "  --prefix: confine the token to keys starting with <p> (repeat for several); without it, every key\n" +
+  "  scopes: counters:write, counters:read, counters:reset\n";
 
 function parseArguments() {
   try {
@@ -14,6 +16,7 @@ function parseArguments() {
       options: {
         sub: { type: "string" },
         scope: { type: "string", default: "counters:write counters:read" },
+        prefix: { type: "string", multiple: true },
         ttl: { type: "string", default: "3600" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -42,10 +45,16 @@ if (!values.sub || !SUBJECT_PATTERN.test(values.sub) || !Number.isInteger(ttlSec
   process.stderr.write(USAGE);
   process.exit(64);
 }
+const prefixes = v.safeParse(v.optional(PREFIXES_SCHEMA), values.prefix);
+if (!prefixes.success) {
+  process.stderr.write(`--prefix: the prefixes must be ${PREFIXES_RULE}\n${USAGE}`);
+  process.exit(64);
+}
 const token = await mintToken({
   secret: config.auth.secret,
   subject: values.sub,
   scopes: values.scope.split(/\s+/).filter(Boolean),
+  prefixes: prefixes.output,
   ttlSeconds,
   issuer: config.auth.issuer,
   audience: config.auth.audience,

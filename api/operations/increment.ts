@@ -1,5 +1,6 @@
 import * as v from "valibot";
 import { readJsonBody } from "../body.ts";
+import { checkKeys } from "../namespaces.ts";
 import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
 import {
@@ -46,6 +47,7 @@ export function incrementOperation(options: IncrementOptions): Operation {
     problems: WRITE_PROBLEMS,
     async handler(c) {
       const body = parseOrThrow(bodySchema, await readJsonBody(c, bodyLimitBytes), "invalid_body");
+      checkKeys(c.get("client"), [body.key], () => "/key");
       const outcome = await options.increment({
         increments: [body],
         idempotency: idempotencyKeyOf(c),

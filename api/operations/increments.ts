@@ -1,6 +1,7 @@
 import * as v from "valibot";
 import { readJsonBody } from "../body.ts";
-import { ApiError } from "../errors.ts";
+import { chargeRest } from "../middleware/rate-limit/index.ts";
+import { checkKeys } from "../namespaces.ts";
 import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
 
@@ -81,11 +82,13 @@ export function incrementsOperation(options: IncrementsOptions): Operation {
     problems: WRITE_PROBLEMS,
     async handler(c) {
       const { increments } = parseOrThrow(bodySchema, await readJsonBody(c, bodyLimitBytes), "invalid_body");
+      checkKeys(
+        c.get("client"),
+        increments.map(({ key }) => key),
+        (index) => `/increments/${index}/key`,
+      );
       const idempotency = idempotencyKeyOf(c);
-      // The request paid one point to get here; the rest of its increments pay now, before any is applied.
-      const chargeMore = c.get("chargeMore");
-      if (chargeMore === undefined) throw new ApiError("internal_error", "the batch's quota was not charged");
-      await chargeMore(increments.length - 1);
+      await chargeRest(c, increments.length - 1);
       const outcome = await options.increment({ increments, idempotency, endpoint: "increments" });
       return answerWrite(c, outcome, "increments");
     },

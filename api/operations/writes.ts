@@ -13,6 +13,7 @@ import { parseOrThrow } from "../validation.ts";
 export const WRITE_PROBLEMS: readonly ProblemCode[] = [
   "invalid_body",
   "invalid_idempotency_key",
+  "namespace_forbidden",
   "counter_out_of_range",
   "idempotency_key_reused",
   "idempotency_capacity",

@@ -14,6 +14,10 @@ export interface ShardKeys {
   flushingMeta: string;
   /** Per-shard batch sequence counter. */
   seq: string;
+  /** Counter keys reset since the dirty hash was swapped (a set): their earlier totals are discarded. */
+  resets: string;
+  /** The resets of the batch being written to Postgres: the former `resets`, renamed with the dirty hash. */
+  flushingResets: string;
   /** The shard's Idempotency-Key records by expiry (sorted set), to bound and count them. */
   idempotencyIndex: string;
   /** Which syncer applies the shard: its holder id, with a TTL. */
@@ -28,6 +32,8 @@ export function shardKeys(prefix: string, shard: number): ShardKeys {
     flushing: `${tag}:flushing`,
     flushingMeta: `${tag}:flushing:meta`,
     seq: `${tag}:seq`,
+    resets: `${tag}:resets`,
+    flushingResets: `${tag}:flushing:resets`,
     idempotencyIndex: `${tag}:idem-index`,
     lease: `${tag}:lease`,
   };
@@ -44,9 +50,9 @@ export function idempotencyRecordKey(prefix: string, shard: number, digest: stri
 /**
  * The shard whose dirty hash takes a counter's increments (those without an Idempotency-Key). By key, so
  * that one key's deltas sit in one shard: Postgres gets one row per distinct key per cycle whatever the
- * shard count, and more shards mean smaller batches, each committed sooner after its own swap. Only a
- * performance property: reads and the syncer cover every shard, so deltas of a key in another shard (an
- * idempotent increment, a changed SYNC_SHARDS) are still counted.
+ * shard count, and more shards mean smaller batches, each committed sooner after its own swap. Reads and the
+ * syncer cover every shard, so the deltas a key left in another shard before SYNC_SHARDS changed are still
+ * counted.
  */
 export function shardOfKey(key: string, shards: number): number {
   if (shards === 1) return 0;

@@ -57,12 +57,20 @@ export type SwapOutcome =
   | { kind: "empty" }
   | { kind: "behind"; seq: bigint };
 
-/** What pending-4.lua reads of one shard for one counter key; each null when absent. */
+/** What pending-6.lua reads of one shard for some counter keys, each list index-aligned with the keys. */
 export interface ShardPending {
-  dirty: string | null;
-  flushing: string | null;
+  /** The flushing batch's seq; null when there is no flushing batch. */
   flushingSeq: string | null;
+  /** The last seq the shard handed out; null before its first batch. */
   lastSeq: string | null;
+  /** Deltas in the dirty hash; null when absent. */
+  dirty: (string | null)[];
+  /** Deltas in the flushing hash; null when absent. */
+  flushing: (string | null)[];
+  /** Reset since the dirty hash was swapped. */
+  dirtyReset: boolean[];
+  /** Reset in the flushing batch. */
+  flushingReset: boolean[];
 }
 
 export class UnexpectedReplyError extends Error {
@@ -119,15 +127,22 @@ export function swapOutcome(reply: unknown): SwapOutcome {
   throw new UnexpectedReplyError("swap", reply);
 }
 
-export function shardPending(reply: unknown): ShardPending {
-  const fields = Array.isArray(reply) ? reply : [];
+export function shardPending(reply: unknown, keys: number): ShardPending {
+  const [flushingSeq, lastSeq, dirty, flushing, dirtyReset, flushingReset] = Array.isArray(reply)
+    ? reply
+    : [];
   const text = (value: unknown) => (typeof value === "string" ? value : null);
-  if (fields.length !== 4) throw new UnexpectedReplyError("pending", reply);
+  const list = <T>(value: unknown, item: (entry: unknown) => T): T[] => {
+    if (!Array.isArray(value) || value.length !== keys) throw new UnexpectedReplyError("pending", reply);
+    return value.map(item);
+  };
   return {
-    dirty: text(fields[0]),
-    flushing: text(fields[1]),
-    flushingSeq: text(fields[2]),
-    lastSeq: text(fields[3]),
+    flushingSeq: text(flushingSeq),
+    lastSeq: text(lastSeq),
+    dirty: list(dirty, text),
+    flushing: list(flushing, text),
+    dirtyReset: list(dirtyReset, (entry) => entry === 1),
+    flushingReset: list(flushingReset, (entry) => entry === 1),
   };
 }
 

@@ -23,7 +23,7 @@ export const LUA = {
   incrementOnce: new LuaScript("increment-once-3.lua"),
   swap: new LuaScript("swap-4.lua"),
   finish: new LuaScript("finish-2.lua"),
-  pending: new LuaScript("pending-4.lua"),
+  pending: new LuaScript("pending-6.lua"),
   leaseClaim: new LuaScript("lease-claim-1.lua"),
   leaseRelease: new LuaScript("lease-release-1.lua"),
   syncersHeartbeat: new LuaScript("syncers-heartbeat-1.lua"),
@@ -98,10 +98,17 @@ export class Scripts {
     return { value: incrementOnceResult(value), confirmed };
   }
 
-  /** What the shard holds for `counterKey` that Postgres may not have yet, read atomically. */
-  async pending(shard: ShardKeys, counterKey: string): Promise<ShardPending> {
-    const keys = [shard.dirty, shard.flushing, shard.flushingMeta, shard.seq];
-    return shardPending(await LUA.pending.run(this.#redis, keys, [counterKey]));
+  /** What the shard holds for the counter keys (at least one) that Postgres may not have yet, read atomically. */
+  async pending(shard: ShardKeys, counterKeys: readonly string[]): Promise<ShardPending> {
+    const keys = [
+      shard.dirty,
+      shard.flushing,
+      shard.flushingMeta,
+      shard.seq,
+      shard.resets,
+      shard.flushingResets,
+    ];
+    return shardPending(await LUA.pending.run(this.#redis, keys, counterKeys), counterKeys.length);
   }
 
   /**

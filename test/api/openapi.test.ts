@@ -160,6 +160,7 @@ describe("GET /openapi.json", () => {
       "GET /readyz",
       "POST /increment",
       "POST /increments",
+      "POST /read",
     ]);
   });
 

@@ -11,7 +11,12 @@ function countingVerifier(expiresAt: number): { verify: TokenVerifier; calls: st
   const verify: TokenVerifier = async (token) => {
     calls.push(token);
     if (token.startsWith("bad")) throw new InvalidTokenError("bad token");
-    const verified: VerifiedToken = { subject: token, scopes: new Set(["counters:write"]), expiresAt };
+    const verified: VerifiedToken = {
+      subject: token,
+      scopes: new Set(["counters:write"]),
+      prefixes: undefined,
+      expiresAt,
+    };
     return verified;
   };
   return { verify, calls };

@@ -39,6 +39,26 @@ describe("npm run token", () => {
     expect(payload.exp).toBeGreaterThan(Date.now() / 1000);
   });
 
+  it("confines a token to the prefixes given with --prefix, which may repeat", async () => {
+    const { code, stdout } = await runEntry(
+      "scripts/token.ts",
+      ["--sub", "team-a", "--prefix", "team-a:", "--prefix", "shared:%_*"],
+      { JWT_SECRET: TEST_SECRET },
+    );
+    expect(code).toBe(0);
+    const { payload } = await jwtVerify(stdout.trim(), new TextEncoder().encode(TEST_SECRET));
+    expect(payload.tally_prefixes).toEqual(["team-a:", "shared:%_*"]);
+  });
+
+  it("refuses an empty --prefix: every key would start with it", async () => {
+    const { code, stderr } = await runEntry("scripts/token.ts", ["--sub", "x", "--prefix", ""], {
+      JWT_SECRET: TEST_SECRET,
+    });
+    expect(code).toBe(64);
+    expect(stderr).toContain("--prefix: the prefixes must be");
+    expect(stderr).not.toMatch(/^\s+at /m);
+  });
+
   it.each([["--help"], ["-h"]])("prints its usage for %s and exits 0", async (flag) => {
     const { code, stdout, stderr } = await runEntry("scripts/token.ts", [flag], {});
     expect(code).toBe(0);

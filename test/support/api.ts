@@ -20,8 +20,11 @@ export interface TestApi {
   config: Config;
   prefix: string;
   databaseUrl: string;
-  /** A token for `subject` (default: a fresh client id) with both scopes unless told otherwise. */
-  token(options?: { subject?: string; scopes?: string[] }): Promise<string>;
+  /**
+   * A token for `subject` (default: a fresh client id) with the write and read scopes unless told
+   * otherwise, confined to `prefixes` when given.
+   */
+  token(options?: { subject?: string; scopes?: string[]; prefixes?: string[] }): Promise<string>;
   increment(body: unknown, token: string, headers?: Record<string, string>): Promise<Response>;
   close(): Promise<void>;
 }
@@ -58,6 +61,7 @@ export async function createTestApi(env: Record<string, string> = {}): Promise<T
         secret: TEST_SECRET,
         subject: options.subject ?? `client-${randomPrefix()}`,
         scopes: options.scopes ?? ["counters:write", "counters:read"],
+        prefixes: options.prefixes,
       }),
     increment: async (body, token, headers = {}) =>
       node.app.request("/increment", {

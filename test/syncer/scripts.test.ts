@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RedisClient } from "../../lib/redis/client.ts";
-import { type ShardKeys, shardKeys } from "../../lib/redis/keyspace.ts";
-import { LUA } from "../../lib/redis/scripts.ts";
+import { Keyspace, type ShardKeys, shardKeys } from "../../lib/redis/keyspace.ts";
+import { LUA, Scripts } from "../../lib/redis/scripts.ts";
 import { randomPrefix, sharedRedisUrl } from "../harness/fixtures.ts";
 import { deletePrefix, openRedis } from "../support/syncer.ts";
 
@@ -182,35 +182,47 @@ describe("finish-2.lua", () => {
   });
 });
 
-describe("pending-4.lua", () => {
-  function pending(keys: ShardKeys, counterKey: string) {
-    return LUA.pending.run(redis, [keys.dirty, keys.flushing, keys.flushingMeta, keys.seq], [counterKey]);
-  }
+describe("pending-6.lua", () => {
+  // pending() takes the shard's keys; the keyspace is for the scripts that find a key's shard themselves.
+  const pending = (keys: ShardKeys, counterKeys: string[]) =>
+    new Scripts(redis, new Keyspace("unused", 1)).pending(keys, counterKeys);
 
-  it("returns nils for a shard that never had a write", async () => {
-    expect(await pending(freshShard(), "a")).toEqual([null, null, null, null]);
+  it("answers nulls for a shard that never had a write", async () => {
+    expect(await pending(freshShard(), ["a", "b"])).toEqual({
+      flushingSeq: null,
+      lastSeq: null,
+      dirty: [null, null],
+      flushing: [null, null],
+      dirtyReset: [false, false],
+      flushingReset: [false, false],
+    });
   });
 
-  it("returns the dirty and flushing deltas with the flushing batch's seq and the last seq handed out", async () => {
+  it("answers each key's dirty and flushing deltas, in the order asked, with the batch's seq and the last one", async () => {
     const keys = freshShard();
     await redis.hincrby(keys.dirty, "a", 10);
     await swap(keys, randomUUID(), 1_000, 7);
     await redis.hincrby(keys.dirty, "a", -4);
     await redis.hincrby(keys.dirty, "b", 2);
 
-    expect(await pending(keys, "a")).toEqual(["-4", "10", "7", "7"]);
-    expect(await pending(keys, "b")).toEqual(["2", null, "7", "7"]);
-    expect(await pending(keys, "unknown")).toEqual([null, null, "7", "7"]);
+    expect(await pending(keys, ["unknown", "b", "a", "b"])).toEqual({
+      flushingSeq: "7",
+      lastSeq: "7",
+      dirty: [null, "2", "-4", "2"],
+      flushing: [null, null, "10", null],
+      dirtyReset: [false, false, false, false],
+      flushingReset: [false, false, false, false],
+    });
   });
 
-  it("reports only the seq counter once the batch is finished", async () => {
+  it("answers only the seq counter once the batch is finished", async () => {
     const keys = freshShard();
     await redis.hincrby(keys.dirty, "a", 10);
     const batchId = randomUUID();
     await swap(keys, batchId, 1_000);
     await finish(keys, batchId);
 
-    expect(await pending(keys, "a")).toEqual([null, null, null, "1"]);
+    expect(await pending(keys, ["a"])).toMatchObject({ flushingSeq: null, lastSeq: "1", dirty: [null] });
   });
 });
 

@@ -12,7 +12,11 @@ export interface AuthenticateOptions {
   verifier: TokenVerifier | null;
 }
 
-const ANONYMOUS: Client = { id: "anonymous", scopes: new Set<Scope>(["counters:write", "counters:read"]) };
+const ANONYMOUS: Client = {
+  id: "anonymous",
+  scopes: new Set<Scope>(["counters:write", "counters:read", "counters:reset"]),
+  prefixes: undefined,
+};
 
 /** Establishes `c.var.client` from the bearer token, or answers 401 as RFC 6750 describes. */
 export function authenticate(options: AuthenticateOptions): MiddlewareHandler<AppEnv> {
@@ -35,7 +39,7 @@ export function authenticate(options: AuthenticateOptions): MiddlewareHandler<Ap
     if (token === undefined) throw invalidToken("the Authorization header is not a bearer token");
     try {
       const verified = await verifier(token);
-      c.set("client", { id: verified.subject, scopes: verified.scopes });
+      c.set("client", { id: verified.subject, scopes: verified.scopes, prefixes: verified.prefixes });
     } catch (error) {
       if (error instanceof InvalidTokenError) throw invalidToken(error.message);
       if (error instanceof KeySourceUnavailableError) {

@@ -35,7 +35,9 @@ export function cacheVerifiedTokens(verify: TokenVerifier, options: TokenCacheOp
     max: options.maxEntries ?? DEFAULT_MAX_ENTRIES,
     maxSize: options.maxBytes ?? DEFAULT_MAX_BYTES,
     // UTF-16 strings: two bytes a character.
-    sizeCalculation: (verified, token) => 2 * (token.length + verified.subject.length) + ENTRY_OVERHEAD_BYTES,
+    sizeCalculation: (verified, token) =>
+      2 * (token.length + verified.subject.length + (verified.prefixes?.join("").length ?? 0)) +
+      ENTRY_OVERHEAD_BYTES,
     ttl: options.maxAgeMs ?? DEFAULT_MAX_AGE_MS,
     // Ages are checked when an entry is read, against the clock read then: no timer per entry, and none
     // for a cached clock either.

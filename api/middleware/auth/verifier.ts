@@ -1,10 +1,13 @@
 import { createRemoteJWKSet, errors, type JWTVerifyOptions, jwtVerify } from "jose";
+import * as v from "valibot";
 import type { AuthConfig } from "../../../lib/config.ts";
-import { SUBJECT_PATTERN } from "../../../lib/tokens.ts";
+import { PREFIXES_CLAIM, PREFIXES_RULE, PREFIXES_SCHEMA, SUBJECT_PATTERN } from "../../../lib/tokens.ts";
 
 export interface VerifiedToken {
   subject: string;
   scopes: ReadonlySet<string>;
+  /** The key prefixes the token is confined to; undefined: every key. */
+  prefixes: readonly string[] | undefined;
   /** The token's `exp`, in ms since the epoch. */
   expiresAt: number;
 }
@@ -99,7 +102,12 @@ export function createTokenVerifier(
           `the token is valid for longer than the ${auth.maxLifetimeSeconds} s this service accepts (exp - iat)`,
         );
       }
-      return { subject, scopes: new Set(scope?.split(" ").filter(Boolean)), expiresAt };
+      return {
+        subject,
+        scopes: new Set(scope?.split(" ").filter(Boolean)),
+        prefixes: prefixesOf(payload),
+        expiresAt,
+      };
     } catch (error) {
       if (error instanceof InvalidTokenError) throw error;
       // The key server being unreachable or broken is our outage, not the client's bad token.
@@ -111,6 +119,14 @@ export function createTokenVerifier(
       throw error;
     }
   };
+}
+
+/** The token's prefixes claim; a claim that is there but malformed refuses the token rather than widen it. */
+function prefixesOf(payload: Record<string, unknown>): readonly string[] | undefined {
+  if (!(PREFIXES_CLAIM in payload)) return undefined;
+  const parsed = v.safeParse(PREFIXES_SCHEMA, payload[PREFIXES_CLAIM]);
+  if (!parsed.success) throw new InvalidTokenError(`the ${PREFIXES_CLAIM} claim must be ${PREFIXES_RULE}`);
+  return parsed.output;
 }
 
 function isKeySourceFailure(error: unknown): boolean {

@@ -62,3 +62,13 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> 
     await next();
   };
 }
+
+/**
+ * Charges the request's cost beyond the point it paid to get in (a batch pays one per item), before any of
+ * its work is done; a 429 when it does not fit.
+ */
+export async function chargeRest(c: Context<AppEnv>, points: number): Promise<void> {
+  const chargeMore = c.get("chargeMore");
+  if (chargeMore === undefined) throw new ApiError("internal_error", "the request's quota was not charged");
+  await chargeMore(points);
+}
