@@ -15,10 +15,12 @@ import { type Operation, routeLabel } from "./operation.ts";
 import { type HealthOptions, livenessOperation, readinessOperation } from "./operations/health.ts";
 import { incrementOperation } from "./operations/increment.ts";
 import { incrementsOperation } from "./operations/increments.ts";
+import { listCountersOperation } from "./operations/list-counters.ts";
 import { openApiDocumentOperation } from "./operations/openapi-document.ts";
 import { readCounterOperation } from "./operations/read-counter.ts";
 import { readCountersOperation } from "./operations/read-counters.ts";
 import { problemResponse } from "./problem.ts";
+import type { CounterLister } from "./store/counter-listing.ts";
 import type { CounterReader } from "./store/counter-readings.ts";
 import type { IncrementStore } from "./store/increments.ts";
 
@@ -29,6 +31,7 @@ export interface AppDependencies {
   rateLimiter: PointSpender;
   increment: IncrementStore;
   readCounter: CounterReader;
+  listCounters: CounterLister;
   health: HealthOptions;
   maxKeyLength: number;
   bodyLimitBytes: number;
@@ -47,6 +50,7 @@ export function apiOperations(deps: AppDependencies): Operation[] {
     incrementsOperation({ increment, maxKeyLength, maxBatchSize: deps.maxBatchSize }),
     readCounterOperation({ readCounter: deps.readCounter, maxKeyLength }),
     readCountersOperation({ readCounter: deps.readCounter, maxKeyLength }),
+    listCountersOperation({ listCounters: deps.listCounters, maxKeyLength }),
     livenessOperation(),
     readinessOperation(deps.health),
     openApiDocumentOperation(() => document),

@@ -22,8 +22,9 @@ const tryLater = <Title extends string>(title: Title) =>
  * api/openapi/document.ts documents every status, title and header from it.
  */
 export const PROBLEMS = {
-  invalid_body: { status: 400, title: "The request body is not a valid increment" },
+  invalid_body: { status: 400, title: "The request body is not valid" },
   invalid_key: { status: 400, title: "The counter key is not valid" },
+  invalid_query: { status: 400, title: "A query parameter is not valid" },
   invalid_idempotency_key: { status: 400, title: "The Idempotency-Key header is not valid" },
   unauthorized: { status: 401, title: "A valid bearer token is required", headers: ["WWW-Authenticate"] },
   insufficient_scope: {

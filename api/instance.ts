@@ -22,6 +22,7 @@ import { ApiMetrics } from "./metrics.ts";
 import { cacheVerifiedTokens } from "./middleware/auth/token-cache.ts";
 import { createTokenVerifier } from "./middleware/auth/verifier.ts";
 import { coalesceConsumes } from "./middleware/rate-limit/coalesce.ts";
+import { createCounterLister } from "./store/counter-listing.ts";
 import { createCounterReader } from "./store/counter-readings.ts";
 import { createIncrementStore } from "./store/increments.ts";
 
@@ -96,6 +97,7 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
   });
   let draining = false;
   const metrics = new ApiMetrics();
+  const readCounter = createCounterReader(scripts, keyspace, pool);
   const app = newApp({
     logger,
     metrics,
@@ -110,7 +112,8 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
       }),
     ),
     increment,
-    readCounter: createCounterReader(scripts, keyspace, pool),
+    readCounter,
+    listCounters: createCounterLister(scripts, keyspace, pool, readCounter),
     health: { redis: [redis, writes], redisMemory, isDraining: () => draining },
     maxKeyLength: config.maxKeyLength,
     maxBatchSize: config.maxBatchSize,

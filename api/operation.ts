@@ -13,7 +13,7 @@ import type { ProblemCode, ResponseHeaderName } from "./errors.ts";
 export interface Operation {
   /** The OpenAPI operationId. */
   id: string;
-  method: "GET" | "POST";
+  method: "GET" | "POST" | "DELETE";
   /** Hono's route pattern; a `:name{regex}` segment is the path parameter `name`. */
   path: string;
   /** The scope a bearer token must carry. Undefined: public, with neither a token nor a rate limit. */
@@ -50,7 +50,7 @@ export interface SuccessResponse {
 
 export interface ParameterObject {
   name: string;
-  in: "header" | "path";
+  in: "header" | "path" | "query";
   required: boolean;
   description: string;
   schema: JsonSchema;

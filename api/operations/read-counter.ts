@@ -27,7 +27,7 @@ export function readCounterOperation(options: ReadCounterOptions): Operation {
     async handler(c) {
       const key = parseOrThrow(keySchema, c.req.param("key"), "invalid_key");
       checkKeys(c.get("client"), [key]);
-      const [reading] = await readOrThrow(options.readCounter, [key]);
+      const [reading] = await readOrThrow(() => options.readCounter([key]));
       if (!reading?.found)
         throw new ApiError(
           "counter_not_found",

@@ -59,7 +59,7 @@ export function readCountersOperation(options: ReadCountersOptions): Operation {
       const { keys } = parseOrThrow(bodySchema, await readJsonBody(c, bodyLimitBytes), "invalid_body");
       checkKeys(c.get("client"), keys, (index) => `/keys/${index}`);
       await chargeRest(c, keys.length - 1);
-      const readings = await readOrThrow(options.readCounter, keys);
+      const readings = await readOrThrow(() => options.readCounter(keys));
       const json = `{"counters":[${readings.map(counterJson).join(",")}]}`;
       return respond(c, 200, json, { "content-type": "application/json" });
     },

@@ -1,7 +1,7 @@
 import * as v from "valibot";
 import type { ProblemCode } from "../errors.ts";
 import { counterKeySchema } from "../schemas.ts";
-import { type CounterReader, type CounterReading, ReadFailure } from "../store/counter-readings.ts";
+import { type CounterReading, ReadFailure } from "../store/counter-readings.ts";
 import { readProblem } from "../store-problems.ts";
 
 /** What every read can answer besides its own problems: a store that cannot be read. */
@@ -12,10 +12,10 @@ export const READ_PROBLEMS: readonly ProblemCode[] = [
   "internal_error",
 ];
 
-/** Reads the counters, turning a store that cannot answer into its problem. */
-export async function readOrThrow(read: CounterReader, keys: readonly string[]): Promise<CounterReading[]> {
+/** Runs a read, turning a store that cannot answer into its problem. */
+export async function readOrThrow<T>(read: () => Promise<T>): Promise<T> {
   try {
-    return await read(keys);
+    return await read();
   } catch (error) {
     throw error instanceof ReadFailure ? readProblem(error) : error;
   }

@@ -138,6 +138,23 @@ export class Scripts {
     return { cursor: next, fields };
   }
 
+  /**
+   * The counter keys starting with `prefix` in the shard's dirty and flushing hashes, a page at a time: what a
+   * listing adds to the keys Postgres holds. HSCAN, so a key may come more than once.
+   */
+  async *pendingKeys(shard: ShardKeys, prefix: string): AsyncGenerator<string[]> {
+    const pattern = `${escapeGlob(prefix)}*`;
+    for (const hash of [shard.dirty, shard.flushing]) {
+      let cursor = "0";
+      do {
+        const [next, entries] = await this.#redis.hscan(hash, cursor, "MATCH", pattern, "COUNT", KEY_SCAN_COUNT);
+        // Field, value, field, value: the fields are the counter keys.
+        yield entries.filter((_, index) => index % 2 === 0);
+        cursor = next;
+      } while (cursor !== "0");
+    }
+  }
+
   /** The batch the flushing meta names (null when none) and the flushing hash's field count, in one go. */
   async flushingState(shard: ShardKeys): Promise<{ batchId: string | null; fields: number }> {
     const [batchId, fields] = await Promise.all([
@@ -182,4 +199,12 @@ export class Scripts {
   async syncerLeaves(holder: string): Promise<void> {
     await this.#redis.zrem(this.#keyspace.syncers, holder);
   }
+}
+
+/** HSCAN's work per call while listing keys: large enough for few round trips, small enough not to stall Redis. */
+const KEY_SCAN_COUNT = 1_000;
+
+/** `text` matched literally by a Redis glob pattern: its pattern characters escaped. */
+export function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\]/g, "\\$&");
 }

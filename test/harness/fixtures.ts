@@ -43,10 +43,21 @@ async function retryWhileInUse(statement: () => Promise<unknown>): Promise<void>
   }
 }
 
-/** A new database on the shared Postgres, cloned from the migrated template. */
-export async function freshDatabase(): Promise<{ url: string; name: string; drop(): Promise<void> }> {
+/**
+ * A new database on the shared Postgres, cloned from the migrated template. With `icuLocale`: an empty one whose
+ * default collation is that ICU locale's, as a user's database may be, for the caller to migrate.
+ */
+export async function freshDatabase(
+  options: { icuLocale?: string } = {},
+): Promise<{ url: string; name: string; drop(): Promise<void> }> {
   const name = `tally_${randomBytes(6).toString("hex")}`;
   await withAdminClient(async (client) => {
+    if (options.icuLocale !== undefined) {
+      await client.query(
+        `CREATE DATABASE ${name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '${options.icuLocale}' LOCALE 'C'`,
+      );
+      return;
+    }
     const { rows } = await client.query<{ version: string }>("SHOW server_version_num");
     // Postgres 15's default WAL_LOG strategy copies the template through the WAL: ~15x slower than
     // FILE_COPY for a small template, and with fsync=off FILE_COPY's checkpoints cost next to nothing.
