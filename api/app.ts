@@ -19,10 +19,12 @@ import { listCountersOperation } from "./operations/list-counters.ts";
 import { openApiDocumentOperation } from "./operations/openapi-document.ts";
 import { readCounterOperation } from "./operations/read-counter.ts";
 import { readCountersOperation } from "./operations/read-counters.ts";
+import { resetCounterOperation } from "./operations/reset-counter.ts";
 import { problemResponse } from "./problem.ts";
 import type { CounterLister } from "./store/counter-listing.ts";
 import type { CounterReader } from "./store/counter-readings.ts";
 import type { IncrementStore } from "./store/increments.ts";
+import type { CounterResetter } from "./store/resets.ts";
 
 export interface AppDependencies {
   logger: Logger;
@@ -32,6 +34,7 @@ export interface AppDependencies {
   increment: IncrementStore;
   readCounter: CounterReader;
   listCounters: CounterLister;
+  resetCounter: CounterResetter;
   health: HealthOptions;
   maxKeyLength: number;
   bodyLimitBytes: number;
@@ -51,6 +54,7 @@ export function apiOperations(deps: AppDependencies): Operation[] {
     readCounterOperation({ readCounter: deps.readCounter, maxKeyLength }),
     readCountersOperation({ readCounter: deps.readCounter, maxKeyLength }),
     listCountersOperation({ listCounters: deps.listCounters, maxKeyLength }),
+    resetCounterOperation({ resetCounter: deps.resetCounter, maxKeyLength }),
     livenessOperation(),
     readinessOperation(deps.health),
     openApiDocumentOperation(() => document),

@@ -38,7 +38,7 @@ export const PROBLEMS = {
   method_not_allowed: { status: 405, title: "Method not allowed", headers: ["Allow"] },
   payload_too_large: { status: 413, title: "The request body is too large" },
   counter_out_of_range: { status: 422, title: "The increment would take the counter out of range" },
-  idempotency_key_reused: { status: 422, title: "The Idempotency-Key was used with a different body" },
+  idempotency_key_reused: { status: 422, title: "The Idempotency-Key was used for a different request" },
   rate_limited: {
     status: 429,
     title: "Too many requests",
@@ -50,6 +50,9 @@ export const PROBLEMS = {
   redis_eviction_policy: { status: 503, title: "Redis may evict accepted increments" },
   replication_unconfirmed: tryLater("The replicas did not confirm the write in time: its outcome is unknown"),
   idempotency_capacity: tryLater("No room for another Idempotency-Key record"),
+  counter_resharding: tryLater(
+    "The counter's deltas are still moving to their shard after SYNC_SHARDS changed",
+  ),
   auth_unavailable: tryLater("Tokens cannot be verified right now"),
   database_unavailable: tryLater("The database cannot answer right now"),
   shutting_down: { status: 503, title: "This node is shutting down" },

@@ -25,6 +25,7 @@ import { coalesceConsumes } from "./middleware/rate-limit/coalesce.ts";
 import { createCounterLister } from "./store/counter-listing.ts";
 import { createCounterReader } from "./store/counter-readings.ts";
 import { createIncrementStore } from "./store/increments.ts";
+import { createCounterResetter } from "./store/resets.ts";
 
 // Longer than the idle timeout of common load balancers (nginx 60 s upstream keepalive_timeout, AWS ALB
 // 60 s), so the balancer, not the API, closes idle connections and never races a request onto a closing one.
@@ -91,10 +92,11 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
 
   const keyspace = keyspaceOf(config);
   const scripts = new Scripts(redis, keyspace, acknowledgementsFor(writes, replicas, config, logger));
-  const increment = createIncrementStore(scripts, keyspace, {
+  const idempotency = {
     idempotencyTtlSeconds: config.idempotencyTtlSeconds,
     idempotencyMaxRecords: config.idempotencyMaxRecords,
-  });
+  };
+  const increment = createIncrementStore(scripts, keyspace, idempotency);
   let draining = false;
   const metrics = new ApiMetrics();
   const readCounter = createCounterReader(scripts, keyspace, pool);
@@ -114,6 +116,7 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
     increment,
     readCounter,
     listCounters: createCounterLister(scripts, keyspace, pool, readCounter),
+    resetCounter: createCounterResetter(scripts, keyspace, idempotency),
     health: { redis: [redis, writes], redisMemory, isDraining: () => draining },
     maxKeyLength: config.maxKeyLength,
     maxBatchSize: config.maxBatchSize,

@@ -52,25 +52,25 @@ export function redisProblem(failure: RedisFailure, cause: unknown, detail?: str
  * The answer to a write that did not go through. `endpoint`: a POST /increment is one increment and its
  * problem names no position; a batch's names each refused increment.
  */
-export function writeProblem(outcome: FailedWrite, endpoint: "increment" | "increments"): ApiError {
+export function writeProblem(outcome: FailedWrite, endpoint: "increment" | "increments" | "reset"): ApiError {
   const partly = partlyApplied(outcome);
   const more = partly && `.${partly}`;
   switch (outcome.kind) {
     case "reused":
       return new ApiError(
         "idempotency_key_reused",
-        `this Idempotency-Key was already used with a different body; use a new key for a new increment${more}`,
+        `this Idempotency-Key was already used for a different request; use a new key for a new one${more}`,
       );
     case "full":
       return new ApiError(
         "idempotency_capacity",
-        `the service holds as many Idempotency-Key records as IDEMPOTENCY_MAX_RECORDS allows; the increment was not counted. Retry later, or send it without an Idempotency-Key${more}`,
+        `the service holds as many Idempotency-Key records as IDEMPOTENCY_MAX_RECORDS allows; the write was not applied. Retry later, or send it without an Idempotency-Key${more}`,
         { headers: { "Retry-After": String(CAPACITY_RETRY_AFTER_S) } },
       );
     case "unconfirmed":
       return new ApiError(
         "replication_unconfirmed",
-        `Redis applied the increment but its replicas did not confirm holding it within REDIS_WAIT_TIMEOUT_MS, so a failover could still undo it: it may or may not count. Retry with the same Idempotency-Key, which applies it at most once${more}`,
+        `Redis applied the write but its replicas did not confirm holding it within REDIS_WAIT_TIMEOUT_MS, so a failover could still undo it: it may or may not count. Retry with the same Idempotency-Key, which applies it at most once${more}`,
         { headers: { "Retry-After": "1" }, redisError: "unconfirmed" },
       );
     case "failed": {
@@ -83,7 +83,7 @@ export function writeProblem(outcome: FailedWrite, endpoint: "increment" | "incr
       return redisProblem(outcome.failure, outcome.cause, detail);
     }
     case "overflow": {
-      if (endpoint === "increment") {
+      if (endpoint !== "increments") {
         return new ApiError("counter_out_of_range", OUT_OF_RANGE, { redisError: "overflow" });
       }
       const errors: FieldError[] = outcome.positions.map((index) => ({

@@ -1,5 +1,5 @@
 import type { ShardKeys } from "../lib/redis/keyspace.ts";
-import type { Batch, BatchHeader, QuarantinedDelta } from "./batch.ts";
+import type { Batch, BatchHeader, BatchTotals, QuarantinedDelta } from "./batch.ts";
 import { BatchBuilder, type Statement } from "./batch-builder.ts";
 import { BatchTransaction } from "./batch-transaction.ts";
 import type { FlushContext } from "./flush-context.ts";
@@ -36,8 +36,9 @@ export async function applyFlushingHash(
   // is awaited; it is thrown below, where `opening` is awaited.
   opening.catch(() => {});
   let page: { cursor: string; fields: string[] };
+  let resets: string[];
   try {
-    page = await scan("0");
+    [resets, page] = await Promise.all([ctx.scripts.flushingResets(keys, ctx.scanCount), scan("0")]);
   } catch (error) {
     await (await opening.catch(() => null))?.rollback();
     throw error;
@@ -46,7 +47,9 @@ export async function applyFlushingHash(
   if (transaction === null) return { kind: "already-applied" };
   try {
     await ctx.onStep?.("during-read", keys.shard);
-    const builder = new BatchBuilder(header);
+    const builder = new BatchBuilder(header, resets);
+    // The resets came before every delta of the batch (a reset drops the key's dirty delta), so they go first.
+    await transaction.deleteResets(resets);
     const { minRows, maxRows } = { ...STATEMENT_ROWS, ...ctx.statementRows };
     // Postgres gets the rows read so far whenever it is free: the first statement goes as soon as there are
     // `minRows`, and while it runs the read carries on, so later statements are as large as the read got
@@ -105,7 +108,7 @@ export async function checkLeftover(
   keys: ShardKeys,
   header: BatchHeader,
 ): Promise<ApplyResult> {
-  const builder = new BatchBuilder(header);
+  const builder = new BatchBuilder(header, await ctx.scripts.flushingResets(keys, ctx.scanCount));
   let cursor = "0";
   do {
     const page = await ctx.scripts.scanFlushing(keys, cursor, ctx.scanCount);
@@ -115,10 +118,15 @@ export async function checkLeftover(
   if ((await checkScan(ctx, keys, header, builder)) === "superseded") return { kind: "superseded" };
   const applied = await readLedgerTotals(ctx.pool, header.id);
   const found = builder.totals;
-  if (applied !== undefined && (applied.keyCount !== found.keyCount || applied.deltaSum !== found.deltaSum)) {
+  if (
+    applied !== undefined &&
+    (applied.keyCount !== found.keyCount ||
+      applied.deltaSum !== found.deltaSum ||
+      applied.resetCount !== found.resetCount)
+  ) {
     throw new RedisWentBackError(
       header.shard,
-      `batch ${header.id} is back in Redis with ${found.keyCount} keys summing to ${found.deltaSum}, but the ledger applied it with ${applied.keyCount} keys summing to ${applied.deltaSum}`,
+      `batch ${header.id} is back in Redis with ${describeTotals(found)}, but the ledger applied it with ${describeTotals(applied)}`,
     );
   }
   return { kind: "already-applied" };
@@ -137,8 +145,14 @@ async function checkScan(
   header: BatchHeader,
   builder: BatchBuilder,
 ): Promise<"superseded" | "complete"> {
-  const { batchId, fields } = await ctx.scripts.flushingState(keys);
+  const { batchId, fields, resets } = await ctx.scripts.flushingState(keys);
   if (batchId !== header.id) return "superseded";
   if (builder.fieldsRead !== fields) throw new IncompleteScanError(header, builder.fieldsRead, fields);
+  const resetsRead = builder.batch.resets.length;
+  if (resetsRead !== resets) throw new IncompleteScanError(header, resetsRead, resets, "resets");
   return "complete";
+}
+
+function describeTotals({ keyCount, deltaSum, resetCount }: BatchTotals): string {
+  return `${keyCount} keys summing to ${deltaSum} and ${resetCount} resets`;
 }

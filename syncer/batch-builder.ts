@@ -1,4 +1,4 @@
-import type { Batch } from "./batch.ts";
+import type { Batch, BatchHeader, BatchTotals } from "./batch.ts";
 
 export interface Statement {
   keys: string[];
@@ -22,8 +22,8 @@ export class BatchBuilder {
   /** Rows of `batch` before this index have gone into statements. */
   #taken = 0;
 
-  constructor(header: Omit<Batch, "keys" | "deltas">) {
-    this.batch = { ...header, keys: [], deltas: [] };
+  constructor(header: BatchHeader, resets: string[]) {
+    this.batch = { ...header, keys: [], deltas: [], resets };
   }
 
   /** Adds one HSCAN page (field, value, field, value, ...). */
@@ -60,7 +60,11 @@ export class BatchBuilder {
     return this.#seen.size;
   }
 
-  get totals(): { keyCount: number; deltaSum: bigint } {
-    return { keyCount: this.batch.keys.length, deltaSum: this.#deltaSum };
+  get totals(): BatchTotals {
+    return {
+      keyCount: this.batch.keys.length,
+      deltaSum: this.#deltaSum,
+      resetCount: this.batch.resets.length,
+    };
   }
 }

@@ -1,6 +1,6 @@
 import type pg from "pg";
 import { textArrayLiteral } from "./array-literal.ts";
-import type { BatchHeader, QuarantinedDelta } from "./batch.ts";
+import type { BatchHeader, BatchTotals, QuarantinedDelta } from "./batch.ts";
 
 // Every transaction that writes a shard's counters holds that shard's lock until it ends
 // (pg_advisory_xact_lock). A syncer upserts a batch statement by statement as it reads it, each statement in
@@ -37,6 +37,10 @@ export function isRowDataError(error: unknown): boolean {
   return typeof code === "string" && ROW_DATA_ERROR_CLASSES.has(code.slice(0, 2));
 }
 
+// A reset deletes the row: the key counts from zero what the batch then adds (a key with nothing added stays
+// without a row, as if never counted).
+const DELETE_RESETS_SQL = "DELETE FROM counters WHERE key = ANY($1::text[])";
+
 const SET_ASIDE_SQL = "INSERT INTO quarantined_deltas (batch_id, key, delta, reason) VALUES ($1, $2, $3, $4)";
 
 // One round trip: the ledger row gets the batch's totals and the time of its commit, and the shard's sync
@@ -44,7 +48,8 @@ const SET_ASIDE_SQL = "INSERT INTO quarantined_deltas (batch_id, key, delta, rea
 // began, the whole apply earlier.
 const FINISH_BATCH_SQL = `
   WITH ledger AS (
-    UPDATE sync_batches SET key_count = $4, delta_sum = $5, committed_at = clock_timestamp()
+    UPDATE sync_batches
+       SET key_count = $4, delta_sum = $5, reset_count = $7, committed_at = clock_timestamp()
      WHERE batch_id = $6
   )
   INSERT INTO sync_state AS s (shard, synced_through, last_seq) VALUES ($1, $2, $3)
@@ -112,6 +117,11 @@ export class BatchTransaction {
     }
   }
 
+  /** Deletes the rows of the batch's reset keys; before any upsert, since the deltas came after the resets. */
+  async deleteResets(keys: string[]): Promise<void> {
+    if (keys.length > 0) await this.#client.query(DELETE_RESETS_SQL, [textArrayLiteral(keys)]);
+  }
+
   /** Upserts one statement's rows: keys not seen before in this batch, non-zero deltas. */
   async upsert(keys: string[], deltas: string[]): Promise<void> {
     if (this.#isolateRows) await this.#upsertIsolatingRows(keys, deltas);
@@ -145,10 +155,7 @@ export class BatchTransaction {
   }
 
   /** Records the batch's totals, advances the shard's sync state and commits; returns what was set aside. */
-  async commit(
-    totals: { keyCount: number; deltaSum: bigint },
-    beforeCommit?: () => Promise<void> | void,
-  ): Promise<QuarantinedDelta[]> {
+  async commit(totals: BatchTotals, beforeCommit?: () => Promise<void> | void): Promise<QuarantinedDelta[]> {
     const { shard, swappedAt, seq, id } = this.#header;
     await this.#client.query(FINISH_BATCH_SQL, [
       shard,
@@ -157,6 +164,7 @@ export class BatchTransaction {
       totals.keyCount,
       totals.deltaSum.toString(),
       id,
+      totals.resetCount,
     ]);
     await beforeCommit?.();
     await this.#client.query("COMMIT");

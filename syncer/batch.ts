@@ -7,6 +7,18 @@ export interface Batch {
   keys: string[];
   /** Decimal int64 deltas, index-aligned with keys. Kept as text: they may exceed 2^53. */
   deltas: string[];
+  /**
+   * Keys reset before the batch's deltas were accepted: their rows are deleted first, so that each counts
+   * from zero what the batch then adds.
+   */
+  resets: string[];
+}
+
+/** What the ledger records of a batch, to compare a leftover batch with what was applied. */
+export interface BatchTotals {
+  keyCount: number;
+  deltaSum: bigint;
+  resetCount: number;
 }
 
 export interface QuarantinedDelta {

@@ -31,9 +31,9 @@ export class SwapUnconfirmedError extends Error {
 /** A batch's HSCAN missed fields: it is rolled back and read again from the start, next cycle. */
 export class IncompleteScanError extends Error {
   override name = "IncompleteScanError";
-  constructor(header: BatchHeader, read: number, fields: number) {
+  constructor(header: BatchHeader, read: number, fields: number, what: "keys" | "resets" = "keys") {
     super(
-      `the read of shard ${header.shard}'s batch ${header.id} found ${read} of its ${fields} keys (Redis changed under the scan: a failover or a restart); it is read again next cycle`,
+      `the read of shard ${header.shard}'s batch ${header.id} found ${read} of its ${fields} ${what} (Redis changed under the scan: a failover or a restart); it is read again next cycle`,
     );
   }
 }

@@ -1,4 +1,5 @@
 import type pg from "pg";
+import type { BatchTotals } from "./batch.ts";
 
 // What the syncer keeps in Postgres besides the counters: per shard, how far Postgres holds every accepted
 // increment (sync_state), and the ledger of applied batches (sync_batches). Written in the batch's own
@@ -13,17 +14,16 @@ export async function markShardIdle(pool: pg.Pool, shard: number, observedAt: Da
   );
 }
 
-/** The key count and delta sum the ledger recorded for a batch it applied; undefined when it has no row. */
-export async function readLedgerTotals(
-  pool: pg.Pool,
-  batchId: string,
-): Promise<{ keyCount: number; deltaSum: bigint } | undefined> {
-  const { rows } = await pool.query<{ key_count: number; delta_sum: string }>(
-    "SELECT key_count, delta_sum::text FROM sync_batches WHERE batch_id = $1",
+/** The totals the ledger recorded for a batch it applied; undefined when it has no row. */
+export async function readLedgerTotals(pool: pg.Pool, batchId: string): Promise<BatchTotals | undefined> {
+  const { rows } = await pool.query<{ key_count: number; delta_sum: string; reset_count: number }>(
+    "SELECT key_count, delta_sum::text, reset_count FROM sync_batches WHERE batch_id = $1",
     [batchId],
   );
   const row = rows[0];
-  return row === undefined ? undefined : { keyCount: row.key_count, deltaSum: BigInt(row.delta_sum) };
+  return row === undefined
+    ? undefined
+    : { keyCount: row.key_count, deltaSum: BigInt(row.delta_sum), resetCount: row.reset_count };
 }
 
 export interface ShardSyncState {

@@ -55,7 +55,7 @@ export function idempotencyKeyOf(c: Context<AppEnv>): IdempotencyKey | undefined
 export function answerWrite(
   c: Context<AppEnv>,
   outcome: WriteOutcome,
-  endpoint: "increment" | "increments",
+  endpoint: "increment" | "increments" | "reset",
 ): Response {
   if (outcome.kind !== "applied" && outcome.kind !== "replayed") throw writeProblem(outcome, endpoint);
   // Sent only now: Redis has acknowledged the write (or had already applied this very request).

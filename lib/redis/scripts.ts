@@ -21,8 +21,10 @@ import {
 export const LUA = {
   incrementBatch: new LuaScript("increment-batch-1.lua"),
   incrementOnce: new LuaScript("increment-once-3.lua"),
-  swap: new LuaScript("swap-4.lua"),
-  finish: new LuaScript("finish-2.lua"),
+  reset: new LuaScript("reset-2.lua"),
+  resetOnce: new LuaScript("reset-once-4.lua"),
+  swap: new LuaScript("swap-6.lua"),
+  finish: new LuaScript("finish-3.lua"),
   pending: new LuaScript("pending-6.lua"),
   leaseClaim: new LuaScript("lease-claim-1.lua"),
   leaseRelease: new LuaScript("lease-release-1.lua"),
@@ -98,6 +100,38 @@ export class Scripts {
     return { value: incrementOnceResult(value), confirmed };
   }
 
+  /**
+   * Resets a counter in its shard, at most once per Idempotency-Key record when one is given; confirmed once
+   * the shard's replicas hold the reset (for a replay: the first request's).
+   */
+  async reset(
+    counterKey: string,
+    once?: {
+      record: IdempotencyRecord;
+      fingerprint: string;
+      limits: { ttlSeconds: number; maxRecordsInShard: number };
+    },
+  ): Promise<Acknowledged<IncrementOnceResult>> {
+    const shard = this.#keyspace.shardOf(counterKey);
+    const { value, confirmed } = await this.#acknowledgements.write(shard.dirty, (master) =>
+      once === undefined
+        ? LUA.reset.run(master, [shard.dirty, shard.resets], [counterKey])
+        : LUA.resetOnce.run(
+            master,
+            [shard.dirty, shard.resets, once.record.key, shard.idempotencyIndex],
+            [
+              once.fingerprint,
+              once.limits.ttlSeconds,
+              Date.now(),
+              once.limits.maxRecordsInShard,
+              once.record.digest,
+              counterKey,
+            ],
+          ),
+    );
+    return { value: incrementOnceResult(value), confirmed };
+  }
+
   /** What the shard holds for the counter keys (at least one) that Postgres may not have yet, read atomically. */
   async pending(shard: ShardKeys, counterKeys: readonly string[]): Promise<ShardPending> {
     const keys = [
@@ -121,7 +155,14 @@ export class Scripts {
     swappedAt: Date,
     minSeq: bigint,
   ): Promise<Acknowledged<SwapOutcome>> {
-    const keys = [shard.dirty, shard.flushing, shard.flushingMeta, shard.seq];
+    const keys = [
+      shard.dirty,
+      shard.flushing,
+      shard.flushingMeta,
+      shard.seq,
+      shard.resets,
+      shard.flushingResets,
+    ];
     const { value, confirmed } = await this.#acknowledgements.write(shard.dirty, (master) =>
       LUA.swap.run(master, keys, [batchId, swappedAt.getTime(), Number(minSeq)]),
     );
@@ -147,7 +188,14 @@ export class Scripts {
     for (const hash of [shard.dirty, shard.flushing]) {
       let cursor = "0";
       do {
-        const [next, entries] = await this.#redis.hscan(hash, cursor, "MATCH", pattern, "COUNT", KEY_SCAN_COUNT);
+        const [next, entries] = await this.#redis.hscan(
+          hash,
+          cursor,
+          "MATCH",
+          pattern,
+          "COUNT",
+          KEY_SCAN_COUNT,
+        );
         // Field, value, field, value: the fields are the counter keys.
         yield entries.filter((_, index) => index % 2 === 0);
         cursor = next;
@@ -155,18 +203,35 @@ export class Scripts {
     }
   }
 
-  /** The batch the flushing meta names (null when none) and the flushing hash's field count, in one go. */
-  async flushingState(shard: ShardKeys): Promise<{ batchId: string | null; fields: number }> {
-    const [batchId, fields] = await Promise.all([
-      this.#redis.hget(shard.flushingMeta, "batch"),
-      this.#redis.hlen(shard.flushing),
-    ]);
-    return { batchId, fields };
+  /** Every key of the shard's flushing resets set (SSCAN: a key may come twice, never SMEMBERS). */
+  async flushingResets(shard: ShardKeys, count: number): Promise<string[]> {
+    const keys: string[] = [];
+    let cursor = "0";
+    do {
+      const [next, members] = await this.#redis.sscan(shard.flushingResets, cursor, "COUNT", count);
+      keys.push(...members);
+      cursor = next;
+    } while (cursor !== "0");
+    return [...new Set(keys)];
   }
 
-  /** Deletes the shard's flushing hash while it still holds `batchId`; false when it holds another or none. */
+  /**
+   * The batch the flushing meta names (null when none), the flushing hash's field count and the flushing
+   * resets set's size, in one go.
+   */
+  async flushingState(shard: ShardKeys): Promise<{ batchId: string | null; fields: number; resets: number }> {
+    const [batchId, fields, resets] = await Promise.all([
+      this.#redis.hget(shard.flushingMeta, "batch"),
+      this.#redis.hlen(shard.flushing),
+      this.#redis.scard(shard.flushingResets),
+    ]);
+    return { batchId, fields, resets };
+  }
+
+  /** Deletes the shard's flushing batch while it still is `batchId`; false when it is another or none. */
   async finish(shard: ShardKeys, batchId: string): Promise<boolean> {
-    const reply = await LUA.finish.run(this.#redis, [shard.flushing, shard.flushingMeta], [batchId]);
+    const keys = [shard.flushing, shard.flushingMeta, shard.flushingResets];
+    const reply = await LUA.finish.run(this.#redis, keys, [batchId]);
     return oneOf("finish", reply, ["finished", "other"]) === "finished";
   }
 

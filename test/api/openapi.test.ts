@@ -154,6 +154,7 @@ describe("GET /openapi.json", () => {
     );
     expect([...documented].sort()).toEqual([...routed].sort());
     expect([...documented].sort()).toEqual([
+      "DELETE /counters/{key}",
       "GET /counters",
       "GET /counters/{key}",
       "GET /healthz",

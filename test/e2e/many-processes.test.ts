@@ -43,7 +43,7 @@ describe("several processes on one host", () => {
       "api/main.js",
       "syncer/main.js",
       "scripts/start.js",
-      "lib/redis/scripts/swap-4.lua",
+      "lib/redis/scripts/swap-6.lua",
       "lib/redis/scripts/includes/apply-increments.lua",
       "migrations/000001_counters.sql",
     ]) {

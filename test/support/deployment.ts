@@ -155,11 +155,11 @@ export class Deployment {
     return Object.assign(syncer, { metricsUrl });
   }
 
-  /** True when Redis holds nothing that Postgres lacks: no dirty and no flushing hash in any shard. */
+  /** True when Redis holds nothing that Postgres lacks: no deltas and no resets in any shard. */
   async isDrained(): Promise<boolean> {
     const shards = allShardKeys(this.prefix, Number(this.env.SYNC_SHARDS));
     // One key per call: in a Redis Cluster the shards live in different slots.
-    const keys = shards.flatMap((shard) => [shard.dirty, shard.flushing]);
+    const keys = shards.flatMap((shard) => [shard.dirty, shard.flushing, shard.resets, shard.flushingResets]);
     const existing = await Promise.all(keys.map((key) => this.redis.exists(key)));
     return existing.every((count) => count === 0);
   }

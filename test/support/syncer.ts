@@ -66,7 +66,7 @@ export async function swapAside(
 ): Promise<void> {
   await LUA.swap.run(
     redis,
-    [keys.dirty, keys.flushing, keys.flushingMeta, keys.seq],
+    [keys.dirty, keys.flushing, keys.flushingMeta, keys.seq, keys.resets, keys.flushingResets],
     [batchId, swappedAtMs, 1],
   );
 }
@@ -115,11 +115,12 @@ export interface LedgerRow {
   key_count: number;
   /** numeric: pg returns it as text. */
   delta_sum: string;
+  reset_count: number;
 }
 
 export async function readLedger(pool: pg.Pool): Promise<LedgerRow[]> {
   const { rows } = await pool.query<LedgerRow>(
-    "SELECT batch_id, shard, seq, swapped_at, key_count, delta_sum FROM sync_batches ORDER BY shard, seq",
+    "SELECT batch_id, shard, seq, swapped_at, key_count, delta_sum, reset_count FROM sync_batches ORDER BY shard, seq",
   );
   return rows;
 }
@@ -131,7 +132,12 @@ export async function resetTables(pool: pg.Pool): Promise<void> {
 
 /** True when no shard holds a dirty or flushing hash: everything accepted is in Postgres. */
 export async function isDrained(redis: RedisClient, prefix: string, shards = 1): Promise<boolean> {
-  const keys = allShardKeys(prefix, shards).flatMap((shard) => [shard.dirty, shard.flushing]);
+  const keys = allShardKeys(prefix, shards).flatMap((shard) => [
+    shard.dirty,
+    shard.flushing,
+    shard.resets,
+    shard.flushingResets,
+  ]);
   return (await redis.exists(...keys)) === 0;
 }
 

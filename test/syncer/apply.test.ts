@@ -22,13 +22,13 @@ describe("BatchTransaction", () => {
       if (transaction === null) throw new Error("a new batch should begin");
       await transaction.upsert(["b"], ["10"]);
       await transaction.upsert(["a"], ["10"]);
-      return transaction.commit({ keyCount: 2, deltaSum: 20n });
+      return transaction.commit({ keyCount: 2, deltaSum: 20n, resetCount: 0 });
     });
     await sleep(300);
     expect(secondBegun).toBe(false);
 
     await first.upsert(["b"], ["1"]);
-    await first.commit({ keyCount: 2, deltaSum: 2n });
+    await first.commit({ keyCount: 2, deltaSum: 2n, resetCount: 0 });
     await second;
     expect(secondBegun).toBe(true);
     expect(await readCounters(env.pool)).toEqual(
@@ -49,8 +49,8 @@ describe("BatchTransaction", () => {
     ]);
     if (second === null || second === "still waiting") throw new Error(`the second shard's batch: ${second}`);
     await second.upsert(["shard1-key"], ["2"]);
-    await second.commit({ keyCount: 1, deltaSum: 2n });
-    await first.commit({ keyCount: 1, deltaSum: 1n });
+    await second.commit({ keyCount: 1, deltaSum: 2n, resetCount: 0 });
+    await first.commit({ keyCount: 1, deltaSum: 1n, resetCount: 0 });
     expect(await readCounters(env.pool)).toEqual(
       new Map([
         ["shard0-key", 1n],
@@ -63,11 +63,30 @@ describe("BatchTransaction", () => {
     const batch = header(0);
     const transaction = await BatchTransaction.begin(env.pool, batch, plain);
     await transaction?.upsert(["k"], ["5"]);
-    await transaction?.commit({ keyCount: 1, deltaSum: 5n });
+    await transaction?.commit({ keyCount: 1, deltaSum: 5n, resetCount: 0 });
     expect(await readLedger(env.pool)).toMatchObject([{ batch_id: batch.id, key_count: 1, delta_sum: "5" }]);
 
     expect(await BatchTransaction.begin(env.pool, batch, plain)).toBeNull();
     expect(await readCounters(env.pool)).toEqual(new Map([["k", 5n]]));
+  });
+
+  it("deletes the rows of reset keys before the batch's deltas, and records how many resets it applied", async () => {
+    await env.pool.query(
+      "INSERT INTO counters (key, value, updated_at) VALUES ('reset-then-counted', 100, now()), ('reset-only', 7, now()), ('kept', 3, now())",
+    );
+    const batch = header(0);
+    const transaction = await BatchTransaction.begin(env.pool, batch, plain);
+    await transaction?.deleteResets(["reset-then-counted", "reset-only", "never-counted"]);
+    await transaction?.upsert(["reset-then-counted", "kept"], ["5", "1"]);
+    await transaction?.commit({ keyCount: 2, deltaSum: 6n, resetCount: 3 });
+
+    expect(await readCounters(env.pool)).toEqual(
+      new Map([
+        ["kept", 4n],
+        ["reset-then-counted", 5n],
+      ]),
+    );
+    expect(await readLedger(env.pool)).toMatchObject([{ batch_id: batch.id, reset_count: 3 }]);
   });
 
   it("records when the batch committed, not when its transaction began", async () => {
@@ -75,7 +94,7 @@ describe("BatchTransaction", () => {
     await transaction?.upsert(["k"], ["1"]);
     await sleep(300);
     const committing = Date.now();
-    await transaction?.commit({ keyCount: 1, deltaSum: 1n });
+    await transaction?.commit({ keyCount: 1, deltaSum: 1n, resetCount: 0 });
 
     const { rows } = await env.pool.query<{ committed_at: Date }>("SELECT committed_at FROM sync_batches");
     // Postgres and this process read the same clock; 50 ms allows for rounding, far below the 300 ms wait.

@@ -124,6 +124,7 @@ describe("flushShardOnce", () => {
         swapped_at: first.swappedAt,
         key_count: 2,
         delta_sum: "3",
+        reset_count: 0,
       },
       {
         batch_id: second.batchId,
@@ -132,6 +133,7 @@ describe("flushShardOnce", () => {
         swapped_at: second.swappedAt,
         key_count: 2,
         delta_sum: "101",
+        reset_count: 0,
       },
     ]);
     expect(await readSyncState(0)).toEqual({ synced_through: second.swappedAt, last_seq: 2n });
@@ -268,7 +270,7 @@ describe("flushShardOnce", () => {
 
     await expect(flush).rejects.toBeInstanceOf(RedisWentBackError);
     await expect(flush).rejects.toThrow(
-      /is back in Redis with 1 keys summing to 1, but the ledger applied it with 2 keys summing to 3/,
+      /is back in Redis with 1 keys summing to 1 and 0 resets, but the ledger applied it with 2 keys summing to 3 and 0 resets/,
     );
     expect(await env.redis.hgetall(keys.flushing)).toEqual({ a: "1" });
     expect(await readCounters(env.pool)).toEqual(
@@ -277,6 +279,59 @@ describe("flushShardOnce", () => {
         ["b", 2n],
       ]),
     );
+  });
+
+  it("applies a batch's resets before its deltas: a reset key counts from zero, a key reset alone loses its row", async () => {
+    const prefix = env.newPrefix();
+    const keys = shardKeys(prefix, 0);
+    await env.pool.query(
+      "INSERT INTO counters (key, value, updated_at) VALUES ('counted-after', 100, now()), ('reset-alone', 7, now()), ('kept', 1, now())",
+    );
+    await addDeltas(env.redis, prefix, [
+      ["counted-after", 50],
+      ["kept", 2],
+    ]);
+    await new Scripts(env.redis, new Keyspace(prefix, 1)).reset("counted-after");
+    await new Scripts(env.redis, new Keyspace(prefix, 1)).reset("reset-alone");
+    await addDeltas(env.redis, prefix, [["counted-after", 5]]);
+
+    const outcome = await flushShardOnce(flushContext(), keys);
+
+    expect(outcome).toMatchObject({ kind: "batch", applied: true, keys: 2 });
+    expect(await readCounters(env.pool)).toEqual(
+      new Map([
+        ["counted-after", 5n],
+        ["kept", 3n],
+      ]),
+    );
+    expect(await readLedger(env.pool)).toMatchObject([{ key_count: 2, delta_sum: "7", reset_count: 2 }]);
+    expect(await isDrained(env.redis, prefix)).toBe(true);
+  });
+
+  it("applies a leftover batch's resets once: a crash after the commit does not reset what came after", async () => {
+    const prefix = env.newPrefix();
+    const keys = shardKeys(prefix, 0);
+    const scripts = new Scripts(env.redis, new Keyspace(prefix, 1));
+    await env.pool.query("INSERT INTO counters (key, value, updated_at) VALUES ('r', 100, now())");
+    await scripts.reset("r");
+    await addDeltas(env.redis, prefix, [["r", 4]]);
+    await flushShardOnce(
+      flushContext({
+        onStep: async (step) => {
+          if (step === "after-commit") throw new Error("crash before the finish");
+        },
+      }),
+      keys,
+    ).catch(() => undefined);
+    // Counted after the reset's batch, and applied by a later one.
+    await addDeltas(env.redis, prefix, [["r", 10]]);
+
+    const leftover = await flushShardOnce(flushContext(), keys);
+    expect(leftover).toMatchObject({ kind: "batch", applied: false, resumed: true });
+    await flushShardOnce(flushContext(), keys);
+
+    expect(await readCounters(env.pool)).toEqual(new Map([["r", 14n]]));
+    expect(await isDrained(env.redis, prefix)).toBe(true);
   });
 
   it("cleans up a leftover batch the ledger applied when it comes back the same", async () => {

@@ -32,7 +32,7 @@ function freshShard(): ShardKeys {
 async function swap(keys: ShardKeys, batchId: string, swappedAtMs: number, minSeq = 1): Promise<unknown[]> {
   const reply = await LUA.swap.run(
     redis,
-    [keys.dirty, keys.flushing, keys.flushingMeta, keys.seq],
+    [keys.dirty, keys.flushing, keys.flushingMeta, keys.seq, keys.resets, keys.flushingResets],
     [batchId, swappedAtMs, minSeq],
   );
   if (!Array.isArray(reply)) throw new Error(`swap answered ${JSON.stringify(reply)}`);
@@ -40,10 +40,10 @@ async function swap(keys: ShardKeys, batchId: string, swappedAtMs: number, minSe
 }
 
 function finish(keys: ShardKeys, batchId: string): Promise<unknown> {
-  return LUA.finish.run(redis, [keys.flushing, keys.flushingMeta], [batchId]);
+  return LUA.finish.run(redis, [keys.flushing, keys.flushingMeta, keys.flushingResets], [batchId]);
 }
 
-describe("swap-4.lua", () => {
+describe("swap-6.lua", () => {
   it("moves the dirty hash to the flushing hash under a new batch, with seq and swap time", async () => {
     const keys = freshShard();
     await redis.hincrby(keys.dirty, "a", 5);
@@ -141,16 +141,77 @@ describe("swap-4.lua", () => {
   });
 });
 
-describe("finish-2.lua", () => {
-  it("deletes the flushing hash and its meta when the batch id matches", async () => {
+describe("swap-6.lua with resets", () => {
+  it("moves the resets set aside with the dirty hash, into the same batch", async () => {
+    const keys = freshShard();
+    await redis.sadd(keys.resets, "r");
+    await redis.hincrby(keys.dirty, "r", 2);
+    const batchId = randomUUID();
+
+    expect((await swap(keys, batchId, 1_000))[0]).toBe("new");
+
+    expect(await redis.smembers(keys.flushingResets)).toEqual(["r"]);
+    expect(await redis.hgetall(keys.flushing)).toEqual({ r: "2" });
+    expect(await redis.exists(keys.resets, keys.dirty)).toBe(0);
+  });
+
+  it("makes a batch of resets alone, and resumes a batch that holds only resets", async () => {
+    const keys = freshShard();
+    await redis.sadd(keys.resets, "r");
+    const batchId = randomUUID();
+    expect(await swap(keys, batchId, 1_000)).toEqual(["new", batchId, "1", "1000", 0]);
+    expect(await redis.exists(keys.flushing)).toBe(0);
+
+    await redis.hincrby(keys.dirty, "r", 1);
+    expect((await swap(keys, randomUUID(), 2_000)).slice(0, 2)).toEqual(["resumed", batchId]);
+    expect(await redis.hgetall(keys.dirty)).toEqual({ r: "1" });
+  });
+});
+
+describe("reset-2.lua and reset-once-4.lua", () => {
+  const scripts = () => new Scripts(redis, new Keyspace("unused", 1));
+
+  it("drops the key's dirty delta and records the reset for the next batch, leaving other keys alone", async () => {
+    const keys = freshShard();
+    await redis.hset(keys.dirty, { a: "5", b: "1" });
+    expect(await LUA.reset.run(redis, [keys.dirty, keys.resets], ["a"])).toEqual(["applied"]);
+    expect(await redis.hgetall(keys.dirty)).toEqual({ b: "1" });
+    expect(await redis.smembers(keys.resets)).toEqual(["a"]);
+    // Pending readers see the reset in the dirty generation.
+    const pending = await scripts().pending(keys, ["a", "b"]);
+    expect(pending.dirtyReset).toEqual([true, false]);
+  });
+
+  it("resets once per record: a replay does nothing, another request with the record is refused", async () => {
+    const keys = freshShard();
+    const record = `${keys.dirty}:test-record`;
+    const resetOnce = (fingerprint: string, key: string) =>
+      LUA.resetOnce.run(
+        redis,
+        [keys.dirty, keys.resets, record, keys.idempotencyIndex],
+        [fingerprint, 60, Date.now(), 10, "digest", key],
+      );
+    await redis.hset(keys.dirty, "a", "5");
+    expect(await resetOnce("f1", "a")).toEqual(["applied"]);
+    await redis.hset(keys.dirty, "a", "3");
+    expect(await resetOnce("f1", "a")).toEqual(["replayed"]);
+    expect(await resetOnce("f2", "b")).toEqual(["reused"]);
+    expect(await redis.hgetall(keys.dirty)).toEqual({ a: "3" });
+    expect(await redis.smembers(keys.resets)).toEqual(["a"]);
+  });
+});
+
+describe("finish-3.lua", () => {
+  it("deletes the flushing hash, its resets and its meta when the batch id matches", async () => {
     const keys = freshShard();
     await redis.hincrby(keys.dirty, "a", 1);
+    await redis.sadd(keys.resets, "b");
     const batchId = randomUUID();
     await swap(keys, batchId, 1_000);
 
     expect(await finish(keys, batchId)).toBe("finished");
 
-    expect(await redis.exists(keys.flushing, keys.flushingMeta)).toBe(0);
+    expect(await redis.exists(keys.flushing, keys.flushingMeta, keys.flushingResets)).toBe(0);
     // The seq counter outlives batches: it orders them across the shard's whole life.
     expect(await redis.get(keys.seq)).toBe("1");
   });

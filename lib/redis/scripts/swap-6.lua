@@ -1,14 +1,17 @@
 #!lua flags=allow-oom
 --[[
-  Starts a batch for one shard: moves the dirty hash to the flushing hash under a new batch id.
-  A flushing hash that is still there belongs to a batch nobody finished (a crashed or slower syncer);
-  it is never overwritten: its batch is returned instead, to be finished first.
+  Starts a batch for one shard: moves the dirty hash to the flushing hash, and the resets set to the flushing
+  resets set, under a new batch id. A batch may hold deltas, resets or both. A flushing hash or resets set
+  that is still there belongs to a batch nobody finished (a crashed or slower syncer); it is never
+  overwritten: its batch is returned instead, to be finished first.
   Runs under a full Redis (allow-oom): the swap is what lets the syncer empty Redis.
 
   KEYS[1]  dirty hash          (the API's HINCRBY target)
   KEYS[2]  flushing hash       (the batch being written to Postgres)
   KEYS[3]  flushing meta hash  (batch, seq, swapped_at of the flushing hash; resumes: times it was resumed)
   KEYS[4]  sequence counter    (per-shard batch order)
+  KEYS[5]  resets set          (keys reset since the last swap: the API's SADD target)
+  KEYS[6]  flushing resets set (the batch's resets)
 
   ARGV[1]  id for a new batch (uuid)
   ARGV[2]  swap time, ms since the epoch
@@ -24,7 +27,7 @@
 ]]
 local floor = tonumber(ARGV[3])
 
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('EXISTS', KEYS[2], KEYS[6]) > 0 then
   local meta = redis.call('HMGET', KEYS[3], 'batch', 'seq', 'swapped_at')
   if meta[1] and meta[2] and meta[3] then
     -- A write, so that a WAIT after this script covers the swap that made the batch: the batch is applied
@@ -32,7 +35,8 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('HINCRBY', KEYS[3], 'resumes', 1)
     return {'resumed', meta[1], meta[2], meta[3]}
   end
-  -- A flushing hash without its meta cannot come from this script; adopt it rather than strand its deltas.
+  -- A flushing hash or resets set without its meta cannot come from this script; adopt it rather than strand
+  -- what it holds.
   local seq = redis.call('INCR', KEYS[4])
   if seq < floor then
     seq = floor
@@ -49,7 +53,9 @@ if current and tonumber(current) + 1 < floor then
   return {'behind', current}
 end
 
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local hasDeltas = redis.call('EXISTS', KEYS[1]) == 1
+local hasResets = redis.call('EXISTS', KEYS[5]) == 1
+if not hasDeltas and not hasResets then
   return {'empty'}
 end
 
@@ -61,6 +67,11 @@ if seq < floor then
   redis.call('SET', KEYS[4], seq)
   renumbered = 1
 end
-redis.call('RENAME', KEYS[1], KEYS[2])
+if hasDeltas then
+  redis.call('RENAME', KEYS[1], KEYS[2])
+end
+if hasResets then
+  redis.call('RENAME', KEYS[5], KEYS[6])
+end
 redis.call('HSET', KEYS[3], 'batch', ARGV[1], 'seq', seq, 'swapped_at', ARGV[2])
 return {'new', ARGV[1], tostring(seq), ARGV[2], renumbered}
