@@ -85,6 +85,29 @@ describe("DELETE /counters/{key}", () => {
     expect([202, 422]).toContain(other.status);
   });
 
+  it("lets a batch in flight at the same time land wholly before or wholly after it", async () => {
+    for (let round = 0; round < 20; round++) {
+      const key = `reset-race-${round}`;
+      const [batch, cleared] = await Promise.all([
+        api.node.app.request("/increments", {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}` },
+          body: JSON.stringify({
+            increments: [
+              { key, value: 3 },
+              { key: `${key}-other`, value: 1 },
+              { key, value: 4 },
+            ],
+          }),
+        }),
+        reset(key),
+      ]);
+      expect([batch.status, cleared.status]).toEqual([202, 202]);
+      const { total } = await read(key);
+      expect([undefined, 7], `round ${round}`).toContain(total);
+    }
+  });
+
   it("needs the counters:reset scope, and a key inside the token's prefixes", async () => {
     await increment("reset-guarded", 5);
     const writer = await api.token({ scopes: ["counters:write", "counters:read"] });

@@ -38,7 +38,7 @@ async function sendIncrement(
 ): Promise<SentIncrement> {
   const startedAt = performance.now();
   const { outcome, status } = await send(target, token, { key, value }, 30_000);
-  return { key, value, outcome, status, target, startedAt, endedAt: performance.now() };
+  return { kind: "increment", key, value, outcome, status, target, startedAt, endedAt: performance.now() };
 }
 
 /** Two API nodes and a syncer on a private Redis, under load spread over both nodes. */
@@ -54,7 +54,13 @@ async function twoNodesUnderLoad() {
   const token = await d.token();
   // What a load balancer would route to; the test takes the ending node out, as a balancer would.
   const routing = { targets: [ending.url, survivor.url] };
-  const load = new Load({ targets: () => routing.targets, token, concurrency: 8, timeoutMs: 30_000 }).start();
+  const load = new Load({
+    targets: () => routing.targets,
+    token,
+    concurrency: 8,
+    timeoutMs: 30_000,
+    resetKeys: 2,
+  }).start();
   await load.waitForAccepted(300);
   return { d, ending, survivor, token, routing, load };
 }

@@ -46,7 +46,13 @@ describe("Redis down and back under load", () => {
       const api = await d.startApi();
       const syncer = await d.startSyncer();
       // The pause keeps the workers from spinning on instant 503s while Redis is down.
-      const load = new Load({ targets: () => [api.url], token: await d.token(), concurrency: 6, pauseMs: 5 });
+      const load = new Load({
+        targets: () => [api.url],
+        token: await d.token(),
+        concurrency: 6,
+        pauseMs: 5,
+        resetKeys: 2,
+      });
       load.start();
       await load.waitForAccepted(300);
 

@@ -21,7 +21,7 @@ describe("kill -9 of the syncer", () => {
       env: { SYNC_INTERVAL_MS: "250", SYNC_LEASE_TTL_MS: "1000" },
     });
     const api = await deployment.startApi();
-    const load = await deployment.startLoad([api], { concurrency: 6 });
+    const load = await deployment.startLoad([api], { concurrency: 6, resetKeys: 2 });
     await load.waitForAccepted(100);
 
     // Dies the second time it reaches the step, so one batch went through normally before.
@@ -42,6 +42,9 @@ describe("kill -9 of the syncer", () => {
 
     expect(exactlyOnceViolations(load.sent, await deployment.counters())).toEqual([]);
     expect(load.count("unknown")).toBe(0);
+    expect(load.count("accepted", "reset")).toBeGreaterThan(0);
+    // For the figures in docs/testing.md.
+    console.log(`kill -9 at ${step}: ${load.summary()}`);
     expect(survivor.logs.some((line) => line.level === "error")).toBe(false);
   });
 });
@@ -54,7 +57,7 @@ describe("kill -9 of one of two syncers that share the shards", () => {
         env: { SYNC_INTERVAL_MS: "250", SYNC_LEASE_TTL_MS: "1000", SYNC_SHARDS: "4" },
       });
       const api = await deployment.startApi();
-      const load = await deployment.startLoad([api], { concurrency: 6 });
+      const load = await deployment.startLoad([api], { concurrency: 6, resetKeys: 2 });
       const survivor = await deployment.startSyncer();
       await load.waitForAccepted(100);
 
@@ -75,6 +78,7 @@ describe("kill -9 of one of two syncers that share the shards", () => {
 
       expect(exactlyOnceViolations(load.sent, await deployment.counters())).toEqual([]);
       expect(load.count("unknown")).toBe(0);
+      expect(load.count("accepted", "reset")).toBeGreaterThan(0);
       // The survivor gave the doomed one its share, and took it back after the TTL.
       expect(survivor.logs.filter((line) => line.msg === "took shards").length).toBeGreaterThanOrEqual(2);
       expect(survivor.logs.some((line) => line.level === "error")).toBe(false);

@@ -25,7 +25,7 @@ describe("several syncer processes", () => {
         env: { SYNC_INTERVAL_MS: "100", SYNC_LEASE_TTL_MS: "300" },
       });
       const api = await deployment.startApi();
-      const load = await deployment.startLoad([api], { concurrency: 6 });
+      const load = await deployment.startLoad([api], { concurrency: 6, resetKeys: 2 });
       const syncers: TallyProcess[] = [];
       for (let i = 0; i < count; i++) {
         syncers.push(await deployment.startSyncer({ SYNC_FAULT_INJECTION: `${step}:freeze=600` }));

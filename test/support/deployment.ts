@@ -124,7 +124,11 @@ export class Deployment {
   }
 
   token(): Promise<string> {
-    return mintToken({ secret: TEST_SECRET, subject: "load", scopes: ["counters:write", "counters:read"] });
+    return mintToken({
+      secret: TEST_SECRET,
+      subject: "load",
+      scopes: ["counters:write", "counters:read", "counters:reset"],
+    });
   }
 
   /** The fault suite's accounted load over `apis`, with this deployment's token, started. */

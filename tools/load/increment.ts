@@ -11,19 +11,36 @@ export interface SendResult {
   status: number | undefined;
 }
 
-export async function sendIncrement(
+export function sendIncrement(
   target: string,
   token: string,
   increment: { key: string; value: number },
   timeoutMs: number,
 ): Promise<SendResult> {
+  return send(`${target}/increment`, timeoutMs, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify(increment),
+  });
+}
+
+/** A reset (DELETE /counters/{key}), with an Idempotency-Key so that a retry applies it at most once. */
+export function sendReset(
+  target: string,
+  token: string,
+  key: string,
+  idempotencyKey: string,
+  timeoutMs: number,
+): Promise<SendResult> {
+  return send(`${target}/counters/${encodeURIComponent(key)}`, timeoutMs, {
+    method: "DELETE",
+    headers: { authorization: `Bearer ${token}`, "idempotency-key": idempotencyKey },
+  });
+}
+
+async function send(url: string, timeoutMs: number, init: RequestInit): Promise<SendResult> {
   try {
-    const response = await fetch(`${target}/increment`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: JSON.stringify(increment),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
+    const response = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
     await response.arrayBuffer();
     const outcome: Outcome =
       response.status === 202 ? "accepted" : response.status < 500 ? "rejected" : "unknown";
@@ -36,19 +53,32 @@ export async function sendIncrement(
 
 /**
  * Per key, what clients were told, summed: enough to check the one promise that matters without keeping
- * every request (a long soak sends millions).
+ * every request (a long soak sends millions). Recorded in the order each key's requests were sent; a key's
+ * resets and increments must come from one client at a time for that order to be the order they applied in.
  */
 export class Accounting {
-  readonly #byKey = new Map<string, { accepted: bigint; unknown: bigint }>();
+  readonly #byKey = new Map<string, KeyAccount>();
 
   record(key: string, value: number, outcome: Outcome): void {
-    if (outcome === "rejected") {
-      if (!this.#byKey.has(key)) this.#byKey.set(key, { accepted: 0n, unknown: 0n });
-      return;
+    const entry = this.#entry(key);
+    if (outcome === "accepted") entry.accepted += BigInt(value);
+    if (outcome === "unknown") entry.unknown += BigInt(value);
+  }
+
+  /** A reset of the key: one accepted discards everything accepted before it. */
+  recordReset(key: string, outcome: Outcome): void {
+    const entry = this.#entry(key);
+    if (outcome === "accepted") entry.accepted = 0n;
+    if (outcome === "unknown") entry.unknownReset = true;
+  }
+
+  #entry(key: string): KeyAccount {
+    let entry = this.#byKey.get(key);
+    if (entry === undefined) {
+      entry = { accepted: 0n, unknown: 0n, unknownReset: false };
+      this.#byKey.set(key, entry);
     }
-    const entry = this.#byKey.get(key) ?? { accepted: 0n, unknown: 0n };
-    entry[outcome] += BigInt(value);
-    this.#byKey.set(key, entry);
+    return entry;
   }
 
   get keys(): number {
@@ -61,9 +91,11 @@ export class Accounting {
    */
   violations(persisted: Map<string, bigint>): string[] {
     const violations: string[] = [];
-    for (const [key, { accepted, unknown }] of this.#byKey) {
+    for (const [key, { accepted, unknown, unknownReset }] of this.#byKey) {
       const value = persisted.get(key) ?? 0n;
-      if (value < accepted)
+      // A reset whose outcome is unknown may have discarded anything accepted, up to the last answer.
+      const atLeast = unknownReset ? 0n : accepted;
+      if (value < atLeast)
         violations.push(`${key}: ${value} in Postgres, but ${accepted} was accepted (lost)`);
       if (value > accepted + unknown) {
         violations.push(
@@ -76,4 +108,16 @@ export class Accounting {
     }
     return violations;
   }
+}
+
+interface KeyAccount {
+  /** Accepted increments since the last accepted reset. */
+  accepted: bigint;
+  /**
+   * Every increment whose outcome is unknown, also before the last reset: one may have landed after it (its
+   * request timed out at the client while still on its way to Redis).
+   */
+  unknown: bigint;
+  /** A reset with an unknown outcome: it may have applied, also after the increments sent after it. */
+  unknownReset: boolean;
 }
