@@ -1,5 +1,6 @@
 import type { SealedBatch } from "./batch.ts";
-import { type Problem, TallyError, TallyRejectedError } from "./errors.ts";
+import { TallyError, TallyRejectedError } from "./errors.ts";
+import { problemOf } from "./request.ts";
 import { serverDelayMs } from "./retry.ts";
 import type { BearerToken } from "./token.ts";
 
@@ -71,14 +72,4 @@ const UNSENT_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "UND_ERR
 function isUnsent(error: unknown): boolean {
   const code = (error as { cause?: { code?: unknown } } | null)?.cause?.code;
   return typeof code === "string" && UNSENT_CODES.has(code);
-}
-
-async function problemOf(response: Response): Promise<Problem> {
-  const text = await response.text().catch(() => "");
-  try {
-    const body = JSON.parse(text) as Partial<Problem>;
-    return { ...body, status: response.status };
-  } catch {
-    return { status: response.status, detail: text.slice(0, 200) };
-  }
 }

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Attempt, attemptDelivery } from "./attempt.ts";
 import { type Call, OpenBatch, SealedBatch } from "./batch.ts";
+import { type CounterPage, type CounterReading, Counters, type ListOptions } from "./counters.ts";
 import { TallyClosedError, type TallyError, TallyOutcomeUnknownError } from "./errors.ts";
 import {
   type BatchingOptions,
@@ -54,14 +55,49 @@ export class TallyClient {
   #waitingForRoom = 0;
   #roomWaiters: (() => void)[] = [];
   #closed = false;
+  readonly #counters: Counters;
   readonly #stats = { incrementsAccepted: 0, batchesAccepted: 0, retries: 0, incrementsFailed: 0 };
 
   constructor(options: TallyClientOptions) {
-    this.#url = new URL("increments", options.url.endsWith("/") ? options.url : `${options.url}/`).href;
+    const base = options.url.endsWith("/") ? options.url : `${options.url}/`;
+    this.#url = new URL("increments", base).href;
     this.#token = new BearerToken(options.token);
     this.#options = batchingOptions(options);
     this.#retry = retryPolicy(options.retry);
     this.#onError = options.onError;
+    this.#counters = new Counters(base, {
+      token: this.#token,
+      retry: this.#retry,
+      requestTimeoutMs: this.#options.requestTimeoutMs,
+    });
+  }
+
+  /** The counter, or null when nothing counts for it (never counted, or reset since). Not batched. */
+  read(key: string): Promise<CounterReading | null> {
+    return this.#counters.read(key);
+  }
+
+  /** Every key's reading, in the order asked, 1,000 per request; a key nothing counts for reads as zeros. */
+  readMany(keys: readonly string[]): Promise<CounterReading[]> {
+    return this.#counters.readMany(keys);
+  }
+
+  /** One page of the counters under `prefix`, in key order (Unicode code points). */
+  list(options?: ListOptions): Promise<CounterPage> {
+    return this.#counters.list(options);
+  }
+
+  /** Every counter under `prefix`, fetched a page at a time as the loop asks for more. */
+  listAll(prefix?: string, pageSize?: number): AsyncGenerator<CounterReading> {
+    return this.#counters.all(prefix, pageSize);
+  }
+
+  /**
+   * Sets the counter back to zero (the token needs counters:reset), once: retried with one Idempotency-Key.
+   * Increments of this client still buffered are not sent first: `flush()` before, to have them count.
+   */
+  reset(key: string, options?: { idempotencyKey?: string }): Promise<void> {
+    return this.#counters.reset(key, options);
   }
 
   /**
