@@ -16,6 +16,7 @@ describe("k6 scripts", () => {
       expect.arrayContaining([
         "batch.js",
         "load.js",
+        "mixed.js",
         "smoke.js",
         "soak.js",
         "spike.js",

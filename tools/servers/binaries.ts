@@ -1,5 +1,6 @@
 import { accessSync, constants } from "node:fs";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 
 export const INSTALL_HINT = "install them with: apt-get install redis-server postgresql";
 
@@ -28,5 +29,21 @@ export function missingBinaries(what: string): Error {
 export function findRedisServer(): string {
   const found = findOnPath("redis-server");
   if (!found) throw missingBinaries("redis-server");
+  return found;
+}
+
+/**
+ * The k6 binary: K6_BIN when set (CI sets it to the k6 it built), else `k6` on PATH, else the one beside the
+ * repository (`../shared/bin/k6`), which is where a developer's machine here keeps it.
+ */
+export function findK6(): string {
+  const candidates = [
+    process.env.K6_BIN,
+    findOnPath("k6"),
+    fileURLToPath(new URL("../../../shared/bin/k6", import.meta.url)),
+  ];
+  const found = candidates.find((candidate) => typeof candidate === "string" && isExecutable(candidate));
+  if (typeof found !== "string")
+    throw new Error("the k6 tests need k6: set K6_BIN, put k6 on PATH, or build it to ../shared/bin/k6");
   return found;
 }
