@@ -111,7 +111,7 @@ describe("Redis maxmemory-policy", () => {
 });
 
 describe("Redis full", () => {
-  it("while Postgres is down under load: 503 redis_full and not ready, a new syncer still leads, recovery within a cycle of Postgres' return, exactly once", {
+  it("while Postgres is down under load: 503 redis_full and not ready, a new syncer still takes the shards, recovery within a cycle of Postgres' return, exactly once", {
     timeout: 150_000,
   }, async () => {
     const server = await startRedis({ appendOnly: false });
@@ -173,7 +173,7 @@ describe("Redis full", () => {
     );
     expect(oom).toBeGreaterThan(0);
 
-    // A syncer that starts now must still take the lease: only a sync can free Redis.
+    // A syncer that starts now must still take the shards' leases: only a sync can free Redis.
     await syncer.stop("SIGKILL");
     syncer = await d.startSyncer();
     await syncer.waitForLog((line) => line.msg === "took shards", 10_000);

@@ -139,7 +139,7 @@ describe("per-minute activity", () => {
     );
   });
 
-  it("reports quiet periods as zeros while leading", async () => {
+  it("reports quiet periods as zeros while it holds shards", async () => {
     const prefix = env.newPrefix();
     const running = fixtures.run({ prefix, intervalMs: 100, periodMs: 400 });
 
