@@ -10,6 +10,7 @@ COPY api ./api
 COPY syncer ./syncer
 COPY lib ./lib
 COPY scripts ./scripts
+COPY tools/servers ./tools/servers
 COPY migrations ./migrations
 RUN npm run build && npm prune --omit=dev
 

@@ -16,6 +16,7 @@ const SOURCES = [
   "syncer",
   "lib",
   "scripts",
+  "tools/servers",
   "migrations",
   "tsconfig.json",
   "tsconfig.build.json",

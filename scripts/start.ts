@@ -1,3 +1,4 @@
+import path from "node:path";
 import { startApiNode, startApiWorker } from "../api/node.ts";
 import { isApiWorker } from "../api/workers.ts";
 import { loadConfigOrExit } from "../lib/config.ts";
@@ -9,11 +10,14 @@ import { warnIfRedisUnreachable } from "../lib/redis/connection.ts";
 import { Shutdown } from "../lib/shutdown.ts";
 import { serveSyncerMetrics } from "../syncer/metrics.ts";
 import { startSyncer, syncerShutdownTimeoutMs } from "../syncer/process.ts";
+import { startLocalStores } from "./local-stores.ts";
 
 // `npm start`: the whole service for local use: migrations and a syncer in this process, and the API in
 // API_WORKERS processes sharing the port (or here too, with API_WORKERS=1).
 // Production runs the roles separately: `npm run start:api` (N) and `npm run start:syncer` (2+).
 const config = loadConfigOrExit();
+// Where a Postgres or Redis that npm start starts itself keeps its data (see local-stores.ts): the project's.
+const LOCAL_DATA_DIR = ".tally";
 const apiLogger = createLogger({ level: config.logLevel, role: "api" });
 // The primary's own lines (migrations, process stats, shutdown) are the "main" role's; its API workers'
 // lines, shutdown included, are the API's.
@@ -28,6 +32,14 @@ await startOrExit(logger, () =>
 
 async function startPrimary(): Promise<void> {
   const migrateLogger = createLogger({ level: config.logLevel, role: "migrate" });
+  // Registered first, so stopped last: everything else drains into them.
+  await startLocalStores({
+    env: process.env,
+    config,
+    dataDir: path.resolve(LOCAL_DATA_DIR),
+    logger,
+    shutdown,
+  });
   await warnIfRedisUnreachable(config, logger);
   const applied = await prepareDatabase(config.database.url, {
     logger: migrateLogger,

@@ -2,7 +2,8 @@ import { accessSync, constants } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-export const INSTALL_HINT = "install them with: apt-get install redis-server postgresql";
+export const INSTALL_HINT =
+  "install redis-server (apt-get install redis-server); Postgres comes with npm install";
 
 export function isExecutable(file: string): boolean {
   try {

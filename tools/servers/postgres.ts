@@ -23,7 +23,7 @@ export interface PostgresServer {
   kill(): Promise<void>;
   /** Starts again on the same port and data dir; waits until it accepts connections. No-op when running. */
   start(): Promise<void>;
-  /** Kills it if running and deletes the data dir. */
+  /** Kills it if running and deletes the data dir, unless it was given one to keep. */
   destroy(): Promise<void>;
 }
 
@@ -75,7 +75,9 @@ export async function embeddedPostgresBinaries(): Promise<PostgresBinaries | und
   }
   const { initdb, postgres } = paths;
   if (typeof initdb !== "string" || typeof postgres !== "string") return undefined;
-  return isExecutable(initdb) && isExecutable(postgres) ? { initdb, postgres, source: "embedded" } : undefined;
+  return isExecutable(initdb) && isExecutable(postgres)
+    ? { initdb, postgres, source: "embedded" }
+    : undefined;
 }
 
 function throwMissingPostgres(): never {

@@ -19,7 +19,7 @@ export interface RedisServer {
   signal(signal: NodeJS.Signals): void;
   /** Starts again on the same port and data dir (so AOF contents are reloaded); waits until it answers PING. No-op when running. */
   start(): Promise<void>;
-  /** Kills it if running and deletes the data dir. */
+  /** Kills it if running and deletes the data dir, unless it was given one to keep. */
   destroy(): Promise<void>;
 }
 
@@ -71,11 +71,16 @@ export async function startRedis(
     args?: string[];
     /** Another server binary that speaks Redis, e.g. valkey-server (default: redis-server from PATH). */
     binary?: string;
+    /** A data directory to keep (never deleted); by default a temporary one, deleted by destroy(). */
+    dataDir?: string;
+    /** Default: a free port. */
+    port?: number;
   } = {},
 ): Promise<RedisServer> {
   const redisServer = options.binary ?? findRedisServer();
-  const dataDir = await makeTempDir("redis");
-  const port = await freePort();
+  const kept = options.dataDir !== undefined;
+  const dataDir = options.dataDir ?? (await makeTempDir("redis"));
+  const port = options.port ?? (await freePort());
   const redisLog = path.join(dataDir, "redis.log");
   const stdioLog = path.join(dataDir, "redis.stdio.log");
   const logs = [stdioLog, redisLog];
@@ -114,7 +119,7 @@ export async function startRedis(
     start,
     destroy: async () => {
       await server.kill();
-      await removeDir(dataDir);
+      if (!kept) await removeDir(dataDir);
     },
   };
   return firstStart(handle);
