@@ -1,6 +1,7 @@
 // Load: a constant arrival rate of increments over a pool of keys, the traffic tally is built for. Open model
 // (constant-arrival-rate): requests keep arriving at RATE per second however slowly the service answers, so
-// a slow service shows up as latency and dropped iterations instead of quietly lowering the load.
+// a slow service shows up as latency instead of quietly lowering the load. Iterations k6 could not start
+// (dropped_iterations) are in the summary, not a threshold: on a shared machine they measure k6 as well.
 //   k6 run -e JWT_SECRET=… k6/load.js
 //   k6 run -e JWT_SECRET=… -e RATE=5000 -e DURATION=5m -e MAX_VUS=2000 k6/load.js
 import {
@@ -35,7 +36,7 @@ export const options = {
       gracefulStop: "10s",
     },
   },
-  thresholds: constantRateThresholds(RATE, DURATION.seconds),
+  thresholds: constantRateThresholds(),
 };
 
 /** @typedef {{ tokens: string[] }} LoadData */

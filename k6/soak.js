@@ -59,7 +59,7 @@ export const options = {
     },
   },
   // Object.assign, not object spread: k6 before v0.53 compiles scripts with Babel 6, which has none.
-  thresholds: Object.assign(constantRateThresholds(RATE, DURATION.seconds), {
+  thresholds: Object.assign(constantRateThresholds(), {
     tally_sync_staleness_ms: [`max<${STALENESS_MAX_MS}`],
   }),
 };

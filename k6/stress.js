@@ -1,5 +1,5 @@
 // Stress: raise the arrival rate step by step until tally breaks, and stop there. Each level's failure-rate
-// and p99 thresholds, and the dropped-iteration one, abort the run (abortOnFail) as soon as one is crossed,
+// and p99 thresholds abort the run (abortOnFail) as soon as one is crossed,
 // so a run that exits 99 has found the breaking point, and one that exits 0 never broke up to MAX_RATE.
 //   k6 run -e JWT_SECRET=… k6/stress.js
 //   k6 run -e JWT_SECRET=… -e START_RATE=2000 -e STEP_RATE=1000 -e MAX_RATE=30000 -e MAX_VUS=10000 k6/stress.js
@@ -38,8 +38,8 @@ for (let level = START_RATE; level <= MAX_RATE; level += STEP_RATE) {
   PLAN.push({ seconds: STEP_HOLD.seconds, target: level, phase: String(level) });
 }
 
-// Generous: when the service slows down, VUs pile up waiting on it, and running out of them is itself
-// the breaking point the dropped_iterations threshold reports.
+// Generous: when the service slows down, VUs pile up waiting on it; what k6 could not start for want of them
+// is dropped_iterations in the summary.
 // Its fields named one by one below, not object spread: k6 before v0.53 compiles scripts with Babel 6.
 const VUS = vuBudget(START_RATE, Math.ceil(MAX_RATE / 10));
 
@@ -79,11 +79,9 @@ export const options = {
   },
   thresholds: Object.assign(
     {
-      // Iterations k6 could not start because every VU was still waiting on tally: past this, the offered
-      // rate is no longer what the plan says.
-      dropped_iterations: [
-        { threshold: `count<${envInt("MAX_DROPPED", 1000)}`, abortOnFail: true, delayAbortEval: ABORT_GRACE },
-      ],
+      // Iterations k6 could not start (dropped_iterations) are in the summary, not an abort: on a machine that
+      // k6 shares with the service they are k6 running out of CPU as often as the service slowing down. The
+      // breaking point is the first level whose latency or failures cross their bounds.
       // Not aborting: it only makes sure the run did something before any of the others fired.
       tally_increments_accepted: ["count>0"],
     },

@@ -59,4 +59,9 @@ const token = await mintToken({
   issuer: config.auth.issuer,
   audience: config.auth.audience,
 });
+// On stderr, so that TOKEN=$(npm run -s token …) still captures the token alone.
+if (process.env.JWT_SECRET === undefined)
+  process.stderr.write(
+    "npm run token: JWT_SECRET is not set, so this token is signed with the built-in development secret: only a service that runs without JWT_SECRET too accepts it; any other answers 401\n",
+  );
 process.stdout.write(`${token}\n`);

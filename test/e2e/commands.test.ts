@@ -39,6 +39,13 @@ describe("npm run token", () => {
     expect(payload.exp).toBeGreaterThan(Date.now() / 1000);
   });
 
+  it("without JWT_SECRET, says on stderr that the development secret signed it, and prints the token alone", async () => {
+    const { code, stdout, stderr } = await runEntry("scripts/token.ts", ["--sub", "dev"], {});
+    expect(code).toBe(0);
+    expect(stdout.trim()).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
+    expect(stderr).toContain("signed with the built-in development secret");
+  });
+
   it("confines a token to the prefixes given with --prefix, which may repeat", async () => {
     const { code, stdout } = await runEntry(
       "scripts/token.ts",
