@@ -6,6 +6,7 @@ import {
   scrapeRegistry,
   startMetricsServer,
 } from "../lib/metrics.ts";
+import { isPostgresUnreachable } from "../lib/postgres/unreachable.ts";
 import type { RedisMemoryWatch } from "../lib/redis/memory-watch.ts";
 import type { Shutdown } from "../lib/shutdown.ts";
 import type { Batch } from "./batch.ts";
@@ -61,10 +62,28 @@ export class SyncerMetrics {
     help: "Deltas set aside in quarantined_deltas because Postgres refused their row (a total that would leave bigint, a key it cannot index)",
     registers: [this.registry],
   });
-  constructor() {
+  readonly #postgresUp = new Gauge({
+    name: "tally_syncer_postgres_up",
+    help: "0 when a shard of this syncer's last cycle failed because Postgres could not be reached, else 1 (also before its first cycle, and while it holds no shard)",
+    registers: [this.registry],
+  });
+
+  /** `settings`: the configuration the alert rules compare the gauges with, exported beside them. */
+  constructor(settings: { shards: number; idempotencyMaxRecords: number }) {
     // Present at 0 from the start, so a rate over them sees the first failure or takeover.
     for (const result of ["ok", "failed"]) this.#cycles.inc({ result }, 0);
     for (const outcome of ["applied", "already_applied", "superseded"]) this.#batches.inc({ outcome }, 0);
+    this.#postgresUp.set(1);
+    new Gauge({
+      name: "tally_sync_shards",
+      help: "SYNC_SHARDS: how many shards the syncers share; sum(tally_syncer_shards) below it means a shard without a syncer",
+      registers: [this.registry],
+    }).set(settings.shards);
+    new Gauge({
+      name: "tally_idempotency_records_max",
+      help: "IDEMPOTENCY_MAX_RECORDS: the bound of tally_idempotency_records, past which idempotent writes get 503 idempotency_capacity",
+      registers: [this.registry],
+    }).set(settings.idempotencyMaxRecords);
   }
 
   /** On the cycle's path, so it only adds numbers up. */
@@ -107,6 +126,8 @@ export class SyncerMetrics {
 
   #record(report: CycleReport): void {
     this.#cycleDuration.observe(report.durationMs / 1000);
+    if (report.shards.length > 0)
+      this.#postgresUp.set(report.failures.some(({ error }) => isPostgresUnreachable(error)) ? 0 : 1);
     this.#cycles.inc({ result: report.failures.length > 0 ? "failed" : "ok" });
     if (report.idempotencyRecords !== undefined) this.#idempotencyRecords.set(report.idempotencyRecords);
     for (const outcome of report.outcomes) {

@@ -110,7 +110,10 @@ export async function startSyncer(
   // before Redis is closed. The webhook gets a second for the last report; a stuck one does not hold the exit.
   shutdown.add("activity", () => activity.stop(1_000));
 
-  const metrics = new SyncerMetrics();
+  const metrics = new SyncerMetrics({
+    shards: keyspace.shards.length,
+    idempotencyMaxRecords: config.idempotencyMaxRecords,
+  });
   collectProcessMetrics(metrics.registry);
   redisMemory.register(metrics.registry);
   replicas.register(metrics.registry);

@@ -1,9 +1,11 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import pg from "pg";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
 import type { SyncStep } from "../../syncer/flush-context.ts";
 import { SyncerMetrics, syncerReadiness } from "../../syncer/metrics.ts";
 import { Syncer } from "../../syncer/syncer.ts";
+import { freePort } from "../../tools/servers/ports.ts";
 import { waitFor } from "../harness/fixtures.ts";
 import { family, parseMetrics, type Sample, sampleValue } from "../support/metrics.ts";
 import { addDeltas, silentLogger, useSyncerEnv } from "../support/syncer.ts";
@@ -21,14 +23,14 @@ const env = useSyncerEnv();
 /** A syncer with its own clients, as a process has, and its metrics wired the way startSyncer does. */
 async function syncerWithMetrics(
   prefix: string,
-  options: { crashAt?: SyncStep; leaseTtlMs?: number } = {},
+  options: { crashAt?: SyncStep; leaseTtlMs?: number; pool?: pg.Pool } = {},
 ): Promise<{ syncer: Syncer; metrics: SyncerMetrics; scrape(): Promise<Sample[]> }> {
   const redis = await env.openRedis();
-  const metrics = new SyncerMetrics();
+  const metrics = new SyncerMetrics({ shards: 1, idempotencyMaxRecords: 5_000 });
   const syncer = new Syncer({
     redis,
     concurrency: 2,
-    pool: env.openPool(),
+    pool: options.pool ?? env.openPool(),
     logger: silentLogger,
     keyspace: new Keyspace(prefix, 1),
     // Cycles run when a test says so, or once when a syncer takes a shard.
@@ -116,6 +118,27 @@ describe("syncer metrics", () => {
     ]);
     expect(sampleValue(samples, "tally_syncer_batch_delta_abs_total")).toBe(0);
     expect(sampleValue(samples, "tally_syncer_cycles_total", { result: "ok" })).toBe(1);
+  });
+
+  it("export the settings the alert rules compare with, and whether the last cycle reached Postgres", async () => {
+    const prefix = env.newPrefix();
+    await addDeltas(env.redis, prefix, [["a", 1]]);
+    const unreachable = new pg.Pool({
+      connectionString: `postgres://postgres@127.0.0.1:${await freePort()}/tally`,
+      connectionTimeoutMillis: 1_000,
+    });
+    onTestFinished(() => unreachable.end());
+    const cut = await syncerWithMetrics(prefix, { pool: unreachable });
+    expect(sampleValue(await cut.scrape(), "tally_syncer_postgres_up")).toBe(1);
+    expect((await cut.syncer.runCycle()).failures).toHaveLength(1);
+    const samples = await cut.scrape();
+    expect(sampleValue(samples, "tally_syncer_postgres_up")).toBe(0);
+    expect(sampleValue(samples, "tally_sync_shards")).toBe(1);
+    expect(sampleValue(samples, "tally_idempotency_records_max")).toBe(5_000);
+
+    const reaching = await syncerWithMetrics(prefix);
+    expect((await reaching.syncer.runCycle()).failures).toEqual([]);
+    expect(sampleValue(await reaching.scrape(), "tally_syncer_postgres_up")).toBe(1);
   });
 
   it("export the shards held and, over them, a staleness computed at scrape time; a syncer holding none is ready", async () => {
