@@ -299,7 +299,7 @@ async function measureBatches(
       errors: result.errors,
     });
     log(
-      `bench: batches of ${size}: ${result.requestsPerSecond.toFixed(0)} req/s, ${incrementsPerSecond.toFixed(0)} increments/s, ${result.errors} errors`,
+      `bench: batches of ${size}: ${result.requestsPerSecond.toFixed(0)} req/s, ${incrementsPerSecond.toFixed(0)} increments/s, ${result.errors} errors (${result.tool} used ${result.generatorCores.toFixed(2)} cores)`,
     );
   }
   // The load generator stops at its deadline with requests still in flight; the API answers them after.

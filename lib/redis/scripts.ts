@@ -31,9 +31,15 @@ export const LUA = {
   syncersHeartbeat: new LuaScript("syncers-heartbeat-1.lua"),
 } as const;
 
-function pairsOf(increments: readonly Increment[], into: (string | number)[] = []): (string | number)[] {
-  for (const { key, value } of increments) into.push(key, value);
-  return into;
+/**
+ * A group's increments as the increment scripts take them: one argument, "key\0value\0key\0value…" (see
+ * includes/apply-increments.lua). Counter keys hold no NUL: the API's schema refuses them.
+ */
+function packIncrements(increments: readonly Increment[]): string {
+  let packed = "";
+  for (const { key, value } of increments)
+    packed += packed === "" ? `${key}\0${value}` : `\0${key}\0${value}`;
+  return packed;
 }
 
 /**
@@ -64,8 +70,7 @@ export class Scripts {
     shard: ShardKeys,
     groups: readonly (readonly Increment[])[],
   ): Promise<Acknowledged<GroupResult[]>> {
-    const args: (string | number)[] = [groups.length, ...groups.map((group) => group.length)];
-    for (const group of groups) pairsOf(group, args);
+    const args = groups.map(packIncrements);
     const { value, confirmed } = await this.#acknowledgements.write(shard.dirty, (master) =>
       LUA.incrementBatch.run(master, [shard.dirty], args),
     );
@@ -93,7 +98,7 @@ export class Scripts {
           Date.now(),
           limits.maxRecordsInShard,
           record.digest,
-          ...pairsOf(increments),
+          packIncrements(increments),
         ],
       ),
     );

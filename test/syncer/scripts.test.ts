@@ -288,11 +288,28 @@ describe("pending-6.lua", () => {
 });
 
 describe("increment-batch-1.lua and increment-once-3.lua (the shared apply-increments include)", () => {
+  it("take a group's increments packed in one argument, keys of any other character included", async () => {
+    const keys = freshShard();
+    const key = 'q"u\\o{t,e} ключ 🔑 \n\t';
+    expect(
+      await LUA.incrementBatch.run(
+        redis,
+        [keys.dirty],
+        [`${key}\u00005\u0000b\u0000-2`, "b\u00009007199254740991"],
+      ),
+    ).toEqual(["applied", "applied"]);
+    expect(await redis.hgetall(keys.dirty)).toEqual({ [key]: "5", b: "9007199254740989" });
+  });
+
   it("applies each group whole or not at all, answering a reason code for a refused one", async () => {
     const keys = freshShard();
     await redis.hset(keys.dirty, "edge", (2n ** 63n - 1n).toString());
 
-    const reply = await LUA.incrementBatch.run(redis, [keys.dirty], [2, 2, 1, "a", 1, "b", 2, "edge", 1]);
+    const reply = await LUA.incrementBatch.run(
+      redis,
+      [keys.dirty],
+      ["a\u00001\u0000b\u00002", "edge\u00001"],
+    );
 
     expect(reply).toEqual(["applied", ["refused", 1, "overflow"]]);
     expect(await redis.hgetall(keys.dirty)).toEqual({ a: "1", b: "2", edge: (2n ** 63n - 1n).toString() });
@@ -307,7 +324,7 @@ describe("increment-batch-1.lua and increment-once-3.lua (the shared apply-incre
     const reply = await LUA.incrementOnce.run(
       redis,
       [keys.dirty, record, index],
-      ["fingerprint", 60, Date.now(), 100, "digest", "new", 3, "kept", -5, "edge", 1],
+      ["fingerprint", 60, Date.now(), 100, "digest", "new\u00003\u0000kept\u0000-5\u0000edge\u00001"],
     );
 
     expect(reply).toEqual(["refused", 3, "overflow"]);
@@ -321,7 +338,7 @@ describe("increment-batch-1.lua and increment-once-3.lua (the shared apply-incre
       LUA.incrementOnce.run(
         redis,
         [keys.dirty, `${keys.dirty}:record`, `${keys.dirty}:index`],
-        [fingerprint, 60, Date.now(), 100, "digest", "k", 1],
+        [fingerprint, 60, Date.now(), 100, "digest", "k\u00001"],
       );
 
     expect(await run("same")).toEqual(["applied"]);
@@ -344,6 +361,6 @@ describe("LuaScript", () => {
     expect(LUA.incrementBatch.source).not.toContain("@include");
     await redis.script("FLUSH");
     const keys = freshShard();
-    expect(await LUA.incrementBatch.run(redis, [keys.dirty], [1, 1, "a", 1])).toEqual(["applied"]);
+    expect(await LUA.incrementBatch.run(redis, [keys.dirty], ["a\u00001"])).toEqual(["applied"]);
   });
 });

@@ -1,4 +1,5 @@
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -15,6 +16,8 @@ export interface LoadOptions {
   keys: number;
   /** The same body in every request (a batch for POST /increments); by default increments over `keys`. */
   body?: string;
+  /** Which generator; by default wrk when installed, else autocannon. */
+  tool?: "wrk" | "autocannon";
 }
 
 export interface LoadResult {
@@ -25,6 +28,50 @@ export interface LoadResult {
   requests: number;
   /** Non-2xx answers plus socket errors and timeouts. */
   errors: number;
+  /**
+   * Cores the load generator itself kept busy (its CPU time over the run's wall time): on a machine it shares
+   * with the service, what it takes is not the service's.
+   */
+  generatorCores: number;
+}
+
+/** Runs a load generator to its end, sampling its CPU time from /proc while it runs. */
+function runSampled(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ stdout: string; generatorCores: number }> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(command, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    let cpuSeconds = 0;
+    const sample = () => {
+      try {
+        const stat = readFileSync(`/proc/${child.pid}/stat`, "utf8");
+        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        // utime and stime, in clock ticks (100 per second on Linux).
+        cpuSeconds = (Number(fields[11]) + Number(fields[12])) / 100;
+      } catch {
+        // Exited between two samples: the last one stands.
+      }
+    };
+    const timer = setInterval(sample, 100);
+    child.stdout.on("data", (chunk: Buffer) => {
+      stdout += chunk.toString();
+    });
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    child.once("error", reject);
+    child.once("exit", (code) => {
+      clearInterval(timer);
+      const wallSeconds = (performance.now() - started) / 1000;
+      if (code !== 0) reject(new Error(`${command} exited with ${code}: ${stderr.slice(-500)}`));
+      else resolve({ stdout, generatorCores: cpuSeconds / wallSeconds });
+    });
+  });
 }
 
 let wrkAvailable: boolean | undefined;
@@ -35,7 +82,9 @@ export async function generateLoad(options: LoadOptions): Promise<LoadResult> {
     () => true,
     (error: { stdout?: string }) => (error.stdout ?? "").includes("wrk"),
   );
-  return wrkAvailable ? runWrk(options) : runAutocannon(options);
+  const tool = options.tool ?? (wrkAvailable ? "wrk" : "autocannon");
+  if (tool === "wrk" && !wrkAvailable) throw new Error("wrk is not installed (apt-get install wrk)");
+  return tool === "wrk" ? runWrk(options) : runAutocannon(options);
 }
 
 async function runWrk(options: LoadOptions): Promise<LoadResult> {
@@ -53,7 +102,7 @@ async function runWrk(options: LoadOptions): Promise<LoadResult> {
 
 async function wrk(options: LoadOptions, script: string, env: Record<string, string>): Promise<LoadResult> {
   // One wrk thread: the machine's other core is the server's, and a second thread would take it.
-  const { stdout } = await run(
+  const { stdout, generatorCores } = await runSampled(
     "wrk",
     [
       "-t1",
@@ -64,7 +113,7 @@ async function wrk(options: LoadOptions, script: string, env: Record<string, str
       fileURLToPath(new URL(`./${script}`, import.meta.url)),
       options.url,
     ],
-    { env: { ...process.env, TOKEN: options.token, ...env } },
+    { ...process.env, TOKEN: options.token, ...env },
   );
   const number = (pattern: RegExp) => Number(pattern.exec(stdout)?.[1] ?? 0);
   const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout);
@@ -77,12 +126,13 @@ async function wrk(options: LoadOptions, script: string, env: Record<string, str
     errors:
       number(/Non-2xx or 3xx responses: (\d+)/) +
       (socketErrors ? socketErrors.slice(1).reduce((sum, value) => sum + Number(value), 0) : 0),
+    generatorCores,
   };
 }
 
 async function runAutocannon(options: LoadOptions): Promise<LoadResult> {
   const bin = fileURLToPath(new URL("../../node_modules/.bin/autocannon", import.meta.url));
-  const { stdout } = await run(
+  const { stdout, generatorCores } = await runSampled(
     bin,
     [
       "--json",
@@ -100,7 +150,7 @@ async function runAutocannon(options: LoadOptions): Promise<LoadResult> {
       options.body ?? '{"key":"bench:1","value":1}',
       options.url,
     ],
-    { maxBuffer: 64 * 2 ** 20 },
+    process.env,
   );
   const result = JSON.parse(stdout) as {
     requests: { average: number; total: number };
@@ -116,6 +166,7 @@ async function runAutocannon(options: LoadOptions): Promise<LoadResult> {
     p99Ms: result.latency.p99,
     requests: result.requests.total,
     errors: result.non2xx + result.errors + result.timeouts,
+    generatorCores,
   };
 }
 

@@ -6,22 +6,18 @@
 
   KEYS[1]  dirty hash of the shard
 
-  ARGV[1]  number of groups, g
-  ARGV[2 .. g+1]  the number of increments in each group, in order
-  then     counter key and value (integer) pairs of every group, in order: key1, value1, key2, value2, ...
+  ARGV     one per group, in order: its increments packed as "key\0value\0key\0value…" (see
+           includes/apply-increments.lua)
 
   Returns  one entry per group, in order: "applied", or {"refused", position in the group from 1, reason}
            (reason: "overflow", or the code Redis refused the write with), with nothing of it applied.
 ]]
 --- @include "apply-increments"
 
-local groups = tonumber(ARGV[1])
 local results = {}
-local at = groups + 2
-for g = 1, groups do
-  local size = tonumber(ARGV[g + 1])
-  local refusal = applyIncrements(KEYS[1], ARGV, at, size)
+for g = 1, #ARGV do
+  local pairs = unpackIncrements(ARGV[g])
+  local refusal = applyIncrements(KEYS[1], pairs, 1, #pairs / 2)
   results[g] = refusal and {'refused', refusal[1], refusal[2]} or 'applied'
-  at = at + 2 * size
 end
 return results

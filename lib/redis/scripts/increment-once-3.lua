@@ -15,7 +15,7 @@
   ARGV[3]  now, ms since the epoch
   ARGV[4]  most records the shard may hold
   ARGV[5]  record digest (the index member)
-  then     counter key and value (integer) pairs: key1, value1, key2, value2, ...
+  ARGV[6]  the increments packed as "key\0value\0key\0value…" (see includes/apply-increments.lua)
 
   Returns  {"applied"}: the increments were applied now;
            {"replayed"}: this key already applied the same body (only the record's expiry is set again, to
@@ -37,7 +37,8 @@ end
 
 -- The first write that needs memory, so a full Redis refuses it with nothing done (unless the prune above
 -- freed memory first: Redis checks memory only before a script's first write).
-local refusal = applyIncrements(KEYS[1], ARGV, 6, (#ARGV - 5) / 2)
+local increments = unpackIncrements(ARGV[6])
+local refusal = applyIncrements(KEYS[1], increments, 1, #increments / 2)
 if refusal then
   return {'refused', refusal[1], refusal[2]}
 end

@@ -1,4 +1,9 @@
 --[[
+  unpackIncrements(packed): the increments of one group, sent as one argument "key\0value\0key\0value…",
+  as a table {key1, value1, key2, value2, …}. One argument per group instead of two per increment spares the
+  client and Redis most of the work of a large batch; counter keys hold no NUL (the API refuses them), and a
+  value is an integer's decimal text.
+
   applyIncrements(hash, pairs, from, count): HINCRBY of `count` counter key and value pairs of `pairs` (an
   ARGV-like table, the first key at `from`), whole or not at all. When one is refused, the ones before it are
   undone (a HINCRBY that succeeded can be reversed exactly), and a field the refused part created is dropped
@@ -14,6 +19,20 @@ local function negated(value)
     return string.sub(value, 2)
   end
   return '-' .. value
+end
+
+local function unpackIncrements(packed)
+  local pairs, n, at = {}, 0, 1
+  while true do
+    local stop = string.find(packed, '\0', at, true)
+    n = n + 1
+    if not stop then
+      pairs[n] = string.sub(packed, at)
+      return pairs
+    end
+    pairs[n] = string.sub(packed, at, stop - 1)
+    at = stop + 1
+  end
 end
 
 local function applyIncrements(hash, pairs, from, count)
