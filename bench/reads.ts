@@ -1,12 +1,9 @@
 import { availableParallelism } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
-import { migrate } from "../lib/postgres/migrate.ts";
-import { createPool } from "../lib/postgres/pool.ts";
 import { mintToken } from "../lib/tokens.ts";
 import { freePort } from "../tools/servers/ports.ts";
-import { startPostgres } from "../tools/servers/postgres.ts";
-import { startRedis } from "../tools/servers/redis.ts";
 import { spawnTally } from "../tools/tally-process.ts";
+import { startBenchStores } from "./stores.ts";
 
 // `npm run bench:reads [counters]`: the reads of issue 22 on a table of `counters` rows (10 million by
 // default): POST /read of 1,000 keys per request against single GET /counters/{key} reads of the same keys,
@@ -26,15 +23,7 @@ const keyOf = (i: number) => `bench:${String(i).padStart(8, "0")}`;
 const cleanups: (() => Promise<unknown>)[] = [];
 
 try {
-  const [redisServer, postgresServer] = await Promise.all([startRedis(), startPostgres()]);
-  cleanups.push(
-    () => redisServer.destroy(),
-    () => postgresServer.destroy(),
-  );
-  const databaseUrl = postgresServer.url("postgres");
-  const pool = createPool({ connectionString: databaseUrl, applicationName: "bench-reads", max: 2 });
-  cleanups.push(() => pool.end());
-  await migrate(pool);
+  const { redisServer, databaseUrl, pool } = await startBenchStores("bench-reads", cleanups);
 
   const seeding = performance.now();
   // Rows first and the primary key after: one sorted build instead of ten million index insertions.

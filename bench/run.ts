@@ -7,21 +7,18 @@ import { promisify } from "node:util";
 import type pg from "pg";
 import { TallyClient } from "../client/src/index.ts";
 import { parseConfig } from "../lib/config.ts";
-import { migrate } from "../lib/postgres/migrate.ts";
-import { createPool } from "../lib/postgres/pool.ts";
 import { connectRedis, createRedis, type RedisClient } from "../lib/redis/client.ts";
 import { type Keyspace, keyspaceOf } from "../lib/redis/keyspace.ts";
 import { mintToken } from "../lib/tokens.ts";
 import { generateLoad, type LoadResult } from "../tools/load/throughput.ts";
 import { freePort } from "../tools/servers/ports.ts";
-import { startPostgres } from "../tools/servers/postgres.ts";
-import { startRedis } from "../tools/servers/redis.ts";
 import { spawnTally, type TallyProcess } from "../tools/tally-process.ts";
 import { longestSwapToCommit, worstStalenessBeforeCommits } from "./ledger.ts";
 import { rssOfTree } from "./proc.ts";
 import { measureReplicas } from "./replicas.ts";
 import { type BenchResults, renderChart, renderReport } from "./report.ts";
 import { measureCurvePoint } from "./staleness-curve.ts";
+import { startBenchStores } from "./stores.ts";
 import { incrementInShards, measureSyncerThroughput, type SyncerThroughput } from "./syncer-throughput.ts";
 
 // `npm run bench`: throwaway Redis and Postgres, tally as `npm start` runs it, and in the same run two
@@ -77,15 +74,7 @@ const log = (line: string) => process.stdout.write(`${line}\n`);
 const sections = chooseSections(process.argv.slice(2));
 
 try {
-  const [redisServer, postgresServer] = await Promise.all([startRedis(), startPostgres()]);
-  cleanups.push(
-    () => redisServer.destroy(),
-    () => postgresServer.destroy(),
-  );
-  const databaseUrl = postgresServer.url("postgres");
-  const pool = createPool({ connectionString: databaseUrl, applicationName: "bench", max: 2 });
-  cleanups.push(() => pool.end());
-  await migrate(pool);
+  const { redisServer, postgresServer, databaseUrl, pool } = await startBenchStores("bench", cleanups);
   const redis = createRedis({ url: redisServer.url, name: "bench", commandTimeoutMs: 60_000 });
   await connectRedis(redis);
   cleanups.push(async () => redis.disconnect());

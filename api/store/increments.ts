@@ -32,6 +32,17 @@ export interface IncrementStoreOptions {
   idempotencyMaxRecords: number;
 }
 
+/** What the idempotency scripts take of the options: the records' lifetime, and each shard's share of the bound. */
+export function recordLimits(
+  options: IncrementStoreOptions,
+  keyspace: Keyspace,
+): { ttlSeconds: number; maxRecordsInShard: number } {
+  return {
+    ttlSeconds: options.idempotencyTtlSeconds,
+    maxRecordsInShard: Math.ceil(options.idempotencyMaxRecords / keyspace.shards.length),
+  };
+}
+
 /** One shard's part of a request: its increments, and where each stands in the request. */
 interface ShardPart {
   shard: ShardKeys;
@@ -54,11 +65,7 @@ export function createIncrementStore(
   keyspace: Keyspace,
   options: IncrementStoreOptions,
 ): IncrementStore {
-  const limits = {
-    ttlSeconds: options.idempotencyTtlSeconds,
-    // Each shard holds its share of the bound.
-    maxRecordsInShard: Math.ceil(options.idempotencyMaxRecords / keyspace.shards.length),
-  };
+  const limits = recordLimits(options, keyspace);
   const applyInTurn = batchPartsPerTurn(scripts);
 
   const applyOnce = async (part: ShardPart, idempotency: IdempotencyKey, fingerprint: string) => {

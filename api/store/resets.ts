@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Keyspace } from "../../lib/redis/keyspace.ts";
 import type { Scripts } from "../../lib/redis/scripts.ts";
-import type { IdempotencyKey, IncrementStoreOptions } from "./increments.ts";
+import { type IdempotencyKey, type IncrementStoreOptions, recordLimits } from "./increments.ts";
 import { failedPart, type PartResult, partResultOf } from "./part-result.ts";
 import { type WriteOutcome, writeOutcome } from "./write-outcome.ts";
 
@@ -30,10 +30,7 @@ export function createCounterResetter(
   keyspace: Keyspace,
   options: IncrementStoreOptions,
 ): CounterResetter {
-  const limits = {
-    ttlSeconds: options.idempotencyTtlSeconds,
-    maxRecordsInShard: Math.ceil(options.idempotencyMaxRecords / keyspace.shards.length),
-  };
+  const limits = recordLimits(options, keyspace);
 
   const heldElsewhere = async (key: string): Promise<boolean> => {
     const home = keyspace.shardOf(key);
