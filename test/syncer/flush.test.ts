@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it, onTestFinished, vi } from "vitest";
 import { Acknowledgements, NO_REPLICAS } from "../../lib/redis/acknowledgements.ts";
-import { Keyspace, shardKeys } from "../../lib/redis/keyspace.ts";
+import { Keyspace, type ShardKeys, shardKeys } from "../../lib/redis/keyspace.ts";
 import { Masters } from "../../lib/redis/masters.ts";
 import { Scripts } from "../../lib/redis/scripts.ts";
 import { MAX_KEY_BYTES } from "../../lib/settings.ts";
@@ -44,6 +44,18 @@ function committedUpTo(shard: number, seq: bigint): ShardProgress {
   const progress = new ShardProgress(env.pool);
   progress.committed(shard, seq);
   return progress;
+}
+
+/** One batch of the shard through the protocol, by a syncer that dies after its commit, before the finish. */
+function crashAfterCommit(keys: ShardKeys): Promise<unknown> {
+  return flushShardOnce(
+    flushContext({
+      onStep: async (step) => {
+        if (step === "after-commit") throw new Error("crash before the finish");
+      },
+    }),
+    keys,
+  ).catch(() => undefined);
 }
 
 async function readSyncState(shard: number) {
@@ -256,14 +268,7 @@ describe("flushShardOnce", () => {
     ]);
     // Applied and committed, but its finish never happened: then Redis went back to a state of the batch
     // with a key less (a replica that had not received every increment before the swap).
-    await flushShardOnce(
-      flushContext({
-        onStep: async (step) => {
-          if (step === "after-commit") throw new Error("crash before the finish");
-        },
-      }),
-      keys,
-    ).catch(() => undefined);
+    await crashAfterCommit(keys);
     await env.redis.hdel(keys.flushing, "b");
 
     const flush = flushShardOnce(flushContext(), keys);
@@ -315,14 +320,7 @@ describe("flushShardOnce", () => {
     await env.pool.query("INSERT INTO counters (key, value, updated_at) VALUES ('r', 100, now())");
     await scripts.reset("r");
     await addDeltas(env.redis, prefix, [["r", 4]]);
-    await flushShardOnce(
-      flushContext({
-        onStep: async (step) => {
-          if (step === "after-commit") throw new Error("crash before the finish");
-        },
-      }),
-      keys,
-    ).catch(() => undefined);
+    await crashAfterCommit(keys);
     // Counted after the reset's batch, and applied by a later one.
     await addDeltas(env.redis, prefix, [["r", 10]]);
 
@@ -338,14 +336,7 @@ describe("flushShardOnce", () => {
     const prefix = env.newPrefix();
     const keys = shardKeys(prefix, 0);
     await addDeltas(env.redis, prefix, [["a", 5]]);
-    await flushShardOnce(
-      flushContext({
-        onStep: async (step) => {
-          if (step === "after-commit") throw new Error("crash before the finish");
-        },
-      }),
-      keys,
-    ).catch(() => undefined);
+    await crashAfterCommit(keys);
 
     const outcome = await flushShardOnce(flushContext(), keys);
 
