@@ -430,7 +430,7 @@ async function measureHttp(
     serviceRuns.push(await generateLoad({ ...target(serviceUrl), durationS: DURATION_S }));
     serviceRssMb = maxRss(serviceRssMb, await sampling.stop());
     log(
-      `bench: round ${round}: bare ${fmt(bareRuns.at(-1))} | minimal hono ${fmt(honoRuns.at(-1))} | service ${fmt(serviceRuns.at(-1))} req/s`,
+      `bench: round ${round}: bare ${fmt(bareRuns.at(-1))} | minimal hono ${fmt(honoRuns.at(-1))} | service ${fmt(serviceRuns.at(-1))} req/s (the load generator used ${serviceRuns.at(-1)?.generatorCores.toFixed(2)} cores against tally)`,
     );
   }
   await Promise.all([bare.server.stop("SIGKILL"), hono.server.stop("SIGKILL")]);
