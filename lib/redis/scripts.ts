@@ -275,6 +275,6 @@ export class Scripts {
 const KEY_SCAN_COUNT = 1_000;
 
 /** `text` matched literally by a Redis glob pattern: its pattern characters escaped. */
-export function escapeGlob(text: string): string {
+function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, "\\$&");
 }
