@@ -3,7 +3,7 @@ import path from "node:path";
 import { findOnPath, findRedisServer, missingBinaries } from "./binaries.ts";
 import { ChildServer, logTails, waitUntilReady } from "./child-server.ts";
 import { freePort } from "./ports.ts";
-import { redisCommand, redisPing } from "./redis.ts";
+import { redisCommand, redisPing, TALLY_REDIS_SETTINGS } from "./redis.ts";
 import { makeTempDir, removeDir } from "./temp-dirs.ts";
 
 // Short enough that a killed master is declared FAIL (and a restarted one cleared) within seconds, long
@@ -309,6 +309,7 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
             "--cluster-require-full-coverage", options.requireFullCoverage === false ? "no" : "yes",
             "--appendonly", "yes",
             "--appendfsync", options.appendFsync ?? "everysec",
+            ...TALLY_REDIS_SETTINGS,
             "--save", "",
             "--daemonize", "no",
             "--logfile", redisLog,

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { findRedisServer } from "./binaries.ts";
 import { ChildServer, waitUntilReady } from "./child-server.ts";
 import { freePort } from "./ports.ts";
-import { redisCommand, redisPing } from "./redis.ts";
+import { redisCommand, redisPing, TALLY_REDIS_SETTINGS } from "./redis.ts";
 import { makeTempDir, removeDir } from "./temp-dirs.ts";
 
 const POLL_INTERVAL_MS = 100;
@@ -103,6 +103,7 @@ export async function startRedisSentinel(
     "--dir", dir,
     "--appendonly", "yes",
     "--appendfsync", "everysec",
+    ...TALLY_REDIS_SETTINGS,
     "--save", "",
     "--daemonize", "no",
   ];

@@ -1,6 +1,7 @@
 import net from "node:net";
 import path from "node:path";
 import { Redis } from "ioredis";
+import { RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES } from "../../lib/redis/hash-encoding.ts";
 import { findRedisServer } from "./binaries.ts";
 import { ChildServer, firstStart, waitUntilReady } from "./child-server.ts";
 import { freePort } from "./ports.ts";
@@ -65,6 +66,12 @@ export async function redisCommand(port: number, command: string, ...args: strin
   }
 }
 
+/** What docs/operations.md recommends beyond durability, as compose.yaml runs it: every harness Redis has it. */
+export const TALLY_REDIS_SETTINGS = [
+  "--hash-max-listpack-entries",
+  String(RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES),
+];
+
 export async function startRedis(
   options: {
     appendOnly?: boolean;
@@ -95,6 +102,7 @@ export async function startRedis(
       "--save", "",
       "--appendonly", options.appendOnly === false ? "no" : "yes",
       "--appendfsync", "everysec",
+      ...TALLY_REDIS_SETTINGS,
       "--daemonize", "no",
       "--logfile", redisLog,
       ...(options.args ?? []),
