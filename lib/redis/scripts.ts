@@ -32,14 +32,17 @@ export const LUA = {
 } as const;
 
 /**
- * A group's increments as the increment scripts take them: one argument, "key\0value\0key\0value…" (see
- * includes/apply-increments.lua). Counter keys hold no NUL: the API's schema refuses them.
+ * A group's increments as the increment scripts take them: one argument, the JSON array ["key", "value", …]
+ * (see includes/apply-increments.lua). Values go as text, which JSON carries exactly whatever their size.
  */
 function packIncrements(increments: readonly Increment[]): string {
-  let packed = "";
-  for (const { key, value } of increments)
-    packed += packed === "" ? `${key}\0${value}` : `\0${key}\0${value}`;
-  return packed;
+  const flat = new Array<string>(increments.length * 2);
+  let at = 0;
+  for (const { key, value } of increments) {
+    flat[at++] = key;
+    flat[at++] = String(value);
+  }
+  return JSON.stringify(flat);
 }
 
 /**

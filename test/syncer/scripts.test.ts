@@ -287,18 +287,25 @@ describe("pending-6.lua", () => {
   });
 });
 
+/** A group's increments as the increment scripts take them: a JSON array of key and value texts. */
+const packed = (...pairs: string[]) => JSON.stringify(pairs);
+
 describe("increment-batch-1.lua and increment-once-3.lua (the shared apply-increments include)", () => {
-  it("take a group's increments packed in one argument, keys of any other character included", async () => {
+  it("take a group's increments packed in one argument, keys of any character JSON escapes and values beyond 2^53 included", async () => {
     const keys = freshShard();
     const key = 'q"u\\o{t,e} ключ 🔑 \n\t';
     expect(
       await LUA.incrementBatch.run(
         redis,
         [keys.dirty],
-        [`${key}\u00005\u0000b\u0000-2`, "b\u00009007199254740991"],
+        [packed(key, "5", "b", "-2"), packed("b", "9007199254740993", "\u2028\u0001", "1")],
       ),
     ).toEqual(["applied", "applied"]);
-    expect(await redis.hgetall(keys.dirty)).toEqual({ [key]: "5", b: "9007199254740989" });
+    expect(await redis.hgetall(keys.dirty)).toEqual({
+      [key]: "5",
+      b: "9007199254740991",
+      "\u2028\u0001": "1",
+    });
   });
 
   it("applies each group whole or not at all, answering a reason code for a refused one", async () => {
@@ -308,7 +315,7 @@ describe("increment-batch-1.lua and increment-once-3.lua (the shared apply-incre
     const reply = await LUA.incrementBatch.run(
       redis,
       [keys.dirty],
-      ["a\u00001\u0000b\u00002", "edge\u00001"],
+      [packed("a", "1", "b", "2"), packed("edge", "1")],
     );
 
     expect(reply).toEqual(["applied", ["refused", 1, "overflow"]]);
@@ -324,7 +331,7 @@ describe("increment-batch-1.lua and increment-once-3.lua (the shared apply-incre
     const reply = await LUA.incrementOnce.run(
       redis,
       [keys.dirty, record, index],
-      ["fingerprint", 60, Date.now(), 100, "digest", "new\u00003\u0000kept\u0000-5\u0000edge\u00001"],
+      ["fingerprint", 60, Date.now(), 100, "digest", packed("new", "3", "kept", "-5", "edge", "1")],
     );
 
     expect(reply).toEqual(["refused", 3, "overflow"]);
@@ -338,7 +345,7 @@ describe("increment-batch-1.lua and increment-once-3.lua (the shared apply-incre
       LUA.incrementOnce.run(
         redis,
         [keys.dirty, `${keys.dirty}:record`, `${keys.dirty}:index`],
-        [fingerprint, 60, Date.now(), 100, "digest", "k\u00001"],
+        [fingerprint, 60, Date.now(), 100, "digest", packed("k", "1")],
       );
 
     expect(await run("same")).toEqual(["applied"]);
@@ -361,6 +368,6 @@ describe("LuaScript", () => {
     expect(LUA.incrementBatch.source).not.toContain("@include");
     await redis.script("FLUSH");
     const keys = freshShard();
-    expect(await LUA.incrementBatch.run(redis, [keys.dirty], ["a\u00001"])).toEqual(["applied"]);
+    expect(await LUA.incrementBatch.run(redis, [keys.dirty], [packed("a", "1")])).toEqual(["applied"]);
   });
 });
