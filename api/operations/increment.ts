@@ -9,6 +9,7 @@ import {
   counterKeySchema,
   idempotencyKeySchema,
   incrementValueSchema,
+  isPlainIncrement,
 } from "../schemas.ts";
 import type { IncrementStore } from "../store/increments.ts";
 import { parseOrThrow } from "../validation.ts";
@@ -46,7 +47,10 @@ export function incrementOperation(options: IncrementOptions): Operation {
     bodyLimitBytes,
     problems: WRITE_PROBLEMS,
     async handler(c) {
-      const body = parseOrThrow(bodySchema, await readJsonBody(c, bodyLimitBytes), "invalid_body");
+      const input = await readJsonBody(c, bodyLimitBytes);
+      const body = isPlainIncrement(input, maxKeyLength)
+        ? input
+        : parseOrThrow(bodySchema, input, "invalid_body");
       checkKeys(c.get("client"), [body.key], () => "/key");
       const outcome = await options.increment({
         increments: [body],

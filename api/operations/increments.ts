@@ -5,7 +5,13 @@ import { checkKeys } from "../namespaces.ts";
 import { describeProperties, jsonSchemaOf } from "../openapi/json-schema.ts";
 import type { Operation } from "../operation.ts";
 
-import { bodyIsNotAnArray, counterKeyRules, counterKeySchema, incrementValueSchema } from "../schemas.ts";
+import {
+  bodyIsNotAnArray,
+  counterKeyRules,
+  counterKeySchema,
+  incrementValueSchema,
+  isPlainBatch,
+} from "../schemas.ts";
 import type { IncrementStore } from "../store/increments.ts";
 
 import { parseOrThrow } from "../validation.ts";
@@ -81,7 +87,10 @@ export function incrementsOperation(options: IncrementsOptions): Operation {
     bodyLimitBytes,
     problems: WRITE_PROBLEMS,
     async handler(c) {
-      const { increments } = parseOrThrow(bodySchema, await readJsonBody(c, bodyLimitBytes), "invalid_body");
+      const body = await readJsonBody(c, bodyLimitBytes);
+      const { increments } = isPlainBatch(body, maxKeyLength, maxBatchSize)
+        ? body
+        : parseOrThrow(bodySchema, body, "invalid_body");
       checkKeys(
         c.get("client"),
         increments.map(({ key }) => key),
