@@ -8,7 +8,7 @@ import { type ApiMetrics, countAccepted, httpMetrics } from "./metrics.ts";
 import { authenticate, requireScope } from "./middleware/auth/index.ts";
 import type { TokenVerifier } from "./middleware/auth/verifier.ts";
 import type { PointSpender } from "./middleware/rate-limit/coalesce.ts";
-import { rateLimit } from "./middleware/rate-limit/index.ts";
+import { noRateLimit, rateLimit } from "./middleware/rate-limit/index.ts";
 import { requestId } from "./middleware/request-id/index.ts";
 import { buildOpenApiDocument } from "./openapi/document.ts";
 import { type Operation, routeLabel } from "./operation.ts";
@@ -29,8 +29,11 @@ import type { CounterResetter } from "./store/resets.ts";
 export interface AppDependencies {
   logger: Logger;
   metrics: ApiMetrics;
+  /** Count and time every request (tally_http_*); off with HTTP_METRICS_DISABLED. */
+  httpMetrics: boolean;
   verifier: TokenVerifier | null;
-  rateLimiter: PointSpender;
+  /** Null with RATE_LIMIT_DISABLED. */
+  rateLimiter: PointSpender | null;
   increment: IncrementStore;
   readCounter: CounterReader;
   listCounters: CounterLister;
@@ -66,7 +69,7 @@ export function apiOperations(deps: AppDependencies): Operation[] {
 /** The whole HTTP API, with no network attached: tests drive it through `app.request()`. */
 export function newApp(deps: AppDependencies) {
   const app = new Hono<AppEnv>();
-  app.use(httpMetrics(deps.metrics));
+  if (deps.httpMetrics) app.use(httpMetrics(deps.metrics));
   app.use(requestId(deps.logger));
   app.use(async function closeWhileDraining(c, next) {
     await next();
@@ -84,7 +87,7 @@ export function newApp(deps: AppDependencies) {
   );
 
   const authenticateClient = authenticate({ verifier: deps.verifier });
-  const limitClient = rateLimit({ limiter: deps.rateLimiter });
+  const limitClient = deps.rateLimiter ? rateLimit({ limiter: deps.rateLimiter }) : noRateLimit();
   const methodsByPath = new Map<string, string[]>();
   for (const operation of apiOperations(deps)) {
     // In the order a request meets them: a body declared too large is refused before the token is even

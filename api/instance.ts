@@ -12,6 +12,7 @@ import { collectProcessMetrics } from "../lib/metrics.ts";
 import { createPool } from "../lib/postgres/pool.ts";
 import { closeRedis, createRedis, type RedisClient } from "../lib/redis/client.ts";
 import { redisLocation, redisLocationOf, watchRedisConnection } from "../lib/redis/connection.ts";
+import { watchHashEncoding } from "../lib/redis/hash-encoding.ts";
 import { keyspaceOf } from "../lib/redis/keyspace.ts";
 import { type RedisMemoryWatch, redisMemoryWatchFor } from "../lib/redis/memory-watch.ts";
 import { acknowledgementsFor, type ReplicaWatch, replicaWatchFor } from "../lib/redis/replica-watch.ts";
@@ -104,15 +105,18 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
     logger,
     metrics,
     verifier: config.auth.mode === "disabled" ? null : cacheVerifiedTokens(createTokenVerifier(config.auth)),
-    rateLimiter: coalesceConsumes(
-      new RateLimiterRedis({
-        storeClient: redis,
-        keyPrefix: keyspace.rateLimitPrefix,
-        points: config.rateLimit.points,
-        duration: config.rateLimit.durationSeconds,
-        rejectIfRedisNotReady: true,
-      }),
-    ),
+    rateLimiter:
+      config.rateLimit &&
+      coalesceConsumes(
+        new RateLimiterRedis({
+          storeClient: redis,
+          keyPrefix: keyspace.rateLimitPrefix,
+          points: config.rateLimit.points,
+          duration: config.rateLimit.durationSeconds,
+          rejectIfRedisNotReady: true,
+        }),
+      ),
+    httpMetrics: config.metrics.perRequest,
     increment,
     readCounter,
     listCounters: createCounterLister(scripts, keyspace, pool, readCounter),
@@ -169,6 +173,7 @@ export async function startApiInstance(
   shutdown.add("redis memory watch", () => instance.redisMemory.stop());
   instance.replicas.start();
   shutdown.add("redis replica watch", () => instance.replicas.stop());
+  shutdown.add("redis hash encoding watch", watchHashEncoding(instance.redis, logger));
   shutdown.add("postgres", () => instance.pool.end());
   // Not awaited: the instance serves (with 503s and a failing /readyz) until Redis is reachable.
   instance.redis.connect().catch(() => {});

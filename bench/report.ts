@@ -1,25 +1,31 @@
+import { RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES } from "../lib/redis/hash-encoding.ts";
 import type { LoadResult } from "../tools/load/throughput.ts";
+import { EVERYTHING_ON, type FeatureCosts, type FeatureRun } from "./features.ts";
 import type { Comparison, MeasuredLoad, ReplicaResults } from "./replicas.ts";
 import type { CurvePoint } from "./staleness-curve.ts";
 import type { SyncerThroughput } from "./syncer-throughput.ts";
 
+/** Single increments from one load generator at one connection count: the baselines and tally, alternating. */
+export interface HttpRun {
+  /** The load generator. */
+  tool: string;
+  connections: number;
+  durationS: number;
+  rounds: number;
+  /** API workers of the service, and of each baseline. */
+  workers: number;
+  /** bench/baselines/bare-http.ts: node:http, parse the JSON, 202. */
+  bare: LoadResult[];
+  /** bench/baselines/minimal-hono.ts: Hono + ioredis HINCRBY, nothing else. */
+  minimalHono: LoadResult[];
+  service: LoadResult[];
+}
+
 /** What `npm run bench` measured: each section is there when it was run. */
 export interface BenchResults {
   machine: { cores: number; node: string };
-  http?: {
-    /** The load generator. */
-    tool: string;
-    connections: number;
-    durationS: number;
-    rounds: number;
-    /** API workers of the service, and of each baseline. */
-    workers: number;
-    /** bench/baselines/bare-http.ts: node:http, parse the JSON, 202. */
-    bare: LoadResult[];
-    /** bench/baselines/minimal-hono.ts: Hono + ioredis HINCRBY, nothing else. */
-    minimalHono: LoadResult[];
-    service: LoadResult[];
-  };
+  /** One entry per connection count. */
+  http?: HttpRun[];
   serviceRssMb?: Record<string, number>;
   staleness?: {
     /** "recurring": the same keys every cycle (steady state); "new": keys never seen before. */
@@ -41,6 +47,8 @@ export interface BenchResults {
   syncer?: SyncerThroughput[];
   /** Keys per cycle → worst staleness, for one or more syncers at a SYNC_CONCURRENCY. */
   curve?: CurvePoint[];
+  /** CPU per single increment with each feature switched off (or used), in one run. */
+  features?: FeatureCosts;
   /** Acknowledgements that wait for one replica against none, on a master with one replica. */
   replicas?: ReplicaResults;
   /** The Node client with its default options, from the bench's own process. */
@@ -59,14 +67,18 @@ export interface BenchResults {
     tool: string;
     /** redis-benchmark -P 1000 HINCRBY on the same Redis, in the same run. */
     redisHincrbyPerSecond: number;
-    connections: number;
     durationS: number;
-    sizes: {
+    runs: {
       size: number;
+      connections: number;
+      /** Redis' hash-max-listpack-entries while it ran: the recommended 32, or Redis' built-in 512. */
+      hashMaxListpackEntries: number;
       requestsPerSecond: number;
       incrementsPerSecond: number;
       p99Ms: number;
       errors: number;
+      /** Cores the load generator itself used. */
+      generatorCores: number;
     }[];
     /** Increments the API counted as accepted over the whole section, and the sum Postgres holds after. */
     accepted: number;
@@ -84,7 +96,7 @@ const median = (values: number[]) => {
   return sorted.length % 2 ? (sorted[middle] ?? 0) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 };
 
-export function summarize(http: NonNullable<BenchResults["http"]>) {
+export function summarize(http: HttpRun) {
   const rate = (runs: LoadResult[]) => median(runs.map((run) => run.requestsPerSecond));
   const bare = rate(http.bare);
   const minimalHono = rate(http.minimalHono);
@@ -105,26 +117,26 @@ export function renderReport(results: BenchResults): string {
     `${results.machine.cores} cores, Node ${results.machine.node}.`,
     "",
   ];
-  if (http) {
-    const { bare, minimalHono, service, toMinimalHono, toBare } = summarize(http);
+  for (const run of http ?? []) {
+    const { bare, minimalHono, service, toMinimalHono, toBare } = summarize(run);
     const row = (name: string, runs: LoadResult[]) =>
-      `| ${name} | ${median(runs.map((r) => r.requestsPerSecond)).toFixed(0)} | ${median(runs.map((r) => r.p50Ms)).toFixed(2)} | ${median(runs.map((r) => r.p99Ms)).toFixed(2)} | ${runs.reduce((sum, r) => sum + r.errors, 0)} |`;
+      `| ${name} | ${median(runs.map((r) => r.requestsPerSecond)).toFixed(0)} | ${median(runs.map((r) => r.p50Ms)).toFixed(2)} | ${median(runs.map((r) => r.p99Ms)).toFixed(2)} | ${runs.reduce((sum, r) => sum + r.errors, 0)} | ${median(runs.map((r) => r.generatorCores)).toFixed(2)} |`;
     lines.push(
-      "## HTTP: POST /increment",
+      `## HTTP: POST /increment, ${run.connections} connections`,
       "",
-      `Load from ${http.tool} (${http.connections} connections, ${http.durationS} s per run, ${http.rounds} ` +
-        `alternating rounds, medians), ${http.workers} workers in each server. tally runs as \`npm start\` does ` +
+      `Load from ${run.tool} (${run.connections} connections, ${run.durationS} s per run, ${run.rounds} ` +
+        `alternating rounds, medians), ${run.workers} workers in each server. tally runs as \`npm start\` does ` +
         "(its syncer beside it), with auth, rate limiting, validation, request ids, logs and metrics on.",
       "",
-      "| server | req/s | p50 ms | p99 ms | errors |",
-      "| --- | --- | --- | --- | --- |",
-      row("bare node:http (parse JSON, 202)", http.bare),
-      row("minimal Hono + ioredis HINCRBY", http.minimalHono),
-      row("tally", http.service),
+      `| server | req/s | p50 ms | p99 ms | errors | ${run.tool}'s own CPU (cores) |`,
+      "| --- | --- | --- | --- | --- | --- |",
+      row("bare node:http (parse JSON, 202)", run.bare),
+      row("minimal Hono + ioredis HINCRBY", run.minimalHono),
+      row("tally", run.service),
       "",
       `**tally / minimal Hono = ${toMinimalHono.toFixed(2)}** (${service.toFixed(0)} / ${minimalHono.toFixed(0)} req/s; ` +
-        `per round: ${perRound(http.service, http.minimalHono)}); tally / bare node:http = ${toBare.toFixed(2)} ` +
-        `(${service.toFixed(0)} / ${bare.toFixed(0)}; per round: ${perRound(http.service, http.bare)})`,
+        `per round: ${perRound(run.service, run.minimalHono)}); tally / bare node:http = ${toBare.toFixed(2)} ` +
+        `(${service.toFixed(0)} / ${bare.toFixed(0)}; per round: ${perRound(run.service, run.bare)})`,
       "",
     );
   }
@@ -133,13 +145,13 @@ export function renderReport(results: BenchResults): string {
     lines.push(
       "## Batches: POST /increments",
       "",
-      `Load from ${batches.tool} (${batches.connections} connections, ${batches.durationS} s per size), one batch body of distinct keys repeated; auth and rate limiting on (a point per increment). Against \`redis-benchmark -P 1000\` \`HINCRBY\` on the same Redis in the same run: ${batches.redisHincrbyPerSecond.toFixed(0)}/s.`,
+      `Load from ${batches.tool} (${batches.durationS} s per run), one batch body of distinct keys repeated; auth and rate limiting on (a point per increment). Against \`redis-benchmark -P 1000\` \`HINCRBY\` on the same Redis in the same run: ${batches.redisHincrbyPerSecond.toFixed(0)}/s. The last run sets Redis' \`hash-max-listpack-entries\` to its built-in default, to show what the recommended setting (docs/operations.md) is worth.`,
       "",
-      "| increments per request | req/s | increments/s | p99 ms | errors | increments / redis-benchmark |",
-      "| --- | --- | --- | --- | --- | --- |",
-      ...batches.sizes.map(
-        (s) =>
-          `| ${s.size} | ${s.requestsPerSecond.toFixed(0)} | ${s.incrementsPerSecond.toFixed(0)} | ${s.p99Ms.toFixed(1)} | ${s.errors} | ${(s.incrementsPerSecond / batches.redisHincrbyPerSecond).toFixed(2)} |`,
+      `| increments per request | connections | hash-max-listpack-entries | req/s | increments/s | p99 ms | errors | ${batches.tool}'s own CPU (cores) | increments / redis-benchmark |`,
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+      ...batches.runs.map(
+        (r) =>
+          `| ${r.size} | ${r.connections} | ${r.hashMaxListpackEntries} | ${r.requestsPerSecond.toFixed(0)} | ${r.incrementsPerSecond.toFixed(0)} | ${r.p99Ms.toFixed(1)} | ${r.errors} | ${r.generatorCores.toFixed(2)} | ${(r.incrementsPerSecond / batches.redisHincrbyPerSecond).toFixed(2)} |`,
       ),
       "",
       `While the largest batches ran: staleness at most **${batches.stalenessMaxS.toFixed(2)} s** (exact, from the ledger); peak RSS ${Object.entries(
@@ -149,6 +161,24 @@ export function renderReport(results: BenchResults): string {
         .join(", ")}.`,
       "",
       `Exactly once: the API counted ${batches.accepted} increments as accepted over the section, and Postgres holds ${batches.persisted} (${batches.accepted === batches.persisted ? "equal" : "**NOT EQUAL**"}).`,
+      "",
+    );
+  }
+  const { features } = results;
+  if (features) {
+    const cpu = (runs: FeatureRun[]) => median(runs.map((run) => run.cpuUsPerRequest));
+    const everything = cpu(features.variants.find((variant) => variant.name === EVERYTHING_ON)?.runs ?? []);
+    lines.push(
+      "## What each feature costs a single increment",
+      "",
+      `An API instance per variant in the bench process, driven through its fetch handler by ${features.callers} concurrent callers, ${features.durationS} s per run, ${features.rounds} rounds in alternating order, medians: the process' CPU per request (Node's HTTP parsing and sockets, the same for every variant, left out).`,
+      "",
+      "| variant | CPU µs per request | against everything on | per round | requests/s | non-202 answers |",
+      "| --- | --- | --- | --- | --- | --- |",
+      ...features.variants.map(({ name, runs }) => {
+        const difference = cpu(runs) - everything;
+        return `| ${name} | ${cpu(runs).toFixed(1)} | ${name === EVERYTHING_ON ? "—" : `${difference > 0 ? "+" : ""}${difference.toFixed(1)} µs`} | ${runs.map((run) => run.cpuUsPerRequest.toFixed(1)).join(", ")} | ${median(runs.map((run) => run.requestsPerSecond)).toFixed(0)} | ${runs.reduce((sum, run) => sum + run.errors, 0)} |`;
+      }),
       "",
     );
   }
@@ -254,7 +284,8 @@ export function renderReport(results: BenchResults): string {
  * batch size against redis-benchmark, syncer rows per second against the raw upsert.
  */
 export function renderChart(results: BenchResults): string {
-  const http = results.http ? summarize(results.http) : undefined;
+  const widest = results.http?.at(-1);
+  const http = widest ? summarize(widest) : undefined;
   const bars: { label: string; value: number; group: number; ours: boolean }[] = [
     ...(http
       ? [
@@ -271,9 +302,9 @@ export function renderChart(results: BenchResults): string {
             group: 1,
             ours: false,
           },
-          ...results.batches.sizes.map((s) => ({
-            label: `batches of ${s.size}: incr/s`,
-            value: s.incrementsPerSecond,
+          ...results.batches.runs.map((r) => ({
+            label: `batches of ${r.size}, ${r.connections} conns${r.hashMaxListpackEntries > RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES ? `, listpack ${r.hashMaxListpackEntries}` : ""}: incr/s`,
+            value: r.incrementsPerSecond,
             group: 1,
             ours: true,
           })),

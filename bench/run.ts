@@ -8,15 +8,18 @@ import type pg from "pg";
 import { TallyClient } from "../client/src/index.ts";
 import { parseConfig } from "../lib/config.ts";
 import { connectRedis, createRedis, type RedisClient } from "../lib/redis/client.ts";
+import { RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES } from "../lib/redis/hash-encoding.ts";
 import { type Keyspace, keyspaceOf } from "../lib/redis/keyspace.ts";
 import { mintToken } from "../lib/tokens.ts";
 import { generateLoad, type LoadResult } from "../tools/load/throughput.ts";
 import { freePort } from "../tools/servers/ports.ts";
+import { redisCommand } from "../tools/servers/redis.ts";
 import { spawnTally, type TallyProcess } from "../tools/tally-process.ts";
+import { measureFeatureCosts } from "./features.ts";
 import { longestSwapToCommit, worstStalenessBeforeCommits } from "./ledger.ts";
 import { rssOfTree } from "./proc.ts";
 import { measureReplicas } from "./replicas.ts";
-import { type BenchResults, renderChart, renderReport } from "./report.ts";
+import { type BenchResults, type HttpRun, renderChart, renderReport } from "./report.ts";
 import { measureCurvePoint } from "./staleness-curve.ts";
 import { startBenchStores } from "./stores.ts";
 import { incrementInShards, measureSyncerThroughput, type SyncerThroughput } from "./syncer-throughput.ts";
@@ -27,7 +30,8 @@ import { incrementInShards, measureSyncerThroughput, type SyncerThroughput } fro
 // chart.svg. Loopback only; it stops by itself (three to four minutes).
 
 const SECRET = "bench-secret-0123456789abcdef0123456789abcdef";
-const CONNECTIONS = 64;
+// Single increments at each of these connection counts, and batches of the largest size at the last too.
+const HTTP_CONNECTIONS = [16, 64];
 const DURATION_S = 10;
 const WARMUP_S = 3;
 const ROUNDS = 3;
@@ -57,9 +61,24 @@ const CURVE_SETUPS = [
 const CURVE_SHARDS = 4;
 const RESULTS_DIR = fileURLToPath(new URL("./results/", import.meta.url));
 
-const SECTIONS = ["http", "batches", "client", "staleness", "syncer", "curve", "replicas"] as const;
+const SECTIONS = [
+  "http",
+  "batches",
+  "client",
+  "staleness",
+  "syncer",
+  "curve",
+  "replicas",
+  "features",
+] as const;
 const BATCH_SIZES = [1, 10, 100, 1_000];
 const BATCH_CONNECTIONS = 16;
+// What Redis keeps hashes of up to when nobody set it: the last batch run shows what the recommended setting
+// is worth.
+const REDIS_BUILT_IN_HASH_MAX_LISTPACK_ENTRIES = 512;
+const RECOMMENDED = RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES;
+// The service's sync cycle (SYNC_INTERVAL_MS' default): each cycle swaps in new dirty hashes.
+const SYNC_CYCLE_S = 5;
 const BATCH_DURATION_S = 5;
 const CLIENT_CALLERS = 64;
 const CLIENT_CALLS_IN_FLIGHT = 100;
@@ -199,6 +218,20 @@ try {
     });
   }
 
+  if (sections.has("features")) {
+    results.features = await measureFeatureCosts({
+      token,
+      env: {
+        REDIS_URL: redisServer.url,
+        DATABASE_URL: databaseUrl,
+        JWT_SECRET: SECRET,
+        RATE_LIMIT_POINTS: "1000000000",
+      },
+      log,
+      cleanups,
+    });
+  }
+
   await mkdir(RESULTS_DIR, { recursive: true });
   const report = renderReport(results);
   await writeFile(new URL("report.md", `file://${RESULTS_DIR}`), report);
@@ -228,8 +261,9 @@ async function acceptedIncrements(metricsUrl: string): Promise<number> {
 }
 
 /**
- * Increments per second through POST /increments at each batch size, beside what Redis itself applies with
- * `redis-benchmark -P 1000` HINCRBY: the ceiling batches approach. During the batches of the largest size,
+ * Increments per second through POST /increments at each batch size (BATCH_CONNECTIONS), the largest also at
+ * the widest HTTP_CONNECTIONS and once more with Redis' built-in hash encoding, beside what Redis itself
+ * applies with `redis-benchmark -P 1000` HINCRBY: the ceiling batches approach. During the batches of the largest size,
  * staleness (exact, from the ledger) and the processes' peak RSS; after them, once the syncer has caught
  * up, Postgres must hold exactly what the API says it accepted.
  */
@@ -253,23 +287,30 @@ async function measureBatches(
   const redisHincrbyPerSecond = Number(/([\d.]+) requests per second/.exec(stdout)?.[1] ?? Number.NaN);
   log(`bench: redis-benchmark -P 1000 HINCRBY: ${redisHincrbyPerSecond.toFixed(0)}/s`);
   const acceptedBefore = await acceptedIncrements(metricsUrl);
-  const sizes = [];
+  const largestSize = BATCH_SIZES.at(-1) ?? 1;
+  const widest = HTTP_CONNECTIONS.at(-1) ?? BATCH_CONNECTIONS;
+  const plan = [
+    ...BATCH_SIZES.map((size) => ({ size, connections: BATCH_CONNECTIONS, entries: RECOMMENDED })),
+    { size: largestSize, connections: widest, entries: RECOMMENDED },
+    { size: largestSize, connections: widest, entries: REDIS_BUILT_IN_HASH_MAX_LISTPACK_ENTRIES },
+  ];
+  const runs = [];
   let tool = "wrk";
   let largest: { stalenessMaxS: number; rssMb: Record<string, number> } | undefined;
-  for (const size of BATCH_SIZES) {
+  for (const [index, { size, connections, entries }] of plan.entries()) {
+    await redisCommand(redisPort, "CONFIG", "SET", "hash-max-listpack-entries", String(entries));
     const body = JSON.stringify({
       increments: Array.from({ length: size }, (_, i) => ({ key: `bench:batch:${i}`, value: 1 })),
     });
-    const options = {
-      url: `${serviceUrl}/increments`,
-      token,
-      connections: BATCH_CONNECTIONS,
-      keys: size,
-      body,
-    };
-    await generateLoad({ ...options, durationS: WARMUP_S });
-    const isLargest = size === BATCH_SIZES.at(-1);
-    const sampling = isLargest ? sampleRss(service) : undefined;
+    const options = { url: `${serviceUrl}/increments`, token, connections, keys: size, body };
+    // A changed setting applies to hashes Redis creates from then on: the warm-up outlasts a sync cycle, so
+    // the dirty hashes measured were created under it.
+    await generateLoad({
+      ...options,
+      durationS: entries === RECOMMENDED ? WARMUP_S : SYNC_CYCLE_S + WARMUP_S,
+    });
+    // Staleness and RSS while the largest batches ran at the connections single increments also ran at.
+    const sampling = index === BATCH_SIZES.length - 1 ? sampleRss(service) : undefined;
     const from = new Date();
     const result = await generateLoad({ ...options, durationS: BATCH_DURATION_S });
     if (sampling) {
@@ -280,17 +321,21 @@ async function measureBatches(
     }
     tool = result.tool;
     const incrementsPerSecond = result.requestsPerSecond * size;
-    sizes.push({
+    runs.push({
       size,
+      connections,
+      hashMaxListpackEntries: entries,
       requestsPerSecond: result.requestsPerSecond,
       incrementsPerSecond,
       p99Ms: result.p99Ms,
       errors: result.errors,
+      generatorCores: result.generatorCores,
     });
     log(
-      `bench: batches of ${size}: ${result.requestsPerSecond.toFixed(0)} req/s, ${incrementsPerSecond.toFixed(0)} increments/s, ${result.errors} errors (${result.tool} used ${result.generatorCores.toFixed(2)} cores)`,
+      `bench: batches of ${size}, ${connections} connections, hash-max-listpack-entries ${entries}: ${result.requestsPerSecond.toFixed(0)} req/s, ${incrementsPerSecond.toFixed(0)} increments/s, ${result.errors} errors (${result.tool} used ${result.generatorCores.toFixed(2)} cores)`,
     );
   }
+  await redisCommand(redisPort, "CONFIG", "SET", "hash-max-listpack-entries", String(RECOMMENDED));
   // The load generator stops at its deadline with requests still in flight; the API answers them after.
   await sleep(2_000);
   const accepted = (await acceptedIncrements(metricsUrl)) - acceptedBefore;
@@ -299,9 +344,8 @@ async function measureBatches(
   return {
     tool,
     redisHincrbyPerSecond,
-    connections: BATCH_CONNECTIONS,
     durationS: BATCH_DURATION_S,
-    sizes,
+    runs,
     accepted,
     persisted,
     stalenessMaxS: largest?.stalenessMaxS ?? Number.NaN,
@@ -408,45 +452,41 @@ async function measureHttp(
   serviceUrl: string,
   token: string,
   { workers, redisUrl }: { workers: number; redisUrl: string },
-) {
+): Promise<{ http: HttpRun[]; serviceRssMb: Record<string, number> }> {
   const bare = await startBaseline("bare-http", workers, redisUrl);
   const hono = await startBaseline("minimal-hono", workers, redisUrl);
-  const target = (base: string) => ({
-    token,
-    connections: CONNECTIONS,
-    keys: HTTP_KEYS,
-    url: `${base}/increment`,
-  });
-  for (const url of [bare.url, hono.url, serviceUrl])
-    await generateLoad({ ...target(url), durationS: WARMUP_S });
-  const bareRuns: LoadResult[] = [];
-  const honoRuns: LoadResult[] = [];
-  const serviceRuns: LoadResult[] = [];
+  const http: HttpRun[] = [];
   let serviceRssMb: Record<string, number> = {};
-  for (let round = 1; round <= ROUNDS; round++) {
-    bareRuns.push(await generateLoad({ ...target(bare.url), durationS: DURATION_S }));
-    honoRuns.push(await generateLoad({ ...target(hono.url), durationS: DURATION_S }));
-    const sampling = sampleRss(service);
-    serviceRuns.push(await generateLoad({ ...target(serviceUrl), durationS: DURATION_S }));
-    serviceRssMb = maxRss(serviceRssMb, await sampling.stop());
-    log(
-      `bench: round ${round}: bare ${fmt(bareRuns.at(-1))} | minimal hono ${fmt(honoRuns.at(-1))} | service ${fmt(serviceRuns.at(-1))} req/s (the load generator used ${serviceRuns.at(-1)?.generatorCores.toFixed(2)} cores against tally)`,
-    );
-  }
-  await Promise.all([bare.server.stop("SIGKILL"), hono.server.stop("SIGKILL")]);
-  return {
-    http: {
+  for (const connections of HTTP_CONNECTIONS) {
+    const target = (base: string) => ({ token, connections, keys: HTTP_KEYS, url: `${base}/increment` });
+    for (const url of [bare.url, hono.url, serviceUrl])
+      await generateLoad({ ...target(url), durationS: WARMUP_S });
+    const bareRuns: LoadResult[] = [];
+    const honoRuns: LoadResult[] = [];
+    const serviceRuns: LoadResult[] = [];
+    for (let round = 1; round <= ROUNDS; round++) {
+      bareRuns.push(await generateLoad({ ...target(bare.url), durationS: DURATION_S }));
+      honoRuns.push(await generateLoad({ ...target(hono.url), durationS: DURATION_S }));
+      const sampling = sampleRss(service);
+      serviceRuns.push(await generateLoad({ ...target(serviceUrl), durationS: DURATION_S }));
+      serviceRssMb = maxRss(serviceRssMb, await sampling.stop());
+      log(
+        `bench: ${connections} connections, round ${round}: bare ${fmt(bareRuns.at(-1))} | minimal hono ${fmt(honoRuns.at(-1))} | service ${fmt(serviceRuns.at(-1))} req/s (the load generator used ${serviceRuns.at(-1)?.generatorCores.toFixed(2)} cores against tally)`,
+      );
+    }
+    http.push({
       tool: serviceRuns[0]?.tool ?? "wrk",
-      connections: CONNECTIONS,
+      connections,
       durationS: DURATION_S,
       rounds: ROUNDS,
       workers,
       bare: bareRuns,
       minimalHono: honoRuns,
       service: serviceRuns,
-    },
-    serviceRssMb,
-  };
+    });
+  }
+  await Promise.all([bare.server.stop("SIGKILL"), hono.server.stop("SIGKILL")]);
+  return { http, serviceRssMb };
 }
 
 /** Where `npm start` serves the API's metrics: it prints the address once it listens. */

@@ -104,6 +104,8 @@ function configFrom(env: Settings, metricsPortSet: boolean) {
       port: env.METRICS_PORT,
       /** False when METRICS_PORT was not set: npm start then picks free ports for its two roles. */
       portSet: metricsPortSet,
+      /** False with HTTP_METRICS_DISABLED: no per-request count and duration (tally_http_*). */
+      perRequest: !env.HTTP_METRICS_DISABLED,
     },
     redis: {
       url: env.REDIS_URL,
@@ -128,7 +130,10 @@ function configFrom(env: Settings, metricsPortSet: boolean) {
     },
     database: { url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE, waitMs: env.MIGRATE_WAIT_S * 1000 },
     auth: resolveAuth(env),
-    rateLimit: { points: env.RATE_LIMIT_POINTS, durationSeconds: env.RATE_LIMIT_DURATION_S },
+    /** Null with RATE_LIMIT_DISABLED: no quota, for deployments whose proxy limits clients instead. */
+    rateLimit: env.RATE_LIMIT_DISABLED
+      ? null
+      : { points: env.RATE_LIMIT_POINTS, durationSeconds: env.RATE_LIMIT_DURATION_S },
     maxKeyLength: env.MAX_KEY_LENGTH,
     maxBatchSize: env.MAX_BATCH_SIZE,
     idempotencyTtlSeconds: env.IDEMPOTENCY_TTL_S,

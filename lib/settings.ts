@@ -74,6 +74,7 @@ export const SETTINGS = v.object({
   METRICS_PORT: integer(9464, 0, 65535),
   // Read at parse time, as a function, so that the docs state it as "the number of cores", not a figure.
   API_WORKERS: v.optional(wholeNumber(1, 256), () => String(availableParallelism())),
+  HTTP_METRICS_DISABLED: flag(false),
   LOG_LEVEL: v.optional(v.picklist(["fatal", "error", "warn", "info", "debug", "trace", "silent"]), "info"),
 
   REDIS_URL: url("redis://127.0.0.1:6379", ["redis:", "rediss:"]),
@@ -109,6 +110,7 @@ export const SETTINGS = v.object({
   JWT_AUDIENCE: optionalText,
   AUTH_DISABLED: flag(false),
 
+  RATE_LIMIT_DISABLED: flag(false),
   RATE_LIMIT_POINTS: integer(1_000, 1),
   RATE_LIMIT_DURATION_S: integer(1, 1, 86_400),
   JWT_MAX_LIFETIME_S: v.optional(wholeNumber(1, 366 * 86_400)),

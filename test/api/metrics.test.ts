@@ -198,3 +198,21 @@ describe("API metrics when Redis fails", () => {
     expect(sampleValue(samples, "tally_increments_accepted_total")).toBe(0);
   });
 });
+
+describe("HTTP_METRICS_DISABLED=true", () => {
+  let api: TestApi;
+  beforeAll(async () => {
+    api = await createTestApi({ HTTP_METRICS_DISABLED: "true" });
+  });
+  afterAll(() => api.close());
+
+  it("drops the per-request count and duration and keeps the rest", async () => {
+    const token = await api.token();
+    expect((await api.increment({ key: "quiet", value: 3 }, token)).status).toBe(202);
+    expect((await api.increment({ key: "", value: 1 }, token)).status).toBe(400);
+    const samples = await scrape(api);
+    expect(family(samples, "tally_http_requests_total")).toEqual([]);
+    expect(family(samples, "tally_http_request_duration_seconds_count")).toEqual([]);
+    expect(sampleValue(samples, "tally_increments_accepted_total")).toBe(1);
+  });
+});

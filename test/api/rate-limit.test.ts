@@ -57,3 +57,28 @@ describe("per-client rate limit", () => {
     expect(responses.map((response) => response.status).sort()).toEqual([202, 202, 202, 429, 429]);
   });
 });
+
+describe("RATE_LIMIT_DISABLED=true", () => {
+  let unlimited: TestApi;
+  beforeAll(async () => {
+    unlimited = await createTestApi({ RATE_LIMIT_DISABLED: "true", RATE_LIMIT_POINTS: "2" });
+  });
+  afterAll(() => unlimited.close());
+
+  it("charges no quota and sends no RateLimit fields, for single increments and batches alike", async () => {
+    const token = await unlimited.token();
+    for (let i = 0; i < 5; i++) {
+      const response = await unlimited.increment({ key: "free", value: 1 }, token);
+      expect(response.status).toBe(202);
+      expect(response.headers.get("ratelimit")).toBeNull();
+      expect(response.headers.get("ratelimit-policy")).toBeNull();
+    }
+    const batch = await unlimited.node.app.request("/increments", {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ increments: Array.from({ length: 10 }, () => ({ key: "free", value: 1 })) }),
+    });
+    expect(batch.status).toBe(202);
+    expect(await unlimited.node.redis.keys(`${unlimited.prefix}:ratelimit*`)).toEqual([]);
+  });
+});

@@ -36,7 +36,7 @@ describe("parseConfig", () => {
       },
       logLevel: "info",
       statsLogIntervalMs: 60_000,
-      metrics: { port: 9464, portSet: false },
+      metrics: { port: 9464, portSet: false, perRequest: true },
       redis: {
         url: "redis://127.0.0.1:6379",
         sentinelMaster: "mymaster",
@@ -81,7 +81,7 @@ describe("parseConfig", () => {
     expect(config.sync).toMatchObject({ intervalMs: 250, shards: 8 });
     expect(config.redis.keyPrefix).toBe("tally-test.1");
     expect(config.logLevel).toBe("debug");
-    expect(config.rateLimit.points).toBe(1_000);
+    expect(config.rateLimit?.points).toBe(1_000);
   });
 
   it.each([
@@ -133,9 +133,9 @@ describe("parseConfig", () => {
   });
 
   it("tells a METRICS_PORT that was set, 0 included, from the default", () => {
-    expect(parseConfig({ METRICS_PORT: "9100" }).metrics).toEqual({ port: 9100, portSet: true });
-    expect(parseConfig({ METRICS_PORT: "0" }).metrics).toEqual({ port: 0, portSet: true });
-    expect(parseConfig({ METRICS_PORT: "" }).metrics).toEqual({ port: 9464, portSet: false });
+    expect(parseConfig({ METRICS_PORT: "9100" }).metrics).toMatchObject({ port: 9100, portSet: true });
+    expect(parseConfig({ METRICS_PORT: "0" }).metrics).toMatchObject({ port: 0, portSet: true });
+    expect(parseConfig({ METRICS_PORT: "" }).metrics).toMatchObject({ port: 9464, portSet: false });
   });
 
   it("reads the acknowledgements' settings: auto or a number of replicas, a wait below the command timeout", () => {

@@ -64,6 +64,17 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler<AppEnv> 
 }
 
 /**
+ * RATE_LIMIT_DISABLED: no quota and no RateLimit fields, for a deployment whose proxy limits clients. What an
+ * operation charges beyond the first point costs nothing either.
+ */
+export function noRateLimit(): MiddlewareHandler<AppEnv> {
+  return async function noQuota(c, next) {
+    c.set("chargeMore", () => Promise.resolve());
+    await next();
+  };
+}
+
+/**
  * Charges the request's cost beyond the point it paid to get in (a batch pays one per item), before any of
  * its work is done; a 429 when it does not fit.
  */
