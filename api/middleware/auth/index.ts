@@ -22,9 +22,9 @@ const ANONYMOUS: Client = {
 export function authenticate(options: AuthenticateOptions): MiddlewareHandler<AppEnv> {
   const { verifier } = options;
   if (verifier === null) {
-    return async function anonymousClient(c, next) {
+    return function anonymousClient(c, next) {
       c.set("client", ANONYMOUS);
-      await next();
+      return next();
     };
   }
   return async function bearerToken(c, next) {
@@ -56,13 +56,13 @@ export function authenticate(options: AuthenticateOptions): MiddlewareHandler<Ap
 
 /** Answers 403 unless the authenticated client's token carries `scope`. */
 export function requireScope(scope: Scope): MiddlewareHandler<AppEnv> {
-  return async function scopeCheck(c, next) {
+  return function scopeCheck(c, next) {
     if (!c.get("client").scopes.has(scope)) {
       throw new ApiError("insufficient_scope", `this operation needs the ${scope} scope`, {
         headers: { "WWW-Authenticate": `${REALM}, error="insufficient_scope", scope="${scope}"` },
       });
     }
-    await next();
+    return next();
   };
 }
 
