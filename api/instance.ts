@@ -60,13 +60,11 @@ export function createApiInstance(config: Config, logger: Logger): ApiInstance {
     ...redisLocationOf(config.redis),
     name: "tally-api",
     commandTimeoutMs: config.redis.commandTimeoutMs,
-    autoPipelining: true,
   });
   const writes = createRedis({
     ...redisLocationOf(config.redis),
     name: "tally-api-writes",
     commandTimeoutMs: config.redis.commandTimeoutMs,
-    autoPipelining: true,
   });
   // Both reach the same Redis: the first one's watch says when it cannot be reached.
   writes.on("error", () => {});

@@ -670,7 +670,7 @@ describe("POST /increment with hostile bodies", () => {
     }
   });
 
-  it("concurrent requests: auto-pipelined writes still add up to exactly the 202s", async () => {
+  it("concurrent requests: writes batched per event-loop turn still add up to exactly the 202s", async () => {
     // Keys of their own ("c/…"), so small values can never reach the 64-bit edge, where a 422 would
     // depend on the order Redis happened to apply them in.
     const batch = fc.array(

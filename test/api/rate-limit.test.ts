@@ -48,7 +48,7 @@ describe("per-client rate limit", () => {
     expect((await api.increment({ key: "x", value: 1 }, token)).status).toBe(429);
   });
 
-  it("works through auto-pipelining after Redis forgot its scripts (NOSCRIPT is retried)", async () => {
+  it("works after Redis forgot its scripts, with concurrent requests (NOSCRIPT is retried)", async () => {
     const token = await api.token();
     await api.node.redis.script("FLUSH");
     const responses = await Promise.all(

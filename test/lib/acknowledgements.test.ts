@@ -25,7 +25,7 @@ let replica: RedisServer;
 const clients: RedisClient[] = [];
 
 async function client(url: string): Promise<RedisClient> {
-  const redis = createRedis({ url, name: "test-acks", commandTimeoutMs: 5_000, autoPipelining: true });
+  const redis = createRedis({ url, name: "test-acks", commandTimeoutMs: 5_000 });
   redis.on("error", () => {});
   await connectRedis(redis);
   clients.push(redis);
