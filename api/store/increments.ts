@@ -90,9 +90,14 @@ export function createIncrementStore(
         ? applyInTurnOf
         : applyWithRecord(idempotency, fingerprintOf(increments, endpoint));
     const parts = partsOf(increments, keyspace);
-    const results = await Promise.all(
-      parts.map(async (part) => ({ result: await apply(part), indexes: part.indexes })),
-    );
+    const [only] = parts;
+    // Most requests touch one shard: no Promise.all and no closure per part for them.
+    const results =
+      parts.length === 1 && only !== undefined
+        ? [{ result: await apply(only), indexes: only.indexes }]
+        : await Promise.all(
+            parts.map(async (part) => ({ result: await apply(part), indexes: part.indexes })),
+          );
     return writeOutcome(results, increments.length, idempotency !== undefined);
   };
 }
