@@ -28,6 +28,8 @@ export interface AppEnv {
     requestId: string;
     /** Headers of the response being built, set with `setResponseHeader` (api/respond.ts). */
     responseHeaders?: Record<string, string>;
+    /** The response `respond` built for this request, which carries those headers already. */
+    builtResponse?: Response;
     client: Client;
     /** The app's logger bound to the request id: every line a request logs goes through it. */
     logger: Logger;

@@ -8,8 +8,6 @@ import type { AppEnv } from "./context.ts";
  * any middleware of the increment path.
  */
 
-const builtHere = new WeakSet<Response>();
-
 /** Sets a header of the response this request will get (the request id, the rate-limit state). */
 export function setResponseHeader(c: Context<AppEnv>, name: string, value: string): void {
   const headers = c.get("responseHeaders");
@@ -27,7 +25,9 @@ export function respond(
   const set = c.get("responseHeaders");
   const all = headers === undefined ? set : set === undefined ? headers : { ...set, ...headers };
   const response = new Response(body, { status, headers: all });
-  builtHere.add(response);
+  // Remembered in the request's context, not in a WeakSet: a weak entry per response is work for every
+  // garbage collection.
+  c.set("builtResponse", response);
   return response;
 }
 
@@ -37,7 +37,7 @@ export function respond(
  */
 export function carryResponseHeaders(c: Context<AppEnv>): void {
   const headers = c.get("responseHeaders");
-  if (headers === undefined || builtHere.has(c.res)) return;
+  if (headers === undefined || c.get("builtResponse") === c.res) return;
   for (const [name, value] of Object.entries(headers)) c.header(name, value);
 }
 
