@@ -1,6 +1,7 @@
 import { RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES } from "../lib/redis/hash-encoding.ts";
 import type { LoadResult } from "../tools/load/throughput.ts";
 import { EVERYTHING_ON, type FeatureCosts, type FeatureRun } from "./features.ts";
+import type { K6BatchRun } from "./k6-batches.ts";
 import type { Comparison, MeasuredLoad, ReplicaResults } from "./replicas.ts";
 import type { CurvePoint } from "./staleness-curve.ts";
 import type { SyncerThroughput } from "./syncer-throughput.ts";
@@ -80,6 +81,8 @@ export interface BenchResults {
       /** Cores the load generator itself used. */
       generatorCores: number;
     }[];
+    /** k6/batch.js offered the rate wrk reached with the same batch size; absent without a k6 binary. */
+    k6?: { run: K6BatchRun; wrk: { connections: number; incrementsPerSecond: number } };
     /** Increments the API counted as accepted over the whole section, and the sum Postgres holds after. */
     accepted: number;
     persisted: number;
@@ -160,6 +163,7 @@ export function renderReport(results: BenchResults): string {
         .map(([name, mb]) => `${name} ${mb} MB`)
         .join(", ")}.`,
       "",
+      ...k6Lines(batches),
       `Exactly once: the API counted ${batches.accepted} increments as accepted over the section, and Postgres holds ${batches.persisted} (${batches.accepted === batches.persisted ? "equal" : "**NOT EQUAL**"}).`,
       "",
     );
@@ -345,4 +349,17 @@ export function renderChart(results: BenchResults): string {
     ...rows,
     "</svg>",
   ].join("\n");
+}
+
+/** k6/batch.js beside wrk, with the batch size and rate it was offered and what k6 itself took. */
+function k6Lines(batches: NonNullable<BenchResults["batches"]>): string[] {
+  if (batches.k6 === undefined) {
+    return ["k6/batch.js was not run (no k6 binary: K6_BIN, PATH or ../shared/bin/k6).", ""];
+  }
+  const { run: k6, wrk } = batches.k6;
+  const ratio = k6.incrementsPerSecond / wrk.incrementsPerSecond;
+  return [
+    `k6/batch.js (load mode, batches of ${k6.batchSize}, ${k6.durationS} s) offered the ${k6.offeredRate} batches/s wrk reached with ${wrk.connections} connections: **${k6.incrementsPerSecond.toFixed(0)} increments/s, ${ratio.toFixed(2)} × wrk's ${wrk.incrementsPerSecond.toFixed(0)}**; ${k6.droppedIterations} iterations k6 could not start in time, ${k6.failedRequests} failed requests, p95 ${k6.p95Ms.toFixed(1)} ms, k6 itself ${k6.k6Cores.toFixed(2)} cores; its thresholds ${k6.thresholdsPassed ? "passed" : "failed"}.`,
+    "",
+  ];
 }

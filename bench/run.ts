@@ -16,6 +16,7 @@ import { freePort } from "../tools/servers/ports.ts";
 import { redisCommand } from "../tools/servers/redis.ts";
 import { spawnTally, type TallyProcess } from "../tools/tally-process.ts";
 import { measureFeatureCosts } from "./features.ts";
+import { measureK6Batches } from "./k6-batches.ts";
 import { longestSwapToCommit, worstStalenessBeforeCommits } from "./ledger.ts";
 import { rssOfTree } from "./proc.ts";
 import { measureReplicas } from "./replicas.ts";
@@ -76,6 +77,9 @@ const BATCH_CONNECTIONS = 16;
 // What Redis keeps hashes of up to when nobody set it: the last batch run shows what the recommended setting
 // is worth.
 const REDIS_BUILT_IN_HASH_MAX_LISTPACK_ENTRIES = 512;
+// k6/batch.js is offered the rate wrk reached with batches of this size: k6 builds every body in JavaScript,
+// and batches of 1,000 at that rate would measure k6 alone.
+const K6_BATCH_SIZE = 100;
 const RECOMMENDED = RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES;
 // The service's sync cycle (SYNC_INTERVAL_MS' default): each cycle swaps in new dirty hashes.
 const SYNC_CYCLE_S = 5;
@@ -341,7 +345,24 @@ async function measureBatches(
   const accepted = (await acceptedIncrements(metricsUrl)) - acceptedBefore;
   const persisted = await persistedOnceCaughtUp(pool, "bench:batch:%", accepted);
   log(`bench: batches: ${accepted} increments accepted, ${persisted} in Postgres`);
+  // After the count above, which k6's increments would join.
+  const k6Against = runs.find((r) => r.size === K6_BATCH_SIZE && r.connections === BATCH_CONNECTIONS);
+  const k6 =
+    k6Against &&
+    (await measureK6Batches({
+      serviceUrl,
+      secret: SECRET,
+      batchSize: K6_BATCH_SIZE,
+      rate: Math.round(k6Against.requestsPerSecond),
+    }));
+  if (k6 === undefined) log("bench: k6 batch.js skipped: no k6 binary (K6_BIN, PATH or ../shared/bin/k6)");
+  else {
+    log(
+      `bench: k6 batch.js, batches of ${K6_BATCH_SIZE} offered at ${k6.offeredRate}/s: ${k6.incrementsPerSecond.toFixed(0)} increments/s, ${k6.droppedIterations} dropped, k6 used ${k6.k6Cores.toFixed(2)} cores`,
+    );
+  }
   return {
+    k6: k6 && k6Against && { run: k6, wrk: k6Against },
     tool,
     redisHincrbyPerSecond,
     durationS: BATCH_DURATION_S,

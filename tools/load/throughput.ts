@@ -35,12 +35,16 @@ export interface LoadResult {
   generatorCores: number;
 }
 
-/** Runs a load generator to its end, sampling its CPU time from /proc while it runs. */
-function runSampled(
+/**
+ * Runs a load generator to its end, sampling its CPU time from /proc while it runs; rejects when it exits
+ * with a code not in `exitCodes`.
+ */
+export function runSampled(
   command: string,
   args: string[],
   env: NodeJS.ProcessEnv,
-): Promise<{ stdout: string; generatorCores: number }> {
+  exitCodes: readonly number[] = [0],
+): Promise<{ stdout: string; generatorCores: number; exitCode: number }> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
     const child = spawn(command, args, { env, stdio: ["ignore", "pipe", "pipe"] });
@@ -68,8 +72,9 @@ function runSampled(
     child.once("exit", (code) => {
       clearInterval(timer);
       const wallSeconds = (performance.now() - started) / 1000;
-      if (code !== 0) reject(new Error(`${command} exited with ${code}: ${stderr.slice(-500)}`));
-      else resolve({ stdout, generatorCores: cpuSeconds / wallSeconds });
+      if (code === null || !exitCodes.includes(code))
+        reject(new Error(`${command} exited with ${code}: ${stderr.slice(-500)}`));
+      else resolve({ stdout, generatorCores: cpuSeconds / wallSeconds, exitCode: code });
     });
   });
 }
