@@ -71,11 +71,6 @@ export function newApp(deps: AppDependencies) {
   const app = new Hono<AppEnv>();
   if (deps.httpMetrics) app.use(httpMetrics(deps.metrics));
   app.use(requestId(deps.logger));
-  app.use(async function closeWhileDraining(c, next) {
-    await next();
-    // A draining node asks clients not to reuse the connection, so they move to another node.
-    if (deps.health.isDraining()) c.header("Connection", "close");
-  });
   app.onError((error, c) => {
     const problem = toApiError(error, c.get("logger"), () => c.req.raw.signal.aborted);
     // Readiness turns at once, not at the next reading of Redis' memory.

@@ -192,8 +192,11 @@ export async function startApiInstance(
   await listen(server, config.http.port, config.http.host, "PORT");
   shutdown.add("http server", async () => {
     // Report not-ready (and answer with Connection: close) for a while before refusing connections, so a
-    // load balancer's health check sees the node leave instead of meeting refused connections.
+    // load balancer's health check sees the node leave instead of meeting refused connections, and clients
+    // move their connections to another node. The header is set here, before the app runs, rather than by a
+    // middleware that every request would pass through for the few seconds of a node's life it matters.
     instance.startDraining();
+    server.prependListener("request", (_request, response) => response.setHeader("Connection", "close"));
     await sleep(config.http.drainDelayMs);
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     // close() waits for every connection to end. A keep-alive connection that was busy a moment ago turns
