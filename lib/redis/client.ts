@@ -30,7 +30,7 @@ export function createRedis(options: RedisClientOptions): RedisClient {
     connectTimeout: Math.max(options.commandTimeoutMs, 2_000),
     // Off: the callers batch what is worth batching per event-loop turn (increments, rate-limit consumes),
     // and ioredis' auto-pipelining would add a pipeline object and a deferred write to each of those few
-    // commands (measured: about a fifth of an API worker's CPU per single increment).
+    // commands (docs/design.md, choices made for speed).
     enableAutoPipelining: false,
     // Reconnect forever, quickly at first; the process recovers by itself when Redis is back.
     retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 10), 1_000),
