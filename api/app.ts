@@ -69,7 +69,7 @@ export function apiOperations(deps: AppDependencies): Operation[] {
 /** The whole HTTP API, with no network attached: tests drive it through `app.request()`. */
 export function newApp(deps: AppDependencies) {
   const app = new Hono<AppEnv>();
-  if (deps.httpMetrics) app.use(httpMetrics(deps.metrics));
+  app.use(httpMetrics(deps.metrics, { perRequest: deps.httpMetrics }));
   app.use(requestId(deps.logger));
   app.onError((error, c) => {
     const problem = toApiError(error, c.get("logger"), () => c.req.raw.signal.aborted);

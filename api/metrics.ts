@@ -71,17 +71,24 @@ export class ApiMetrics {
 /**
  * Counts and times every request, labelled with the route pattern rather than the path: a path holds the
  * counter key, and a series per key would be unbounded. Must be the app's first middleware, so the time
- * includes everything else and every answer (errors and 404s too) is counted.
+ * includes everything else and every answer (errors and 404s too) is counted. With `perRequest` false
+ * (HTTP_METRICS_DISABLED) only the count and duration of every request go; refusals and Redis errors are
+ * still counted.
  */
-export function httpMetrics(metrics: ApiMetrics): MiddlewareHandler<AppEnv> {
+export function httpMetrics(
+  metrics: ApiMetrics,
+  { perRequest }: { perRequest: boolean },
+): MiddlewareHandler<AppEnv> {
   return async function recordHttpMetrics(c, next) {
-    const began = performance.now();
+    const began = perRequest ? performance.now() : 0;
     await next();
-    const route = c.get("route") ?? "unmatched";
-    const method = METHODS.has(c.req.method) ? c.req.method : "other";
     const status = c.res.status;
-    metrics.duration.observe({ route, method }, (performance.now() - began) / 1000);
-    metrics.requests.inc({ route, method, status: String(status) });
+    if (perRequest) {
+      const route = c.get("route") ?? "unmatched";
+      const method = METHODS.has(c.req.method) ? c.req.method : "other";
+      metrics.duration.observe({ route, method }, (performance.now() - began) / 1000);
+      metrics.requests.inc({ route, method, status: String(status) });
+    }
 
     const problem = c.get("problem");
     if (problem === undefined) return;

@@ -1,5 +1,5 @@
 import type { JsonSchema } from "@valibot/to-json-schema";
-import type { Handler } from "hono";
+import type { Context } from "hono";
 import type { AppEnv, Scope } from "./context.ts";
 import type { ProblemCode, ResponseHeaderName } from "./errors.ts";
 
@@ -25,7 +25,11 @@ export interface Operation {
    * limit) is added to the documented list from the declaration: see `problemsOf`.
    */
   problems: readonly ProblemCode[];
-  handler: Handler<AppEnv>;
+  /**
+   * Always answers (or throws): the middleware in front of it return next()'s promise rather than awaiting
+   * it, and hono takes what a chain returns for the response when nothing else finalized it.
+   */
+  handler: (c: Context<AppEnv>) => Response | Promise<Response>;
   doc: OperationDoc;
 }
 

@@ -2,6 +2,7 @@ import type { Logger } from "../logger.ts";
 import type { RedisClient } from "./client.ts";
 import { isRedisReply } from "./errors.ts";
 import { masterConnections } from "./info.ts";
+import type { MasterConnection } from "./masters.ts";
 
 /**
  * The largest hash Redis should keep as a listpack for tally. Redis keeps a hash of up to
@@ -17,35 +18,41 @@ export const RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES = 32;
 const SETTING = "hash-max-ziplist-entries";
 
 /**
- * Reads each master's `hash-max-listpack-entries` whenever the client (re)connects and warns, once per master,
- * when it is above the recommendation. Performance advice only: counts are exact either way. A Redis that
- * refuses CONFIG (managed services often do) is left unchecked. Returns the function that stops watching.
+ * Reads each master's `hash-max-listpack-entries` whenever the client (re)connects or, on a Redis Cluster,
+ * learns of a node, and warns, once per master, when it is above the recommendation. Performance advice
+ * only: counts are exact either way. A master that refuses CONFIG (managed services often do) is left
+ * unchecked; one that cannot be reached is checked at the next event. Returns the function that stops
+ * watching.
  */
 export function watchHashEncoding(redis: RedisClient, logger: Logger): () => void {
   const warned = new Set<string>();
-  const check = async () => {
-    for (const { node, connection } of masterConnections(redis)) {
-      if (warned.has(node)) continue;
-      const reply = await connection.config("GET", SETTING);
-      const entries = Number(Array.isArray(reply) ? reply[1] : Number.NaN);
-      if (!(entries > RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES)) continue;
-      warned.add(node);
-      logger.warn(
-        { node, hashMaxListpackEntries: entries, recommended: RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES },
-        `this Redis keeps hashes of up to ${entries} fields as listpacks, which HINCRBY searches field by field: shards with a few hundred hot keys cost Redis several times the CPU per increment. Set hash-max-listpack-entries ${RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES} (docs/operations.md, "Redis requirements")`,
-      );
-    }
+  const checkMaster = async ({ node, connection }: MasterConnection) => {
+    if (warned.has(node)) return;
+    const reply = await connection.config("GET", SETTING);
+    const entries = Number(Array.isArray(reply) ? reply[1] : Number.NaN);
+    if (!(entries > RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES) || warned.has(node)) return;
+    warned.add(node);
+    logger.warn(
+      { node, hashMaxListpackEntries: entries, recommended: RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES },
+      `this Redis keeps hashes of up to ${entries} fields as listpacks, which HINCRBY searches field by field: shards with a few hundred hot keys cost Redis several times the CPU per increment. Set hash-max-listpack-entries ${RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES} (docs/operations.md, "Redis requirements")`,
+    );
   };
-  const onReady = () => {
-    check().catch((error: unknown) => {
-      // Not connected any more: the next "ready" checks again. Refused: nothing to check with.
-      if (isRedisReply(error))
-        logger.debug({ reason: String(error) }, "cannot read hash-max-listpack-entries");
+  // One check at a time, so that two events close together cannot warn twice.
+  let checking = Promise.resolve();
+  const check = () => {
+    checking = checking.then(async () => {
+      const results = await Promise.allSettled(masterConnections(redis).map(checkMaster));
+      for (const result of results) {
+        if (result.status === "rejected" && isRedisReply(result.reason))
+          logger.debug({ reason: String(result.reason) }, "cannot read hash-max-listpack-entries");
+      }
     });
   };
-  redis.on("ready", onReady);
-  if (redis.status === "ready") onReady();
+  redis.on("ready", check);
+  redis.on("+node", check);
+  if (redis.status === "ready") check();
   return () => {
-    redis.off("ready", onReady);
+    redis.off("ready", check);
+    redis.off("+node", check);
   };
 }

@@ -202,17 +202,26 @@ describe("API metrics when Redis fails", () => {
 describe("HTTP_METRICS_DISABLED=true", () => {
   let api: TestApi;
   beforeAll(async () => {
-    api = await createTestApi({ HTTP_METRICS_DISABLED: "true" });
+    api = await createTestApi({
+      HTTP_METRICS_DISABLED: "true",
+      RATE_LIMIT_POINTS: "3",
+      RATE_LIMIT_DURATION_S: "60",
+    });
   });
   afterAll(() => api.close());
 
-  it("drops the per-request count and duration and keeps the rest", async () => {
+  it("drops the per-request count and duration and keeps the rest, refusals and Redis errors included", async () => {
     const token = await api.token();
     expect((await api.increment({ key: "quiet", value: 3 }, token)).status).toBe(202);
     expect((await api.increment({ key: "", value: 1 }, token)).status).toBe(400);
+    expect((await api.increment({ key: "quiet", value: 1 }, token)).status).toBe(202);
+    expect((await api.increment({ key: "quiet", value: 1 }, token)).status).toBe(429);
     const samples = await scrape(api);
     expect(family(samples, "tally_http_requests_total")).toEqual([]);
     expect(family(samples, "tally_http_request_duration_seconds_count")).toEqual([]);
-    expect(sampleValue(samples, "tally_increments_accepted_total")).toBe(1);
+    expect(sampleValue(samples, "tally_increments_accepted_total")).toBe(2);
+    expect(sampleValue(samples, "tally_rejected_requests_total", { code: "invalid_body" })).toBe(1);
+    expect(sampleValue(samples, "tally_rejected_requests_total", { code: "rate_limited" })).toBe(1);
+    expect(sampleValue(samples, "tally_rate_limited_total")).toBe(1);
   });
 });

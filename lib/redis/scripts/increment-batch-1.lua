@@ -6,7 +6,7 @@
 
   KEYS[1]  dirty hash of the shard
 
-  ARGV     one per group, in order: its increments packed as "key\0value\0key\0value…" (see
+  ARGV     one per group, in order: its increments packed as a JSON array ["key", "value", …] (see
            includes/apply-increments.lua)
 
   Returns  one entry per group, in order: "applied", or {"refused", position in the group from 1, reason}

@@ -15,7 +15,7 @@
   ARGV[3]  now, ms since the epoch
   ARGV[4]  most records the shard may hold
   ARGV[5]  record digest (the index member)
-  ARGV[6]  the increments packed as "key\0value\0key\0value…" (see includes/apply-increments.lua)
+  ARGV[6]  the increments packed as a JSON array ["key", "value", …] (see includes/apply-increments.lua)
 
   Returns  {"applied"}: the increments were applied now;
            {"replayed"}: this key already applied the same body (only the record's expiry is set again, to
