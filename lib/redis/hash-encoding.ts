@@ -18,11 +18,11 @@ export const RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES = 32;
 const SETTING = "hash-max-ziplist-entries";
 
 /**
- * Reads each master's `hash-max-listpack-entries` whenever the client (re)connects or, on a Redis Cluster,
- * learns of a node, and warns, once per master, when it is above the recommendation. Performance advice
- * only: counts are exact either way. A master that refuses CONFIG (managed services often do) is left
- * unchecked; one that cannot be reached is checked at the next event. Returns the function that stops
- * watching.
+ * Reads each master's `hash-max-listpack-entries` whenever the client (re)connects, and warns, once per
+ * master, when it is above the recommendation. Performance advice only: counts are exact either way. A
+ * master that refuses CONFIG (managed services often do) is left unchecked; one that cannot be reached is
+ * checked at the next connection. Not on ioredis' "+node": reading a Cluster node that the client has only
+ * just learned of kept the API from ever becoming ready (test/scale/redis-cluster.test.ts).
  */
 export function watchHashEncoding(redis: RedisClient, logger: Logger): () => void {
   const warned = new Set<string>();
@@ -49,10 +49,8 @@ export function watchHashEncoding(redis: RedisClient, logger: Logger): () => voi
     });
   };
   redis.on("ready", check);
-  redis.on("+node", check);
   if (redis.status === "ready") check();
   return () => {
     redis.off("ready", check);
-    redis.off("+node", check);
   };
 }
