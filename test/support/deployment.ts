@@ -176,14 +176,27 @@ export class Deployment {
     });
   }
 
-  /** The last warn and error lines of every process, to say why a test waited in vain. */
+  /**
+   * The last warn and error lines of every process, to say why a test waited in vain: the latest of each
+   * message, with how often it came, so that a warning repeated every cycle does not hide the one before it.
+   */
   warnings(perProcess = 8): string {
     return this.processes
       .map((process, index) => {
-        const lines = process.logs.filter((line) => line.level === "warn" || line.level === "error");
-        return `#${index}: ${lines
+        const latest = new Map<string, { line: Record<string, unknown>; times: number }>();
+        for (const line of process.logs) {
+          if (line.level !== "warn" && line.level !== "error") continue;
+          const message = String(line.msg);
+          const times = (latest.get(message)?.times ?? 0) + 1;
+          // Deleted first, so that the map keeps messages in the order they last came.
+          latest.delete(message);
+          latest.set(message, { line, times });
+        }
+        return `#${index}: ${[...latest.values()]
           .slice(-perProcess)
-          .map((line) => JSON.stringify(line))
+          .map(
+            ({ line, times }) => `${times > 1 ? `(${times} times, the last:) ` : ""}${JSON.stringify(line)}`,
+          )
           .join("\n    ")}`;
       })
       .join("\n");
