@@ -8,10 +8,13 @@ export const keyIsWellFormed = v.check(
   (key: string) => key.isWellFormed(),
   "key must be well-formed Unicode (no lone surrogates)",
 );
+// A UTF-16 unit is at most three bytes in UTF-8: a key of at most this many units fits whatever it holds.
+const KEY_UNITS_ALWAYS_FITTING = Math.floor(MAX_KEY_BYTES / 3);
+
 // valibot's maxBytes encodes every key into a new buffer to count its bytes, which was the largest cost of
-// validating a batch. A UTF-16 unit is at most three bytes in UTF-8, so most keys need no count at all.
+// validating a batch; most keys need no count at all.
 export const keyFitsInIndex = v.check(
-  (key: string) => key.length * 3 <= MAX_KEY_BYTES || Buffer.byteLength(key, "utf8") <= MAX_KEY_BYTES,
+  (key: string) => key.length <= KEY_UNITS_ALWAYS_FITTING || Buffer.byteLength(key, "utf8") <= MAX_KEY_BYTES,
   `key must be at most ${MAX_KEY_BYTES} bytes in UTF-8`,
 );
 export const keyHasNoNul = v.check(
@@ -77,7 +80,7 @@ export function isPlainIncrement(input: unknown, maxKeyLength: number): input is
     key.length > 0 &&
     // Code points and UTF-8 bytes are within bounds whatever the key holds: nothing to count.
     key.length <= maxKeyLength &&
-    key.length * 3 <= MAX_KEY_BYTES &&
+    key.length <= KEY_UNITS_ALWAYS_FITTING &&
     key.isWellFormed() &&
     !key.includes("\u0000") &&
     typeof value === "number" &&

@@ -80,7 +80,6 @@ const REDIS_BUILT_IN_HASH_MAX_LISTPACK_ENTRIES = 512;
 // k6/batch.js is offered the rate wrk reached with batches of this size: k6 builds every body in JavaScript,
 // and batches of 1,000 at that rate would measure k6 alone.
 const K6_BATCH_SIZE = 100;
-const RECOMMENDED = RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES;
 // The service's sync cycle (SYNC_INTERVAL_MS' default): each cycle swaps in new dirty hashes.
 const SYNC_CYCLE_S = 5;
 const BATCH_DURATION_S = 5;
@@ -294,8 +293,12 @@ async function measureBatches(
   const largestSize = BATCH_SIZES.at(-1) ?? 1;
   const widest = HTTP_CONNECTIONS.at(-1) ?? BATCH_CONNECTIONS;
   const plan = [
-    ...BATCH_SIZES.map((size) => ({ size, connections: BATCH_CONNECTIONS, entries: RECOMMENDED })),
-    { size: largestSize, connections: widest, entries: RECOMMENDED },
+    ...BATCH_SIZES.map((size) => ({
+      size,
+      connections: BATCH_CONNECTIONS,
+      entries: RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES,
+    })),
+    { size: largestSize, connections: widest, entries: RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES },
     { size: largestSize, connections: widest, entries: REDIS_BUILT_IN_HASH_MAX_LISTPACK_ENTRIES },
   ];
   const runs = [];
@@ -311,7 +314,7 @@ async function measureBatches(
     // the dirty hashes measured were created under it.
     await generateLoad({
       ...options,
-      durationS: entries === RECOMMENDED ? WARMUP_S : SYNC_CYCLE_S + WARMUP_S,
+      durationS: entries === RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES ? WARMUP_S : SYNC_CYCLE_S + WARMUP_S,
     });
     // Staleness and RSS while the largest batches ran at the connections single increments also ran at.
     const sampling = index === BATCH_SIZES.length - 1 ? sampleRss(service) : undefined;
@@ -339,7 +342,13 @@ async function measureBatches(
       `bench: batches of ${size}, ${connections} connections, hash-max-listpack-entries ${entries}: ${result.requestsPerSecond.toFixed(0)} req/s, ${incrementsPerSecond.toFixed(0)} increments/s, ${result.errors} errors (${result.tool} used ${result.generatorCores.toFixed(2)} cores)`,
     );
   }
-  await redisCommand(redisPort, "CONFIG", "SET", "hash-max-listpack-entries", String(RECOMMENDED));
+  await redisCommand(
+    redisPort,
+    "CONFIG",
+    "SET",
+    "hash-max-listpack-entries",
+    String(RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES),
+  );
   // The load generator stops at its deadline with requests still in flight; the API answers them after.
   await sleep(2_000);
   const accepted = (await acceptedIncrements(metricsUrl)) - acceptedBefore;

@@ -30,7 +30,7 @@ export function watchHashEncoding(redis: RedisClient, logger: Logger): () => voi
     if (warned.has(node)) return;
     const reply = await connection.config("GET", SETTING);
     const entries = Number(Array.isArray(reply) ? reply[1] : Number.NaN);
-    if (!(entries > RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES) || warned.has(node)) return;
+    if (!(entries > RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES)) return;
     warned.add(node);
     logger.warn(
       { node, hashMaxListpackEntries: entries, recommended: RECOMMENDED_HASH_MAX_LISTPACK_ENTRIES },
